@@ -1,0 +1,1 @@
+"""Alembic migrations of the reimage database (run with `reimage migrate`)."""

@@ -1,0 +1,183 @@
+"""HTTP handlers: parse the request, call one service, map the result. No SQL, no cloud calls."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiohttp import web
+from sqlalchemy import text
+
+from orchestrator.api.errors import json_error
+from orchestrator.api.keys import REDIS, RUNTIME
+from orchestrator.api.schemas import BatchRequest, RequestInvalid, parse_batch_request
+from orchestrator.domain.states import ServerState
+from orchestrator.services import batches
+
+T = TypeVar("T")
+SERVICE_TIMEOUT_S = 20.0
+
+
+async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    # A database that hangs must give the caller a 503, not a request that never ends.
+    return await asyncio.wait_for(asyncio.to_thread(fn, *args, **kwargs), SERVICE_TIMEOUT_S)
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """A validated request seen as what the batch service needs."""
+
+    request: BatchRequest
+
+    @property
+    def project_id(self) -> str:
+        return self.request.project_id
+
+    @property
+    def region(self) -> str:
+        return self.request.region
+
+    @property
+    def servers(self) -> tuple[str, ...]:
+        return tuple(self.request.servers)
+
+    @property
+    def cloud_init(self) -> bool:
+        return self.request.cloud_init
+
+    def secrets(self) -> dict[str, str]:
+        return self.request.secrets()
+
+    def public_os_change(self) -> dict[str, Any]:
+        return self.request.public_os_change()
+
+    def policy_json(self) -> dict[str, Any]:
+        return self.request.policy.model_dump(mode="json")
+
+    def canonical_fingerprint(self) -> str:
+        return self.request.canonical_fingerprint()
+
+
+async def healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    checks: dict[str, str] = {}
+
+    def ping_database() -> None:
+        with rt.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    try:
+        await asyncio.wait_for(asyncio.to_thread(ping_database), 3)
+        checks["database"] = "ok"
+    except Exception as exc:  # any failure means not ready; say which kind
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    try:
+        await asyncio.wait_for(request.app[REDIS].ping(), 3)
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"unreachable: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return web.json_response(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status=200 if ready else 503,
+    )
+
+
+async def create_batch(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    try:
+        payload = await request.json(loads=json.loads)
+    except ValueError:
+        return json_error(
+            400, "invalid_json", "the body is not valid JSON", fields={"body": "not valid JSON"}
+        )
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 200:
+        raise RequestInvalid("invalid request", {"Idempotency-Key": "1 to 200 characters"})
+    secret_key = rt.settings.secret_key
+    parsed = parse_batch_request(payload, secret_key_configured=secret_key is not None)
+    result = await _in_thread(
+        batches.create_batch,
+        rt.sessions,
+        _Spec(parsed),
+        now=rt.clock(),
+        secret_key=secret_key.get_secret_value() if secret_key else None,
+        idempotency_key=key,
+    )
+    return web.json_response(result.batch, status=202 if result.created else 200)
+
+
+def _limit(request: web.Request, default: int = 100, maximum: int = 1000) -> int:
+    raw = request.query.get("limit")
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise RequestInvalid("invalid request", {"limit": f"an integer from 1 to {maximum}"})
+    return int(raw)
+
+
+def _batch_id(request: web.Request) -> str:
+    raw = request.match_info["batch_id"]
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise web.HTTPNotFound(
+            text=json.dumps({"error": {"code": "not_found", "message": "no such batch"}}),
+            content_type="application/json",
+        ) from None
+
+
+async def list_batches(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    page = await _in_thread(
+        batches.list_batches,
+        rt.sessions,
+        limit=_limit(request, 50, 500),
+        cursor=request.query.get("cursor"),
+    )
+    return web.json_response(page)
+
+
+async def get_batch(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    return web.json_response(await _in_thread(batches.get_batch, rt.sessions, _batch_id(request)))
+
+
+async def list_batch_servers(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    state = request.query.get("state") or None
+    if state is not None and state not in {s.value for s in ServerState}:
+        raise RequestInvalid(
+            "invalid request",
+            {"state": "one of " + ", ".join(s.value for s in ServerState)},
+        )
+    page = await _in_thread(
+        batches.list_batch_servers,
+        rt.sessions,
+        _batch_id(request),
+        state=state,
+        limit=_limit(request),
+        cursor=request.query.get("cursor"),
+    )
+    return web.json_response(page)
+
+
+async def server_history(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    server_id = request.match_info["server_id"].lower()
+    page = await _in_thread(
+        batches.server_history,
+        rt.sessions,
+        server_id,
+        limit=_limit(request, 1000, 10000),
+        cursor=request.query.get("cursor"),
+    )
+    return web.json_response(page)

@@ -1,0 +1,161 @@
+"""The `reimage` command: migrate, api, worker, beat, simulate, demo.
+
+Every failure a user can cause ends in one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from orchestrator.config import Settings, SettingsError, load_settings
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A one-line message for the user; exit code 2."""
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from orchestrator.db.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url, args.revision)
+    print(f"database at revision {args.revision}")
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from orchestrator.api.app import create_app
+
+    settings = _settings()
+    if settings.api_token is None:
+        raise CliError("ORCH_API_TOKEN is not set: the API refuses to start without a token")
+    _configure_logging()
+    web.run_app(create_app(settings), host=args.host, port=args.port, print=None, access_log=None)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    _settings()
+    from workers.app import ALL_QUEUES, app
+
+    queues = args.queues or ",".join(ALL_QUEUES)
+    app.worker_main(
+        [
+            "worker",
+            f"--concurrency={args.concurrency}",
+            "-Q",
+            queues,
+            f"--loglevel={args.loglevel}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+    return 0
+
+
+def cmd_beat(args: argparse.Namespace) -> int:
+    _settings()
+    from workers.app import app
+
+    schedule = Path(tempfile.mkdtemp(prefix="reimage-beat-")) / "schedule"
+    app.start(["beat", f"--loglevel={args.loglevel}", f"--schedule={schedule}"])
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from orchestrator.ecs.simulator.cli import run_simulator
+
+    run_simulator(args)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from orchestrator.demo import DemoError, run_demo
+
+    try:
+        return run_demo(args)
+    except DemoError as exc:
+        raise CliError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from orchestrator.ecs.simulator.cli import add_simulate_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="reimage", description="Change the OS of fleets of Huawei Cloud ECS servers, safely."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("migrate", help="upgrade the database schema")
+    p.add_argument("--revision", default="head")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("api", help="serve the HTTP API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("worker", help="run a Celery worker (submit, poll, tick queues)")
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--queues", default=None, help="comma-separated queues (default: all)")
+    p.add_argument("--loglevel", default="INFO")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("beat", help="run the scheduler tick (Celery beat)")
+    p.add_argument("--loglevel", default="INFO")
+    p.set_defaults(func=cmd_beat)
+
+    p = sub.add_parser("simulate", help="serve an ECS-compatible simulator")
+    add_simulate_arguments(p)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("demo", help="run a demo batch against the simulator, end to end")
+    p.add_argument("--servers", type=int, default=50)
+    p.add_argument("--fail-ratio", type=float, default=0.1)
+    p.add_argument("--job-seconds", type=float, default=4.0)
+    p.add_argument("--api-port", type=int, default=0, help="0 picks a free port")
+    p.add_argument(
+        "--keep-running",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep the stack up after the batch ends (default: when run in a terminal)",
+    )
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except CliError as exc:
+        print(f"reimage: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

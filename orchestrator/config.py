@@ -1,0 +1,94 @@
+"""The one typed settings object, read from the environment at the edge and passed inward."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(Exception):
+    """A missing or malformed setting; the message is one line naming the variable."""
+
+
+class Settings(BaseSettings):
+    """Everything a process of reimage needs to know about its surroundings."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    database_url: str = Field("sqlite:///reimage.db", validation_alias="ORCH_DATABASE_URL")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="ORCH_REDIS_URL")
+    ecs_endpoint: str = Field(
+        "https://ecs.{region}.myhuaweicloud.com", validation_alias="ORCH_ECS_ENDPOINT"
+    )
+    cloud_ak: SecretStr | None = Field(None, validation_alias="HUAWEICLOUD_SDK_AK")
+    cloud_sk: SecretStr | None = Field(None, validation_alias="HUAWEICLOUD_SDK_SK")
+    cloud_security_token: SecretStr | None = Field(
+        None, validation_alias="HUAWEICLOUD_SDK_SECURITY_TOKEN"
+    )
+    cloud_auth_token: SecretStr | None = Field(None, validation_alias="ORCH_ECS_AUTH_TOKEN")
+    api_token: SecretStr | None = Field(None, validation_alias="ORCH_API_TOKEN")
+    secret_key: SecretStr | None = Field(None, validation_alias="ORCH_SECRET_KEY")
+    tick_seconds: float = Field(1.0, gt=0, le=3600, validation_alias="ORCH_TICK_SECONDS")
+    ecs_rate: float = Field(20.0, gt=0, validation_alias="ORCH_ECS_RATE")
+    ecs_burst: int = Field(20, ge=1, validation_alias="ORCH_ECS_BURST")
+    ecs_connect_timeout_s: float = Field(5.0, gt=0, validation_alias="ORCH_ECS_CONNECT_TIMEOUT")
+    ecs_read_timeout_s: float = Field(30.0, gt=0, validation_alias="ORCH_ECS_READ_TIMEOUT")
+    # How long after an unknown changeos outcome we wait before reading the server: a job
+    # accepted by the cloud may take a moment to put the server into REBUILD.
+    reconcile_grace_s: float = Field(20.0, ge=0, validation_alias="ORCH_RECONCILE_GRACE_S")
+    # A task message that has not made progress after this long is sent again (it was lost).
+    task_lease_s: float = Field(120.0, gt=0, validation_alias="ORCH_TASK_LEASE_S")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:// or postgresql+psycopg:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://", "redis+socket://")):
+            raise ValueError("must be a redis:// or unix:// URL")
+        return value
+
+    @field_validator("ecs_endpoint")
+    @classmethod
+    def _http_endpoint(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @property
+    def broker_url(self) -> str:
+        """The Redis URL in Celery's (kombu's) spelling: unix sockets are `redis+socket://`."""
+        if self.redis_url.startswith("unix://"):
+            return "redis+socket://" + self.redis_url.removeprefix("unix://")
+        return self.redis_url
+
+    @property
+    def client_redis_url(self) -> str:
+        """The Redis URL in redis-py's spelling."""
+        if self.redis_url.startswith("redis+socket://"):
+            return "unix://" + self.redis_url.removeprefix("redis+socket://")
+        return self.redis_url
+
+    def endpoint_for(self, region: str) -> str:
+        return self.ecs_endpoint.replace("{region}", region)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment; raise SettingsError with one line naming the bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        alias = (
+            Settings.model_fields[field].validation_alias
+            if field in Settings.model_fields
+            else None
+        )
+        name = alias if isinstance(alias, str) else field
+        raise SettingsError(f"{name}: {first['msg']}") from None

@@ -1,0 +1,1 @@
+"""Persistence: models, the engine, and the one function that changes a state."""

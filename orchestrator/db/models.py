@@ -1,0 +1,189 @@
+"""SQLAlchemy 2.x models: batches, servers in a batch, and their append-only histories."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# BIGINT on PostgreSQL, INTEGER on SQLite (where only INTEGER PRIMARY KEY autoincrements).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, on PostgreSQL and on SQLite (which stores naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Timestamp = UtcDateTime()
+
+ACTIVE_STATES_SQL = "state IN ('pending', 'submitting', 'running')"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, datetime: Timestamp}
+
+
+class Batch(Base):
+    """One operator request: a change (image, key, mode) applied to a frozen list of servers."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    project_id: Mapped[str] = mapped_column(String(64))
+    region: Mapped[str] = mapped_column(String(32))
+    cloud_init: Mapped[bool] = mapped_column(Boolean)
+    # The change as sent to the cloud, without adminpass or user_data.
+    os_change: Mapped[dict[str, Any]]
+    # adminpass / user_data, encrypted with ORCH_SECRET_KEY; erased once no server needs it.
+    sealed_secrets: Mapped[bytes | None] = mapped_column(LargeBinary)
+    policy: Mapped[dict[str, Any]]
+    total: Mapped[int] = mapped_column(Integer)
+    # Counts per server state, maintained by record_server_transition (no scan of the servers).
+    n_pending: Mapped[int] = mapped_column(Integer, default=0)
+    n_submitting: Mapped[int] = mapped_column(Integer, default=0)
+    n_running: Mapped[int] = mapped_column(Integer, default=0)
+    n_succeeded: Mapped[int] = mapped_column(Integer, default=0)
+    n_failed: Mapped[int] = mapped_column(Integer, default=0)
+    n_cancelled: Mapped[int] = mapped_column(Integer, default=0)
+    n_skipped: Mapped[int] = mapped_column(Integer, default=0)
+    pause_reason: Mapped[str | None] = mapped_column(Text)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    parent_id: Mapped[str | None] = mapped_column(String(36))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_batches_created_at_id", "created_at", "id"),)
+
+
+class BatchServer(Base):
+    """One server's place in one batch: its current state and everything needed to resume it."""
+
+    __tablename__ = "batch_servers"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    server_id: Mapped[str] = mapped_column(String(64))
+    position: Mapped[int] = mapped_column(Integer)
+    wave: Mapped[int] = mapped_column(Integer, default=1)
+    state: Mapped[str] = mapped_column(String(20))
+    # Number of changeos calls sent for this server in this batch (recorded BEFORE each call).
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    # Set and committed right before a changeos call; cleared when its outcome is known.
+    call_started_at: Mapped[datetime | None]
+    outcome_unknown: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When a task was last handed this row; a message lost in the broker is re-sent after a lease.
+    dispatched_at: Mapped[datetime | None]
+    next_attempt_at: Mapped[datetime | None]
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    job_id: Mapped[str | None] = mapped_column(String(64))
+    job_status: Mapped[str | None] = mapped_column(String(20))
+    next_poll_at: Mapped[datetime | None]
+    polls: Mapped[int] = mapped_column(Integer, default=0)
+    submitted_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint("batch_id", "server_id", name="uq_batch_servers_batch_id_server_id"),
+        Index("ix_batch_servers_batch_id_state_id", "batch_id", "state", "id"),
+        Index("ix_batch_servers_batch_id_id", "batch_id", "id"),
+        Index("ix_batch_servers_state_next_poll_at", "state", "next_poll_at"),
+        # One server, one active batch: the database refuses a second active row.
+        Index(
+            "uq_batch_servers_active_server",
+            "server_id",
+            unique=True,
+            sqlite_where=text(ACTIVE_STATES_SQL),
+            postgresql_where=text(ACTIVE_STATES_SQL),
+        ),
+    )
+
+
+class ServerHistory(Base):
+    """Append-only: one row per state change of a server in a batch, with the cloud's words."""
+
+    __tablename__ = "server_history"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    batch_server_id: Mapped[int] = mapped_column(ForeignKey("batch_servers.id", ondelete="CASCADE"))
+    batch_id: Mapped[str] = mapped_column(String(36))
+    server_id: Mapped[str] = mapped_column(String(64))
+    from_state: Mapped[str | None] = mapped_column(String(20))
+    to_state: Mapped[str] = mapped_column(String(20))
+    at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    job_id: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]]
+
+    __table_args__ = (
+        Index("ix_server_history_server_id_id", "server_id", "id"),
+        Index("ix_server_history_batch_server_id_id", "batch_server_id", "id"),
+    )
+
+
+class BatchEvent(Base):
+    """Append-only: batch state changes and operator actions (who, what, why)."""
+
+    __tablename__ = "batch_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    at: Mapped[datetime]
+    from_state: Mapped[str | None] = mapped_column(String(20))
+    to_state: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]]
+
+    __table_args__ = (Index("ix_batch_events_batch_id_id", "batch_id", "id"),)

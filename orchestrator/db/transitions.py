@@ -1,0 +1,151 @@
+"""The one place a state changes: check the table, compare-and-set the row, append history.
+
+Expected outcomes are values: a lost compare-and-set returns False (someone else moved the row
+first), it does not raise. An illegal transition is a programming error and raises.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, update
+from sqlalchemy.orm import Session
+
+from orchestrator.db.models import Batch, BatchEvent, BatchServer, ServerHistory
+from orchestrator.domain.states import (
+    BatchState,
+    ServerState,
+    check_batch_transition,
+    check_server_transition,
+)
+
+
+def record_server_transition(
+    session: Session,
+    batch_server_id: int,
+    *,
+    expected: ServerState,
+    to: ServerState,
+    reason: str,
+    now: datetime,
+    details: dict[str, Any] | None = None,
+    values: dict[str, Any] | None = None,
+    guard: dict[str, Any] | None = None,
+) -> bool:
+    """Move one server from `expected` to `to` if it is still there; False when it is not.
+
+    `values` are written with the state; `guard` adds `column == value` conditions to the
+    compare-and-set (e.g. `call_started_at=None` so two tasks cannot both start a call).
+    The caller commits: the row, its history and the batch counts land together or not at all.
+    """
+    check_server_transition(expected, to)
+    conditions = [BatchServer.id == batch_server_id, BatchServer.state == expected.value]
+    for column, value in (guard or {}).items():
+        attribute = getattr(BatchServer, column)
+        conditions.append(attribute.is_(None) if value is None else attribute == value)
+    changes: dict[str, Any] = {"state": to.value, "updated_at": now, **(values or {})}
+    if to.is_terminal:
+        changes.setdefault("finished_at", now)
+    row = session.execute(
+        update(BatchServer)
+        .where(*conditions)
+        .values(**changes)
+        .returning(
+            BatchServer.batch_id, BatchServer.server_id, BatchServer.attempt, BatchServer.job_id
+        )
+    ).one_or_none()
+    if row is None:
+        return False
+    batch_id, server_id, attempt, job_id = row
+    session.execute(
+        insert(ServerHistory).values(
+            batch_server_id=batch_server_id,
+            batch_id=batch_id,
+            server_id=server_id,
+            from_state=expected.value,
+            to_state=to.value,
+            at=now,
+            reason=reason,
+            attempt=attempt,
+            job_id=job_id,
+            details=details or {},
+        )
+    )
+    if expected != to:
+        _move_count(session, batch_id, expected, to, now)
+    return True
+
+
+def _move_count(
+    session: Session, batch_id: str, from_state: ServerState, to: ServerState, now: datetime
+) -> None:
+    from_column = getattr(Batch, f"n_{from_state.value}")
+    to_column = getattr(Batch, f"n_{to.value}")
+    session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id)
+        .values({from_column: from_column - 1, to_column: to_column + 1, Batch.updated_at: now})
+    )
+
+
+def record_batch_transition(
+    session: Session,
+    batch_id: str,
+    *,
+    expected: BatchState,
+    to: BatchState,
+    reason: str,
+    actor: str,
+    now: datetime,
+    details: dict[str, Any] | None = None,
+    values: dict[str, Any] | None = None,
+) -> bool:
+    """Move a batch from `expected` to `to` if it is still there, with an event row."""
+    check_batch_transition(expected, to)
+    changes: dict[str, Any] = {"state": to.value, "updated_at": now, **(values or {})}
+    if to.is_terminal:
+        changes.setdefault("finished_at", now)
+    result = session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.state == expected.value)
+        .values(**changes)
+        .returning(Batch.id)
+    ).one_or_none()
+    if result is None:
+        return False
+    record_batch_event(
+        session,
+        batch_id,
+        from_state=expected,
+        to=to,
+        reason=reason,
+        actor=actor,
+        now=now,
+        details=details,
+    )
+    return True
+
+
+def record_batch_event(
+    session: Session,
+    batch_id: str,
+    *,
+    from_state: BatchState | None,
+    to: BatchState,
+    reason: str,
+    actor: str,
+    now: datetime,
+    details: dict[str, Any] | None = None,
+) -> None:
+    session.execute(
+        insert(BatchEvent).values(
+            batch_id=batch_id,
+            at=now,
+            from_state=from_state.value if from_state else None,
+            to_state=to.value,
+            reason=reason,
+            actor=actor,
+            details=details or {},
+        )
+    )

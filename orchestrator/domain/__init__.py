@@ -1,0 +1,1 @@
+"""Pure domain rules: states, transitions, planning. No framework imports here."""

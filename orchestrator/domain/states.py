@@ -1,0 +1,114 @@
+"""Server and batch states, the one transition table for each, and the guard that checks it."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ServerState(StrEnum):
+    PENDING = "pending"
+    SUBMITTING = "submitting"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_SERVER_STATES
+
+    @property
+    def is_active(self) -> bool:
+        """Pending or in flight: the server belongs to this batch and no other."""
+        return self in ACTIVE_SERVER_STATES
+
+
+TERMINAL_SERVER_STATES = frozenset(
+    {ServerState.SUCCEEDED, ServerState.FAILED, ServerState.CANCELLED, ServerState.SKIPPED}
+)
+ACTIVE_SERVER_STATES = frozenset({ServerState.PENDING, ServerState.SUBMITTING, ServerState.RUNNING})
+IN_FLIGHT_SERVER_STATES = frozenset({ServerState.SUBMITTING, ServerState.RUNNING})
+
+# Self-transitions record nuance without a new state: a retry scheduled after a 429, an
+# outcome that became unknown, the cloud job changing status.
+SERVER_TRANSITIONS: dict[ServerState, frozenset[ServerState]] = {
+    ServerState.PENDING: frozenset(
+        {ServerState.SUBMITTING, ServerState.CANCELLED, ServerState.SKIPPED}
+    ),
+    ServerState.SUBMITTING: frozenset(
+        {
+            ServerState.SUBMITTING,
+            # released before any call was sent (paused batch, bad credentials)
+            ServerState.PENDING,
+            ServerState.RUNNING,
+            ServerState.FAILED,
+            # reconciliation found the change already applied
+            ServerState.SUCCEEDED,
+            # never sent: cancelled, or already on the target image
+            ServerState.CANCELLED,
+            ServerState.SKIPPED,
+        }
+    ),
+    ServerState.RUNNING: frozenset(
+        {ServerState.RUNNING, ServerState.SUCCEEDED, ServerState.FAILED}
+    ),
+    ServerState.SUCCEEDED: frozenset(),
+    ServerState.FAILED: frozenset(),
+    ServerState.CANCELLED: frozenset(),
+    ServerState.SKIPPED: frozenset(),
+}
+
+
+class BatchState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    PARTIALLY_FAILED = "partially_failed"
+    ABORTED = "aborted"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_BATCH_STATES
+
+
+TERMINAL_BATCH_STATES = frozenset(
+    {
+        BatchState.SUCCEEDED,
+        BatchState.PARTIALLY_FAILED,
+        BatchState.ABORTED,
+        BatchState.CANCELLED,
+    }
+)
+_BATCH_ENDINGS = TERMINAL_BATCH_STATES
+
+BATCH_TRANSITIONS: dict[BatchState, frozenset[BatchState]] = {
+    BatchState.PENDING: frozenset({BatchState.RUNNING, BatchState.PAUSED} | _BATCH_ENDINGS),
+    BatchState.RUNNING: frozenset({BatchState.PAUSED} | _BATCH_ENDINGS),
+    BatchState.PAUSED: frozenset({BatchState.RUNNING} | _BATCH_ENDINGS),
+    BatchState.SUCCEEDED: frozenset(),
+    BatchState.PARTIALLY_FAILED: frozenset(),
+    BatchState.ABORTED: frozenset(),
+    BatchState.CANCELLED: frozenset(),
+}
+
+
+class IllegalTransition(Exception):
+    """A state change the transition table does not allow."""
+
+    def __init__(self, kind: str, from_state: str, to_state: str) -> None:
+        super().__init__(f"{kind} cannot go from {from_state} to {to_state}")
+        self.from_state = from_state
+        self.to_state = to_state
+
+
+def check_server_transition(from_state: ServerState, to_state: ServerState) -> None:
+    if to_state not in SERVER_TRANSITIONS[from_state]:
+        raise IllegalTransition("server", from_state, to_state)
+
+
+def check_batch_transition(from_state: BatchState, to_state: BatchState) -> None:
+    if to_state not in BATCH_TRANSITIONS[from_state]:
+        raise IllegalTransition("batch", from_state, to_state)

@@ -1,0 +1,1 @@
+"""Huawei Cloud ECS: request signing, a typed async client, error classes and a simulator."""

@@ -1,0 +1,197 @@
+"""A small typed async client for the ECS calls we make: changeos (v1/v2), job, server, list.
+
+Every request is signed (AK/SK) or carries an IAM token, takes a token from the fleet's rate
+budget first, and has explicit connect and read timeouts. Failures come out as the typed
+errors of `orchestrator.ecs.errors`; a changeos whose answer never arrived is `OutcomeUnknown`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote, urlencode, urlsplit
+
+import aiohttp
+
+from orchestrator.ecs import signer
+from orchestrator.ecs.errors import EcsError, OutcomeUnknown, Retryable, classify
+from orchestrator.ecs.models import Job, OsChange, Server
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """AK/SK (optionally temporary, with a security token) or an IAM token."""
+
+    access_key: str | None = None
+    secret_key: str | None = None
+    security_token: str | None = None
+    auth_token: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Credentials(access_key={self.access_key!r}, secret_key=***)"
+
+    @property
+    def usable(self) -> bool:
+        return bool(self.auth_token or (self.access_key and self.secret_key))
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect_s: float = 5.0
+    read_s: float = 30.0
+
+
+class RateGate(Protocol):
+    async def acquire(self, project_id: str, region: str) -> float: ...
+
+    def penalise(self, project_id: str, region: str) -> None: ...
+
+
+class EcsClient:
+    """The ECS API of one project in one region."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        endpoint: str,
+        project_id: str,
+        region: str,
+        credentials: Credentials,
+        timeouts: Timeouts | None = None,
+        rate_gate: RateGate | None = None,
+    ) -> None:
+        self._session = session
+        self._endpoint = endpoint.rstrip("/")
+        self._host = urlsplit(self._endpoint).netloc
+        self._project_id = project_id
+        self._region = region
+        self._credentials = credentials
+        timeouts = timeouts or Timeouts()
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=timeouts.connect_s, sock_read=timeouts.read_s
+        )
+        self._rate_gate = rate_gate
+
+    async def change_os(self, server_id: str, change: OsChange, *, cloud_init: bool) -> str:
+        """Send changeos; answer the cloud's job id. The OS is changed only when the job ends."""
+        version = "v2" if cloud_init else "v1"
+        path = f"/{version}/{self._project_id}/cloudservers/{quote(server_id, safe='')}/changeos"
+        status, body, headers = await self._call("POST", path, body=change.to_body())
+        job_id = body.get("job_id") if isinstance(body, dict) else None
+        if isinstance(job_id, str) and job_id:
+            return job_id
+        # A 2xx without a job id is not a success: Common.0024 is flow control answered with
+        # 202; anything else we cannot prove was or was not applied.
+        error = classify(status, json.dumps(body).encode(), request_id=headers.get("X-Request-Id"))
+        if isinstance(error, Retryable):
+            raise error
+        raise OutcomeUnknown(
+            code=error.code if error.code != f"HTTP.{status}" else "NoJobId",
+            message="changeos answered without a job id",
+            http_status=status,
+            request_id=headers.get("X-Request-Id"),
+        )
+
+    async def show_job(self, job_id: str) -> Job:
+        path = f"/v1/{self._project_id}/jobs/{quote(job_id, safe='')}"
+        _, body, _ = await self._call("GET", path)
+        return Job.from_body(body if isinstance(body, dict) else {})
+
+    async def show_server(self, server_id: str) -> Server:
+        path = f"/v1/{self._project_id}/cloudservers/{quote(server_id, safe='')}"
+        _, body, _ = await self._call("GET", path)
+        server = body.get("server") if isinstance(body, dict) else None
+        return Server.from_body(server if isinstance(server, dict) else {})
+
+    async def list_servers(
+        self, filters: dict[str, str] | None = None, *, page_size: int = 1000
+    ) -> AsyncIterator[Server]:
+        """Every server matching `filters`, paged with `marker` until a short page."""
+        marker: str | None = None
+        path = f"/v1/{self._project_id}/cloudservers/detail"
+        while True:
+            query = [*sorted((filters or {}).items()), ("limit", str(page_size))]
+            if marker:
+                query.append(("marker", marker))
+            _, body, _ = await self._call("GET", path, query=query)
+            page = body.get("servers") if isinstance(body, dict) else None
+            servers = [Server.from_body(s) for s in page if isinstance(s, dict)] if page else []
+            for server in servers:
+                yield server
+            if len(servers) < page_size:
+                return
+            marker = servers[-1].id
+
+    def _headers(
+        self, method: str, path: str, query: list[tuple[str, str]], raw: bytes
+    ) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json;charset=utf-8" if raw else "application/json",
+            "Host": self._host,
+            "X-Project-Id": self._project_id,
+        }
+        creds = self._credentials
+        if creds.auth_token:
+            headers["X-Auth-Token"] = creds.auth_token
+            return headers
+        if creds.security_token:
+            headers["X-Security-Token"] = creds.security_token
+        headers[signer.DATE_HEADER] = signer.sdk_date()
+        headers["Authorization"] = signer.authorization_header(
+            access_key=creds.access_key or "",
+            secret_key=creds.secret_key or "",
+            method=method,
+            path=path,
+            query=query,
+            headers=headers,
+            body=raw,
+        )
+        return headers
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> tuple[int, Any, dict[str, str]]:
+        query = query or []
+        raw = json.dumps(body).encode() if body is not None else b""
+        if self._rate_gate is not None:
+            await self._rate_gate.acquire(self._project_id, self._region)
+        url = self._endpoint + path + (("?" + urlencode(query, quote_via=quote)) if query else "")
+        headers = self._headers(method, path, query, raw)
+        try:
+            async with self._session.request(
+                method, url, data=raw or None, headers=headers, timeout=self._timeout
+            ) as response:
+                payload = await response.read()
+                status = response.status
+                response_headers = {k: v for k, v in response.headers.items()}
+        except aiohttp.ClientConnectorError as exc:
+            # Refused or unreachable before a byte was sent: safe to retry any call.
+            raise Retryable(code="Connection.Failed", message=type(exc).__name__) from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            cls = OutcomeUnknown if method == "POST" else Retryable
+            raise cls(code="Connection.Lost", message=type(exc).__name__ or "timeout") from None
+        request_id = response_headers.get("X-Request-Id")
+        if 200 <= status < 300:
+            return status, _json_or_empty(payload), response_headers
+        error: EcsError = classify(
+            status, payload, request_id=request_id, retry_after=response_headers.get("Retry-After")
+        )
+        throttled = status == 429 or error.code in ("APIGW.0308", "APIG.0308", "Common.1503")
+        if throttled and self._rate_gate is not None:
+            self._rate_gate.penalise(self._project_id, self._region)
+        raise error
+
+
+def _json_or_empty(payload: bytes) -> Any:
+    try:
+        return json.loads(payload) if payload else {}
+    except ValueError:
+        return {}

@@ -1,0 +1,171 @@
+"""The cloud's errors: both body shapes parsed, classified by code first and HTTP status second."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+# Classified by code, because the docs warn that HTTP statuses "may not be accurate".
+RETRYABLE_CODES = frozenset(
+    {
+        "APIGW.0308",
+        "APIG.0308",
+        "Common.1503",
+        "Common.0024",
+        "Ecs.0603",
+        "Common.0001",
+        "Ecs.0615",
+    }
+)
+CONFIG_CODES = frozenset(
+    {
+        "APIGW.0301",
+        "APIGW.0303",
+        "APIG.0301",
+        "APIG.0303",
+        "Common.0013",
+        "Pdp.0001",
+        "Ecs.0023",
+        "Common.0018",
+    }
+)
+JOB_GONE_CODES = frozenset({"Common.0011"})
+# Known to be permanent for the server, whatever HTTP status carries them.
+REJECTED_CODES = frozenset(
+    {
+        "Ecs.0100",
+        "Ecs.0005",
+        "Ecs.0011",
+        "Ecs.0031",
+        "Ecs.0032",
+        "Ecs.0090",
+        "Ecs.0105",
+        "Ecs.0114",
+        "Ecs.0202",
+        "Ecs.0314",
+        "Ecs.0510",
+        "Ecs.0605",
+        "Ecs.0614",
+    }
+)
+
+
+@dataclass
+class EcsError(Exception):
+    """Base of every error the ECS client raises."""
+
+    code: str
+    message: str
+    http_status: int | None = None
+    request_id: str | None = None
+    details: list[dict[str, Any]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        status = f"HTTP {self.http_status} " if self.http_status is not None else ""
+        return f"{status}{self.code}: {self.message}"
+
+    def as_details(self) -> dict[str, Any]:
+        """What history rows keep of this error (never a secret: only the cloud's answer)."""
+        return {
+            "error_class": type(self).__name__,
+            "code": self.code,
+            "message": self.message,
+            "http_status": self.http_status,
+            "request_id": self.request_id,
+            "details": self.details,
+        }
+
+
+@dataclass
+class Retryable(EcsError):
+    """Throttled, busy or a transient fault: nothing was applied; try the same attempt later."""
+
+    retry_after_s: float | None = None
+
+
+@dataclass
+class Rejected(EcsError):
+    """Permanent for this server (bad image, wrong state, locked, not found...)."""
+
+
+@dataclass
+class JobGone(Rejected):
+    """The job id is unknown or was purged (`Common.0011`): reconcile from the server."""
+
+
+@dataclass
+class ConfigError(EcsError):
+    """Credentials, token, project or IAM policy: stop the batch, do not burn the fleet."""
+
+
+@dataclass
+class OutcomeUnknown(EcsError):
+    """A request was sent and no answer came back: it may or may not have been applied."""
+
+
+def parse_error_body(body: bytes) -> tuple[str | None, str, list[dict[str, Any]]]:
+    """(code, message, details) from either the ECS shape or the API gateway's flat shape."""
+    try:
+        data = json.loads(body) if body else None
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    if not isinstance(data, dict):
+        text = body[:300].decode("utf-8", "replace") if body else ""
+        return None, text, []
+    nested = data.get("error")
+    if isinstance(nested, dict):
+        details = nested.get("details")
+        return (
+            _str_or_none(nested.get("code")),
+            str(nested.get("message") or ""),
+            [d for d in details if isinstance(d, dict)] if isinstance(details, list) else [],
+        )
+    if "error_code" in data:
+        return _str_or_none(data.get("error_code")), str(data.get("error_msg") or ""), []
+    return None, "", []
+
+
+def _str_or_none(value: object) -> str | None:
+    return str(value) if value not in (None, "") else None
+
+
+def classify(
+    http_status: int,
+    body: bytes,
+    *,
+    request_id: str | None = None,
+    retry_after: str | None = None,
+) -> EcsError:
+    """The typed error for an answer that was not a success."""
+    code, message, details = parse_error_body(body)
+    kwargs: dict[str, Any] = {
+        "code": code or f"HTTP.{http_status}",
+        "message": message or f"HTTP {http_status}",
+        "http_status": http_status,
+        "request_id": request_id,
+        "details": details,
+    }
+    if code in RETRYABLE_CODES:
+        return Retryable(**kwargs, retry_after_s=parse_retry_after(retry_after))
+    if code in CONFIG_CODES:
+        return ConfigError(**kwargs)
+    if code in JOB_GONE_CODES:
+        return JobGone(**kwargs)
+    if code in REJECTED_CODES:
+        return Rejected(**kwargs)
+    if http_status == 429 or http_status >= 500:
+        return Retryable(**kwargs, retry_after_s=parse_retry_after(retry_after))
+    if http_status in (401, 403):
+        return ConfigError(**kwargs)
+    return Rejected(**kwargs)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return max(0.0, min(seconds, 3600.0))

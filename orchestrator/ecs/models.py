@@ -1,0 +1,125 @@
+"""Typed values in and out of the ECS client: nothing past its boundary is a raw dict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+FINAL_JOB_STATUSES = frozenset({"SUCCESS", "FAIL"})
+REBUILD_TASK_STATES = frozenset({"rebuilding", "rebuild_block_device_mapping", "rebuild_spawning"})
+
+
+@dataclass(frozen=True)
+class OsChange:
+    """The `os-change` body of a changeos call (v1 without Cloud-Init, v2 with it)."""
+
+    imageid: str
+    keyname: str | None = None
+    userid: str | None = None
+    adminpass: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    mode: str | None = None
+    is_auto_pay: str | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"imageid": self.imageid}
+        for name, value in (
+            ("keyname", self.keyname),
+            ("userid", self.userid),
+            ("adminpass", self.adminpass),
+            ("mode", self.mode),
+            ("isAutoPay", self.is_auto_pay),
+        ):
+            if value is not None:
+                body[name] = value
+        if self.metadata:
+            body["metadata"] = dict(self.metadata)
+        return {"os-change": body}
+
+    def __repr__(self) -> str:  # keep adminpass and user_data out of every log line
+        return f"OsChange(imageid={self.imageid!r}, keyname={self.keyname!r}, mode={self.mode!r})"
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    status: str
+    error_code: str | None
+    fail_reason: str | None
+    raw: dict[str, Any]
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_JOB_STATUSES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "SUCCESS"
+
+    def sub_job_messages(self) -> list[str]:
+        entities = self.raw.get("entities")
+        subs = entities.get("sub_jobs") if isinstance(entities, dict) else None
+        messages: list[str] = []
+        for sub in subs if isinstance(subs, list) else []:
+            sub_entities = sub.get("entities") if isinstance(sub, dict) else None
+            if isinstance(sub_entities, dict) and sub_entities.get("errorcode_message"):
+                messages.append(str(sub_entities["errorcode_message"]))
+        return messages
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> Job:
+        return cls(
+            job_id=str(body.get("job_id") or ""),
+            status=str(body.get("status") or "UNKNOWN"),
+            error_code=_opt(body.get("error_code")),
+            fail_reason=_opt(body.get("fail_reason")),
+            raw=body,
+        )
+
+
+@dataclass(frozen=True)
+class Server:
+    id: str
+    name: str
+    status: str
+    vm_state: str | None
+    task_state: str | None
+    image_id: str | None
+    charging_mode: str | None
+    locked: bool
+    has_system_disk: bool
+    tags: tuple[str, ...]
+
+    @property
+    def is_rebuilding(self) -> bool:
+        return self.status == "REBUILD" or (self.task_state or "") in REBUILD_TASK_STATES
+
+    @property
+    def is_idle(self) -> bool:
+        return not self.task_state and self.status not in ("REBUILD", "BUILD", "RESIZE")
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> Server:
+        image = body.get("image")
+        metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        volumes = body.get("os-extended-volumes:volumes_attached")
+        tags = body.get("tags")
+        return cls(
+            id=str(body.get("id") or ""),
+            name=str(body.get("name") or ""),
+            status=str(body.get("status") or ""),
+            vm_state=_opt(body.get("OS-EXT-STS:vm_state")),
+            task_state=_opt(body.get("OS-EXT-STS:task_state")),
+            image_id=_opt(image.get("id")) if isinstance(image, dict) else None,
+            charging_mode=_opt(metadata.get("charging_mode")) if metadata else None,
+            locked=bool(body.get("locked")),
+            has_system_disk=any(
+                isinstance(v, dict) and str(v.get("bootIndex")) == "0"
+                for v in (volumes if isinstance(volumes, list) else [])
+            ),
+            tags=tuple(str(t) for t in tags) if isinstance(tags, list) else (),
+        )
+
+
+def _opt(value: object) -> str | None:
+    return None if value in (None, "") else str(value)

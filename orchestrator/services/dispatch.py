@@ -1,0 +1,275 @@
+"""The scheduler tick: find due work in the database and hand its ids to the workers.
+
+The database is the only record of work. A tick claims free in-flight slots (pending ->
+submitting), re-sends work whose message was lost (a lease on `dispatched_at` / `next_poll_at`),
+and ends batches with nothing left to do. Every claim is a compare-and-set, so two ticks
+running at once (a standby beat, a slow tick) do no harm: one of them simply finds less to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator.db.models import Batch, BatchServer
+from orchestrator.db.transitions import record_batch_transition, record_server_transition
+from orchestrator.domain.policy import in_flight_limit
+from orchestrator.domain.states import BatchState, ServerState
+
+POLL_CHUNK = 50
+CLAIM_CHUNK = 500
+
+
+class Dispatcher(Protocol):
+    """Where ids of due work go (Celery in production, a list in tests)."""
+
+    def submit(self, batch_server_id: int) -> None: ...
+
+    def poll(self, batch_server_ids: list[int]) -> None: ...
+
+
+@dataclass
+class TickReport:
+    claimed: int = 0
+    submits_sent: int = 0
+    polls_sent: int = 0
+    cancelled: int = 0
+    batches_finished: list[str] = field(default_factory=list)
+
+
+def run_tick(
+    sessions: sessionmaker[Session],
+    dispatcher: Dispatcher,
+    *,
+    now: datetime,
+    lease_s: float,
+    call_timeout_s: float,
+) -> TickReport:
+    report = TickReport()
+    with sessions() as session:
+        batch_ids = list(
+            session.scalars(
+                select(Batch.id).where(
+                    Batch.state.in_(
+                        [
+                            BatchState.PENDING.value,
+                            BatchState.RUNNING.value,
+                            BatchState.PAUSED.value,
+                        ]
+                    )
+                )
+            )
+        )
+    for batch_id in batch_ids:
+        _advance_batch(sessions, batch_id, report, now=now)
+    _send_due_submits(
+        sessions, dispatcher, report, now=now, lease_s=lease_s, call_timeout_s=call_timeout_s
+    )
+    _send_due_polls(sessions, dispatcher, report, now=now, lease_s=lease_s)
+    return report
+
+
+def _advance_batch(
+    sessions: sessionmaker[Session], batch_id: str, report: TickReport, *, now: datetime
+) -> None:
+    with sessions() as session:
+        batch = session.get_one(Batch, batch_id)
+        state = BatchState(batch.state)
+        if state is BatchState.PENDING:
+            record_batch_transition(
+                session,
+                batch_id,
+                expected=state,
+                to=BatchState.RUNNING,
+                reason="started",
+                actor="scheduler",
+                now=now,
+            )
+            state = BatchState.RUNNING
+            session.commit()
+        if batch.cancel_requested:
+            report.cancelled += _cancel_pending(session, batch_id, now=now)
+        elif state is BatchState.RUNNING:
+            report.claimed += _claim_slots(session, batch, now=now)
+        session.refresh(batch)
+        _finish_if_done(session, batch, report, now=now)
+
+
+def _claim_slots(session: Session, batch: Batch, *, now: datetime) -> int:
+    limit = in_flight_limit(batch.policy.get("max_in_flight"), batch.total)
+    free = limit - (batch.n_submitting + batch.n_running)
+    if free <= 0 or batch.n_pending == 0:
+        return 0
+    ids = list(
+        session.scalars(
+            select(BatchServer.id)
+            .where(BatchServer.batch_id == batch.id, BatchServer.state == ServerState.PENDING.value)
+            .order_by(BatchServer.position)
+            .limit(min(free, CLAIM_CHUNK))
+        )
+    )
+    claimed = 0
+    for row_id in ids:
+        claimed += record_server_transition(
+            session,
+            row_id,
+            expected=ServerState.PENDING,
+            to=ServerState.SUBMITTING,
+            reason="slot_claimed",
+            now=now,
+            values={"dispatched_at": None, "next_attempt_at": now},
+        )
+    session.commit()
+    return claimed
+
+
+def _cancel_pending(session: Session, batch_id: str, *, now: datetime) -> int:
+    ids = list(
+        session.scalars(
+            select(BatchServer.id).where(
+                BatchServer.batch_id == batch_id, BatchServer.state == ServerState.PENDING.value
+            )
+        )
+    )
+    cancelled = 0
+    for row_id in ids:
+        cancelled += record_server_transition(
+            session,
+            row_id,
+            expected=ServerState.PENDING,
+            to=ServerState.CANCELLED,
+            reason="cancelled",
+            now=now,
+            details={"by": "batch_cancel"},
+        )
+    session.commit()
+    return cancelled
+
+
+def _finish_if_done(session: Session, batch: Batch, report: TickReport, *, now: datetime) -> None:
+    state = BatchState(batch.state)
+    if state.is_terminal:
+        return
+    if batch.n_pending + batch.n_submitting == 0 and batch.sealed_secrets is not None:
+        # Every server's change was accepted or settled: nobody needs the secrets any more.
+        session.execute(update(Batch).where(Batch.id == batch.id).values(sealed_secrets=None))
+        session.commit()
+    if batch.n_pending + batch.n_submitting + batch.n_running > 0:
+        return
+    if batch.cancel_requested:
+        final = BatchState.CANCELLED
+    elif batch.n_failed > 0:
+        final = BatchState.PARTIALLY_FAILED
+    else:
+        final = BatchState.SUCCEEDED
+    details: dict[str, Any] = {
+        "counts": {s.value: int(getattr(batch, f"n_{s.value}")) for s in ServerState}
+    }
+    if record_batch_transition(
+        session,
+        batch.id,
+        expected=state,
+        to=final,
+        reason="all_servers_settled",
+        actor="scheduler",
+        now=now,
+        details=details,
+    ):
+        report.batches_finished.append(batch.id)
+    session.commit()
+
+
+def _lease_expired(column: Any, now: datetime, lease_s: float) -> Any:
+    return or_(column.is_(None), column < now - timedelta(seconds=lease_s))
+
+
+def _send_due_submits(
+    sessions: sessionmaker[Session],
+    dispatcher: Dispatcher,
+    report: TickReport,
+    *,
+    now: datetime,
+    lease_s: float,
+    call_timeout_s: float,
+) -> None:
+    """Submitting rows with no task on them: due (re)tries, due reconciles, calls cut short."""
+    stale_call = now - timedelta(seconds=call_timeout_s + lease_s)
+    due = or_(
+        # nothing sent yet, or a retry whose time has come
+        (BatchServer.call_started_at.is_(None))
+        & or_(BatchServer.next_attempt_at.is_(None), BatchServer.next_attempt_at <= now),
+        # an unknown outcome whose grace period is over
+        BatchServer.outcome_unknown.is_(True)
+        & or_(BatchServer.next_attempt_at.is_(None), BatchServer.next_attempt_at <= now),
+        # a call that started long ago and never reported back: the worker died mid-call
+        BatchServer.call_started_at < stale_call,
+    )
+    with sessions() as session:
+        ids = list(
+            session.scalars(
+                select(BatchServer.id)
+                .where(
+                    BatchServer.state == ServerState.SUBMITTING.value,
+                    due,
+                    _lease_expired(BatchServer.dispatched_at, now, lease_s),
+                )
+                .order_by(BatchServer.id)
+                .limit(5000)
+            )
+        )
+        for row_id in ids:
+            # Compare-and-set on the lease, so a second tick does not send the same id again.
+            taken = session.execute(
+                update(BatchServer)
+                .where(
+                    BatchServer.id == row_id,
+                    _lease_expired(BatchServer.dispatched_at, now, lease_s),
+                )
+                .values(dispatched_at=now)
+                .returning(BatchServer.id)
+            ).one_or_none()
+            session.commit()
+            if taken is not None:
+                dispatcher.submit(row_id)
+                report.submits_sent += 1
+
+
+def _send_due_polls(
+    sessions: sessionmaker[Session],
+    dispatcher: Dispatcher,
+    report: TickReport,
+    *,
+    now: datetime,
+    lease_s: float,
+) -> None:
+    with sessions() as session:
+        ids = list(
+            session.scalars(
+                select(BatchServer.id)
+                .where(
+                    BatchServer.state == ServerState.RUNNING.value,
+                    BatchServer.next_poll_at <= now,
+                )
+                .order_by(BatchServer.next_poll_at)
+                .limit(5000)
+            )
+        )
+        taken: list[int] = []
+        for start in range(0, len(ids), POLL_CHUNK):
+            chunk = ids[start : start + POLL_CHUNK]
+            # Pushing next_poll_at one lease ahead is the claim; the poll task sets the real one.
+            rows = session.execute(
+                update(BatchServer)
+                .where(BatchServer.id.in_(chunk), BatchServer.next_poll_at <= now)
+                .values(next_poll_at=now + timedelta(seconds=lease_s))
+                .returning(BatchServer.id)
+            ).all()
+            session.commit()
+            taken = [r[0] for r in rows]
+            if taken:
+                dispatcher.poll(taken)
+                report.polls_sent += len(taken)

@@ -1,0 +1,224 @@
+"""Following cloud jobs to their end: many jobs polled concurrently in one task.
+
+A running server with a job id is followed through the job API. One without (reconciled after a
+lost answer, or whose job the cloud already purged) is followed through the server itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+from sqlalchemy import select, update
+
+from orchestrator.db.models import Batch, BatchServer
+from orchestrator.db.transitions import record_server_transition
+from orchestrator.domain.states import ServerState
+from orchestrator.domain.timing import next_poll_delay_s, retry_delay_s
+from orchestrator.ecs.client import EcsClient
+from orchestrator.ecs.errors import ConfigError, JobGone, Rejected, Retryable
+from orchestrator.ecs.models import Job
+from orchestrator.runtime import Runtime
+from orchestrator.services.control import pause_for_config_error
+
+MAX_CONCURRENT_POLLS = 32
+
+
+async def poll_servers(rt: Runtime, batch_server_ids: list[int]) -> dict[str, int]:
+    """Poll every listed running server once; answer how many ended in each outcome."""
+    with rt.sessions() as session:
+        rows = list(
+            session.scalars(
+                select(BatchServer).where(
+                    BatchServer.id.in_(batch_server_ids),
+                    BatchServer.state == ServerState.RUNNING.value,
+                )
+            )
+        )
+        batches = {
+            b.id: b
+            for b in session.scalars(select(Batch).where(Batch.id.in_({r.batch_id for r in rows})))
+        }
+    outcomes: dict[str, int] = {}
+    if not rows:
+        return outcomes
+    limit = asyncio.Semaphore(MAX_CONCURRENT_POLLS)
+    async with aiohttp.ClientSession() as http:
+        clients: dict[tuple[str, str], EcsClient] = {}
+
+        async def one(row: BatchServer) -> str:
+            batch = batches[row.batch_id]
+            key = (batch.project_id, batch.region)
+            if key not in clients:
+                clients[key] = rt.ecs_client(http, project_id=key[0], region=key[1])
+            async with limit:
+                return await poll_one(rt, clients[key], row, batch)
+
+        for outcome in await asyncio.gather(*(one(r) for r in rows)):
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    return outcomes
+
+
+async def poll_one(rt: Runtime, client: EcsClient, row: BatchServer, batch: Batch) -> str:
+    policy = batch.policy
+    timeout_s = float(policy.get("job_timeout_s", 1800))
+    now = rt.clock()
+    if row.submitted_at is not None and now - row.submitted_at > timedelta(seconds=timeout_s):
+        return _end(
+            rt,
+            row,
+            ServerState.FAILED,
+            "timeout",
+            {"job_timeout_s": timeout_s},
+            error=("Timeout", f"no end of the job after {timeout_s:.0f} s"),
+        )
+    try:
+        if row.job_id:
+            try:
+                job = await client.show_job(row.job_id)
+            except JobGone as exc:
+                return await _follow_server(rt, client, row, batch, {"job_gone": exc.as_details()})
+            return _apply_job(rt, row, batch, job)
+        return await _follow_server(rt, client, row, batch, {})
+    except Retryable as exc:
+        delay = retry_delay_s(row.polls, retry_after_s=exc.retry_after_s, rng=random.Random())
+        _reschedule(rt, row, delay, {"error_code": exc.code, "error_message": exc.message})
+        return "poll_retry"
+    except ConfigError as exc:
+        pause_for_config_error(rt, batch.id, f"cloud refused our credentials: {exc}")
+        _reschedule(rt, row, 30.0, {"error_code": exc.code, "error_message": exc.message})
+        return "config_error"
+    except Rejected as exc:
+        return _end(
+            rt,
+            row,
+            ServerState.FAILED,
+            "poll_rejected",
+            exc.as_details(),
+            error=(exc.code, exc.message),
+        )
+
+
+def _apply_job(rt: Runtime, row: BatchServer, batch: Batch, job: Job) -> str:
+    if job.succeeded:
+        return _end(
+            rt, row, ServerState.SUCCEEDED, "job_succeeded", {"job": job.raw}, job_status=job.status
+        )
+    if job.is_final:
+        message = (
+            "; ".join(filter(None, [job.fail_reason, *job.sub_job_messages()])) or "job failed"
+        )
+        return _end(
+            rt,
+            row,
+            ServerState.FAILED,
+            "job_failed",
+            {"job": job.raw},
+            error=(job.error_code or "JobFailed", message),
+            job_status=job.status,
+        )
+    delay = next_poll_delay_s(row.polls + 1, float(batch.policy.get("poll_interval_s", 10)))
+    if job.status != row.job_status:
+        now = rt.clock()
+        with rt.sessions() as session:
+            record_server_transition(
+                session,
+                row.id,
+                expected=ServerState.RUNNING,
+                to=ServerState.RUNNING,
+                reason="job_status_changed",
+                now=now,
+                values={
+                    "job_status": job.status,
+                    "polls": row.polls + 1,
+                    "next_poll_at": now + timedelta(seconds=delay),
+                },
+                details={"job_status": job.status, "previous": row.job_status},
+            )
+            session.commit()
+        return "job_progress"
+    _reschedule(rt, row, delay, {})
+    return "job_pending"
+
+
+async def _follow_server(
+    rt: Runtime, client: EcsClient, row: BatchServer, batch: Batch, why: dict[str, Any]
+) -> str:
+    server = await client.show_server(row.server_id)
+    target = str(batch.os_change["imageid"])
+    facts = {"status": server.status, "task_state": server.task_state, "image_id": server.image_id}
+    if server.is_rebuilding:
+        _reschedule(rt, row, float(batch.policy.get("poll_interval_s", 10)), {})
+        return "server_rebuilding"
+    if server.status == "ERROR":
+        return _end(
+            rt,
+            row,
+            ServerState.FAILED,
+            "server_error",
+            {**why, "server": facts},
+            error=("ServerError", "server is in ERROR after the change"),
+        )
+    if server.is_idle and server.image_id == target:
+        return _end(rt, row, ServerState.SUCCEEDED, "reconciled_applied", {**why, "server": facts})
+    if server.is_idle:
+        return _end(
+            rt,
+            row,
+            ServerState.FAILED,
+            "reconciled_not_applied",
+            {**why, "server": facts},
+            error=("NotApplied", "server is idle and still on its old image"),
+        )
+    _reschedule(rt, row, float(batch.policy.get("poll_interval_s", 10)), {})
+    return "server_busy"
+
+
+def _end(
+    rt: Runtime,
+    row: BatchServer,
+    to: ServerState,
+    reason: str,
+    details: dict[str, Any],
+    *,
+    error: tuple[str, str] | None = None,
+    job_status: str | None = None,
+) -> str:
+    now = rt.clock()
+    values: dict[str, Any] = {"polls": row.polls + 1, "next_poll_at": None}
+    if job_status:
+        values["job_status"] = job_status
+    if error:
+        values["error_code"], values["error_message"] = error
+    with rt.sessions() as session:
+        record_server_transition(
+            session,
+            row.id,
+            expected=ServerState.RUNNING,
+            to=to,
+            reason=reason,
+            now=now,
+            values=values,
+            details=details,
+        )
+        session.commit()
+    return to.value
+
+
+def _reschedule(rt: Runtime, row: BatchServer, delay_s: float, values: dict[str, Any]) -> None:
+    now: datetime = rt.clock()
+    with rt.sessions() as session:
+        session.execute(
+            update(BatchServer)
+            .where(BatchServer.id == row.id, BatchServer.state == ServerState.RUNNING.value)
+            .values(
+                polls=row.polls + 1,
+                next_poll_at=now + timedelta(seconds=delay_s),
+                updated_at=now,
+                **values,
+            )
+        )
+        session.commit()

@@ -1,0 +1,412 @@
+"""Submitting one server's changeos exactly once, and reconciling when an outcome is unknown.
+
+The order is the guarantee (DESIGN.md invariant 3): the attempt is recorded and committed
+before the call; the call's outcome is recorded after it. A row whose call started but whose
+outcome never arrived is never sent again blindly: the server itself is read first, and a new
+call goes out only when the server is idle and still on its old image.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+from sqlalchemy import update
+
+from orchestrator.db.models import Batch, BatchServer
+from orchestrator.db.transitions import record_server_transition
+from orchestrator.domain.states import BatchState, ServerState
+from orchestrator.domain.timing import first_poll_delay_s, retry_delay_s
+from orchestrator.ecs.client import EcsClient
+from orchestrator.ecs.errors import ConfigError, EcsError, OutcomeUnknown, Rejected, Retryable
+from orchestrator.ecs.models import OsChange, Server
+from orchestrator.runtime import Runtime
+from orchestrator.sealing import SealError, unseal
+from orchestrator.services.control import pause_for_config_error
+
+
+@dataclass(frozen=True)
+class Loaded:
+    row: BatchServer
+    batch: Batch
+
+
+def load(rt: Runtime, batch_server_id: int) -> Loaded | None:
+    with rt.sessions() as session:
+        row = session.get(BatchServer, batch_server_id)
+        if row is None:
+            return None
+        return Loaded(row, session.get_one(Batch, row.batch_id))
+
+
+async def submit_server(rt: Runtime, batch_server_id: int) -> str:
+    """Advance one `submitting` server by one step; answer what was done (for logs and tests)."""
+    loaded = load(rt, batch_server_id)
+    if loaded is None or loaded.row.state != ServerState.SUBMITTING.value:
+        return "not_submitting"
+    row, batch = loaded.row, loaded.batch
+    now = rt.clock()
+    if row.next_attempt_at is not None and row.next_attempt_at > now:
+        _release_dispatch(rt, row.id)
+        return "not_due"
+    async with aiohttp.ClientSession() as http:
+        client = rt.ecs_client(http, project_id=batch.project_id, region=batch.region)
+        if row.call_started_at is not None:
+            return await reconcile(rt, client, row, batch)
+        return await _send_changeos(rt, client, row, batch)
+
+
+def _release_dispatch(rt: Runtime, row_id: int) -> None:
+    with rt.sessions() as session:
+        session.execute(
+            update(BatchServer).where(BatchServer.id == row_id).values(dispatched_at=None)
+        )
+        session.commit()
+
+
+def _stop_before_sending(rt: Runtime, row: BatchServer, batch: Batch) -> str | None:
+    """Pause and cancel are checked right before every submission (invariant 6)."""
+    now = rt.clock()
+    with rt.sessions() as session:
+        if batch.cancel_requested or batch.state == BatchState.CANCELLED.value:
+            record_server_transition(
+                session,
+                row.id,
+                expected=ServerState.SUBMITTING,
+                to=ServerState.CANCELLED,
+                reason="cancelled",
+                now=now,
+                guard={"call_started_at": None},
+                details={"by": "batch_cancel"},
+            )
+            session.commit()
+            return "cancelled"
+        if batch.state == BatchState.PAUSED.value:
+            record_server_transition(
+                session,
+                row.id,
+                expected=ServerState.SUBMITTING,
+                to=ServerState.PENDING,
+                reason="released_paused",
+                now=now,
+                guard={"call_started_at": None},
+                values={"dispatched_at": None, "next_attempt_at": None},
+                details={"pause_reason": batch.pause_reason},
+            )
+            session.commit()
+            return "released"
+    return None
+
+
+def _os_change(rt: Runtime, batch: Batch) -> OsChange:
+    body = dict(batch.os_change)
+    metadata = {str(k): str(v) for k, v in (body.get("metadata") or {}).items()}
+    adminpass = None
+    if batch.sealed_secrets is not None:
+        key = rt.settings.secret_key.get_secret_value() if rt.settings.secret_key else ""
+        secrets = unseal(key, batch.sealed_secrets)
+        adminpass = secrets.get("adminpass")
+        if "user_data" in secrets:
+            metadata["user_data"] = secrets["user_data"]
+    return OsChange(
+        imageid=str(body["imageid"]),
+        keyname=body.get("keyname"),
+        userid=body.get("userid"),
+        adminpass=adminpass,
+        metadata=metadata,
+        mode=body.get("mode"),
+        is_auto_pay=body.get("isAutoPay"),
+    )
+
+
+async def _send_changeos(rt: Runtime, client: EcsClient, row: BatchServer, batch: Batch) -> str:
+    stopped = _stop_before_sending(rt, row, batch)
+    if stopped:
+        return stopped
+    try:
+        change = _os_change(rt, batch)
+    except SealError as exc:
+        pause_for_config_error(rt, batch.id, f"secrets unreadable: {exc}")
+        _release(rt, row, "config_error", {"error": str(exc)})
+        return "config_error"
+    # Record the attempt and commit BEFORE the call. The guard makes this the one place where
+    # two tasks holding the same id can race; exactly one of them wins and sends.
+    started = rt.clock()
+    with rt.sessions() as session:
+        won = record_server_transition(
+            session,
+            row.id,
+            expected=ServerState.SUBMITTING,
+            to=ServerState.SUBMITTING,
+            reason="changeos_sent",
+            now=started,
+            guard={"call_started_at": None, "attempt": row.attempt},
+            values={"attempt": row.attempt + 1, "call_started_at": started},
+            details={
+                "attempt": row.attempt + 1,
+                "imageid": change.imageid,
+                "api": "v2" if batch.cloud_init else "v1",
+            },
+        )
+        session.commit()
+    if not won:
+        return "lost_race"
+    attempt = row.attempt + 1
+    try:
+        job_id = await client.change_os(row.server_id, change, cloud_init=batch.cloud_init)
+    except OutcomeUnknown as exc:
+        return _record_unknown(rt, row, attempt, exc)
+    except Retryable as exc:
+        return _schedule_retry(rt, row, attempt, exc)
+    except ConfigError as exc:
+        pause_for_config_error(rt, batch.id, f"cloud refused our credentials: {exc}")
+        _release(rt, row, "config_error", exc.as_details(), guard_attempt=attempt)
+        return "config_error"
+    except Rejected as exc:
+        return _fail(rt, row, exc, reason="rejected", attempt=attempt)
+    now = rt.clock()
+    poll_in = first_poll_delay_s(float(batch.policy.get("poll_interval_s", 10)))
+    with rt.sessions() as session:
+        record_server_transition(
+            session,
+            row.id,
+            expected=ServerState.SUBMITTING,
+            to=ServerState.RUNNING,
+            reason="accepted",
+            now=now,
+            guard={"attempt": attempt},
+            values={
+                "job_id": job_id,
+                "job_status": "INIT",
+                "call_started_at": None,
+                "outcome_unknown": False,
+                "submitted_at": now,
+                "dispatched_at": None,
+                "next_poll_at": now + timedelta(seconds=poll_in),
+                "error_code": None,
+                "error_message": None,
+            },
+            details={"job_id": job_id, "attempt": attempt},
+        )
+        session.commit()
+    return "accepted"
+
+
+def _record_unknown(rt: Runtime, row: BatchServer, attempt: int, exc: EcsError) -> str:
+    now = rt.clock()
+    with rt.sessions() as session:
+        record_server_transition(
+            session,
+            row.id,
+            expected=ServerState.SUBMITTING,
+            to=ServerState.SUBMITTING,
+            reason="outcome_unknown",
+            now=now,
+            guard={"attempt": attempt},
+            values={
+                "outcome_unknown": True,
+                "dispatched_at": None,
+                "next_attempt_at": now + timedelta(seconds=rt.settings.reconcile_grace_s),
+                "error_code": exc.code,
+                "error_message": exc.message,
+            },
+            details=exc.as_details(),
+        )
+        session.commit()
+    return "outcome_unknown"
+
+
+def _schedule_retry(rt: Runtime, row: BatchServer, attempt: int, exc: Retryable) -> str:
+    now = rt.clock()
+    delay = retry_delay_s(row.retries, retry_after_s=exc.retry_after_s, rng=random.Random())
+    with rt.sessions() as session:
+        record_server_transition(
+            session,
+            row.id,
+            expected=ServerState.SUBMITTING,
+            to=ServerState.SUBMITTING,
+            reason="retry_scheduled",
+            now=now,
+            guard={"attempt": attempt},
+            values={
+                "call_started_at": None,
+                "outcome_unknown": False,
+                "dispatched_at": None,
+                "retries": row.retries + 1,
+                "next_attempt_at": now + timedelta(seconds=delay),
+                "error_code": exc.code,
+                "error_message": exc.message,
+            },
+            details={**exc.as_details(), "retry_in_s": round(delay, 3)},
+        )
+        session.commit()
+    return "retry_scheduled"
+
+
+def _fail(rt: Runtime, row: BatchServer, exc: EcsError, *, reason: str, attempt: int) -> str:
+    now = rt.clock()
+    with rt.sessions() as session:
+        record_server_transition(
+            session,
+            row.id,
+            expected=ServerState.SUBMITTING,
+            to=ServerState.FAILED,
+            reason=reason,
+            now=now,
+            guard={"attempt": attempt},
+            values={
+                "call_started_at": None,
+                "outcome_unknown": False,
+                "dispatched_at": None,
+                "error_code": exc.code,
+                "error_message": exc.message,
+            },
+            details=exc.as_details(),
+        )
+        session.commit()
+    return "failed"
+
+
+def _release(
+    rt: Runtime,
+    row: BatchServer,
+    reason: str,
+    details: dict[str, Any],
+    guard_attempt: int | None = None,
+) -> None:
+    """Back to pending: known not applied, to be sent later (after a resume)."""
+    guard: dict[str, Any] = {"attempt": guard_attempt} if guard_attempt is not None else {}
+    with rt.sessions() as session:
+        record_server_transition(
+            session,
+            row.id,
+            expected=ServerState.SUBMITTING,
+            to=ServerState.PENDING,
+            reason=reason,
+            now=rt.clock(),
+            guard=guard,
+            details=details,
+            values={
+                "call_started_at": None,
+                "outcome_unknown": False,
+                "dispatched_at": None,
+                "next_attempt_at": None,
+            },
+        )
+        session.commit()
+
+
+async def reconcile(rt: Runtime, client: EcsClient, row: BatchServer, batch: Batch) -> str:
+    """A changeos went out and we do not know what became of it: ask the server itself."""
+    now = rt.clock()
+    grace = timedelta(seconds=rt.settings.reconcile_grace_s)
+    assert row.call_started_at is not None
+    if not row.outcome_unknown and row.call_started_at > now - grace:
+        # Another worker may still be inside this call; the tick will bring it back later.
+        _release_dispatch(rt, row.id)
+        return "call_in_progress"
+    target = str(batch.os_change["imageid"])
+    try:
+        server = await client.show_server(row.server_id)
+    except Retryable as exc:
+        _defer_reconcile(rt, row, exc.as_details())
+        return "reconcile_deferred"
+    except ConfigError as exc:
+        pause_for_config_error(rt, batch.id, f"cloud refused our credentials: {exc}")
+        _defer_reconcile(rt, row, exc.as_details())
+        return "config_error"
+    except Rejected as exc:
+        return _fail(rt, row, exc, reason="reconcile_failed", attempt=row.attempt)
+    return _apply_reconcile(rt, row, batch, server, target)
+
+
+def _apply_reconcile(
+    rt: Runtime, row: BatchServer, batch: Batch, server: Server, target: str
+) -> str:
+    now = rt.clock()
+    seen = _server_facts(server)
+    common: dict[str, Any] = {
+        "call_started_at": None,
+        "outcome_unknown": False,
+        "dispatched_at": None,
+    }
+    with rt.sessions() as session:
+        if server.is_rebuilding:
+            record_server_transition(
+                session,
+                row.id,
+                expected=ServerState.SUBMITTING,
+                to=ServerState.RUNNING,
+                reason="reconciled_in_progress",
+                now=now,
+                guard={"attempt": row.attempt},
+                values={
+                    **common,
+                    "submitted_at": row.call_started_at,
+                    "job_status": None,
+                    "next_poll_at": now
+                    + timedelta(seconds=float(batch.policy.get("poll_interval_s", 10))),
+                },
+                details={"server": seen},
+            )
+            result = "reconciled_running"
+        elif server.is_idle and server.image_id == target:
+            record_server_transition(
+                session,
+                row.id,
+                expected=ServerState.SUBMITTING,
+                to=ServerState.SUCCEEDED,
+                reason="reconciled_applied",
+                now=now,
+                guard={"attempt": row.attempt},
+                values={**common, "error_code": None, "error_message": None},
+                details={"server": seen},
+            )
+            result = "reconciled_succeeded"
+        elif server.is_idle:
+            # Idle and still on its old image: the lost call was not applied; send again.
+            record_server_transition(
+                session,
+                row.id,
+                expected=ServerState.SUBMITTING,
+                to=ServerState.SUBMITTING,
+                reason="reconciled_not_applied",
+                now=now,
+                guard={"attempt": row.attempt},
+                values={**common, "next_attempt_at": now},
+                details={"server": seen},
+            )
+            result = "reconciled_resend"
+        else:
+            session.rollback()
+            _defer_reconcile(rt, row, {"server": seen})
+            return "reconcile_deferred"
+        session.commit()
+    return result
+
+
+def _defer_reconcile(rt: Runtime, row: BatchServer, details: dict[str, Any]) -> None:
+    now = rt.clock()
+    with rt.sessions() as session:
+        session.execute(
+            update(BatchServer)
+            .where(BatchServer.id == row.id, BatchServer.state == ServerState.SUBMITTING.value)
+            .values(
+                outcome_unknown=True,
+                dispatched_at=None,
+                next_attempt_at=now + timedelta(seconds=max(5.0, rt.settings.reconcile_grace_s)),
+                updated_at=now,
+            )
+        )
+        session.commit()
+
+
+def _server_facts(server: Server) -> dict[str, Any]:
+    return {
+        "status": server.status,
+        "task_state": server.task_state,
+        "image_id": server.image_id,
+    }

@@ -1,0 +1,68 @@
+"""How batches, servers and history rows look to API and CLI users (plain JSON-ready dicts)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from orchestrator.db.models import Batch, BatchServer, ServerHistory
+from orchestrator.domain.states import ServerState
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def batch_counts(batch: Batch) -> dict[str, int]:
+    return {state.value: int(getattr(batch, f"n_{state.value}")) for state in ServerState}
+
+
+def batch_view(batch: Batch) -> dict[str, Any]:
+    return {
+        "id": batch.id,
+        "state": batch.state,
+        "project_id": batch.project_id,
+        "region": batch.region,
+        "cloud_init": batch.cloud_init,
+        "os_change": batch.os_change,
+        "policy": batch.policy,
+        "total": batch.total,
+        "counts": batch_counts(batch),
+        "pause_reason": batch.pause_reason,
+        "cancel_requested": batch.cancel_requested,
+        "parent_id": batch.parent_id,
+        "has_secrets": batch.sealed_secrets is not None,
+        "created_at": iso(batch.created_at),
+        "updated_at": iso(batch.updated_at),
+        "finished_at": iso(batch.finished_at),
+    }
+
+
+def server_view(row: BatchServer) -> dict[str, Any]:
+    return {
+        "server_id": row.server_id,
+        "state": row.state,
+        "wave": row.wave,
+        "attempt": row.attempt,
+        "job_id": row.job_id,
+        "job_status": row.job_status,
+        "error_code": row.error_code,
+        "error_message": row.error_message,
+        "submitted_at": iso(row.submitted_at),
+        "finished_at": iso(row.finished_at),
+        "updated_at": iso(row.updated_at),
+    }
+
+
+def history_view(row: ServerHistory) -> dict[str, Any]:
+    return {
+        "batch_id": row.batch_id,
+        "server_id": row.server_id,
+        "from_state": row.from_state,
+        "to_state": row.to_state,
+        "at": iso(row.at),
+        "reason": row.reason,
+        "attempt": row.attempt,
+        "job_id": row.job_id,
+        "details": row.details,
+    }

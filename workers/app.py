@@ -1,0 +1,67 @@
+"""Celery app: Redis broker, settings that keep messages safe (DESIGN.md invariant 4), queues.
+
+Messages carry ids only; the database is the record of work. Tasks are acked late and
+re-queued when a worker dies, and prefetch is one, so a killed worker strands at most the task
+it held, which the tick re-sends after its lease anyway.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+
+from celery import Celery
+from kombu import Queue
+
+from orchestrator.config import Settings, SettingsError, load_settings
+
+SUBMIT_QUEUE = "reimage.submit"
+POLL_QUEUE = "reimage.poll"
+TICK_QUEUE = "reimage.tick"
+ALL_QUEUES = (SUBMIT_QUEUE, POLL_QUEUE, TICK_QUEUE)
+
+
+def create_celery_app(settings: Settings) -> Celery:
+    app = Celery("reimage", broker=settings.broker_url, include=["workers.tasks"])
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        result_backend=None,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=SUBMIT_QUEUE,
+        task_queues=[Queue(name) for name in ALL_QUEUES],
+        task_routes={
+            "reimage.submit_server": {"queue": SUBMIT_QUEUE},
+            "reimage.poll_jobs": {"queue": POLL_QUEUE},
+            "reimage.tick": {"queue": TICK_QUEUE},
+        },
+        # Far above the longest task (one HTTP call, or one round of polls): a message is
+        # redelivered only when its worker really vanished.
+        broker_transport_options={"visibility_timeout": 3600},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        beat_schedule={
+            "reimage-tick": {
+                "task": "reimage.tick",
+                "schedule": timedelta(seconds=settings.tick_seconds),
+                # A tick nobody ran in time is worthless: the next one does the same work.
+                "options": {"expires": max(1.0, settings.tick_seconds * 5)},
+            }
+        },
+    )
+    return app
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        print(f"reimage: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+app = create_celery_app(_settings_or_exit())

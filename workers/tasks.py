@@ -1,0 +1,85 @@
+"""Celery tasks: thin wrappers that take ids and call one service function each."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+
+import redis
+from celery import shared_task
+from celery.signals import worker_process_init
+
+from orchestrator.config import load_settings
+from orchestrator.runtime import Runtime
+from orchestrator.services.dispatch import run_tick
+from orchestrator.services.polling import poll_servers
+from orchestrator.services.submission import submit_server
+
+log = logging.getLogger("reimage.worker")
+
+_runtime: Runtime | None = None
+_runtime_pid: int | None = None
+
+
+def runtime() -> Runtime:
+    """One runtime per worker process, built after the fork (engines must not cross a fork)."""
+    global _runtime, _runtime_pid
+    if _runtime is None or _runtime_pid != os.getpid():
+        _runtime = Runtime.build(load_settings())
+        _runtime_pid = os.getpid()
+    return _runtime
+
+
+@worker_process_init.connect
+def _reset_after_fork(**_: object) -> None:
+    global _runtime
+    _runtime = None
+
+
+class CeleryDispatcher:
+    def submit(self, batch_server_id: int) -> None:
+        submit_server_task.apply_async(args=(batch_server_id,))
+
+    def poll(self, batch_server_ids: list[int]) -> None:
+        poll_jobs_task.apply_async(args=(batch_server_ids,))
+
+
+@shared_task(name="reimage.submit_server")
+def submit_server_task(batch_server_id: int) -> str:
+    outcome = asyncio.run(submit_server(runtime(), batch_server_id))
+    log.info("submit batch_server=%s outcome=%s", batch_server_id, outcome)
+    return outcome
+
+
+@shared_task(name="reimage.poll_jobs")
+def poll_jobs_task(batch_server_ids: list[int]) -> dict[str, int]:
+    outcomes = asyncio.run(poll_servers(runtime(), batch_server_ids))
+    log.info("poll n=%d outcomes=%s", len(batch_server_ids), outcomes)
+    return outcomes
+
+
+@shared_task(name="reimage.tick")
+def tick_task() -> None:
+    rt = runtime()
+    # Overlapping ticks are harmless (every claim is a compare-and-set) but wasteful: skip
+    # this one if another is still running anywhere.
+    lock = redis.Redis.from_url(rt.settings.client_redis_url).lock(
+        "reimage:tick-lock", timeout=max(30.0, rt.settings.tick_seconds * 10), blocking=False
+    )
+    if not lock.acquire(blocking=False):
+        return
+    try:
+        report = run_tick(
+            rt.sessions,
+            CeleryDispatcher(),
+            now=rt.clock(),
+            lease_s=rt.settings.task_lease_s,
+            call_timeout_s=rt.settings.ecs_connect_timeout_s + rt.settings.ecs_read_timeout_s,
+        )
+        if report.claimed or report.batches_finished:
+            log.info("tick %s", report)
+    finally:
+        with contextlib.suppress(redis.exceptions.LockError):
+            lock.release()
