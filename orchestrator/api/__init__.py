@@ -1,0 +1,1 @@
+"""HTTP API of reimage: request schemas and the aiohttp application."""

@@ -1,0 +1,532 @@
+"""Validation of the `POST /api/v1/batches` body into a typed, frozen `BatchRequest`.
+
+Every problem in a body is reported at once, keyed by a field path such as `servers[3]`
+or `os_change.metadata.BYOL`, so a client can fix a request in one round trip. Secrets
+(`adminpass`, `metadata.user_data`) are held as `SecretStr` and never appear in a repr,
+a dump or an error message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, NoReturn
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PlainSerializer,
+    PlainValidator,
+    SecretStr,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+Loc = tuple[int | str, ...]
+
+USER_DATA_MAX_BYTES = 32768
+ADMINPASS_SPECIALS = "!@$%^-_=+[{}]:,./?~#*"
+# Cap on the paths listed in one error: a 100 000-entry list of garbage must not turn
+# into a multi-megabyte error response.
+MAX_REPORTED_FIELDS = 100
+NO_SECRET_KEY = "cannot be accepted: ORCH_SECRET_KEY is not configured on the server"
+
+_CTX_SECRET_KEY = "secret_key_configured"
+_CTX_MAX_SERVERS = "max_servers"
+_DEFAULT_MAX_SERVERS = 100_000
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+_PERCENT = re.compile(r"([0-9]{1,3})%")
+
+
+class RequestInvalid(Exception):
+    """A request body that breaks the rules; `fields` maps each field path to a reason."""
+
+    def __init__(self, message: str, fields: Mapping[str, str]) -> None:
+        super().__init__(message)
+        self.code = "invalid_request"
+        self.message = message
+        self.fields: dict[str, str] = dict(fields)
+
+
+@dataclass(frozen=True)
+class Percent:
+    """A share of the batch such as `"10%"`, resolved to a count only once its size is known."""
+
+    value: int
+
+    def __str__(self) -> str:
+        return f"{self.value}%"
+
+
+# ---------------------------------------------------------------- reusable field types
+
+
+def _fail(reason: str) -> NoReturn:
+    # No message context is given, so braces in a reason are never read as placeholders.
+    raise PydanticCustomError("invalid_field", reason)
+
+
+def _matching(pattern: str, reason: str) -> AfterValidator:
+    compiled = re.compile(pattern, re.ASCII)
+
+    def check(value: str) -> str:
+        if compiled.fullmatch(value) is None:
+            _fail(reason)
+        return value
+
+    return AfterValidator(check)
+
+
+def _canonical_uuid(value: object) -> str | None:
+    if isinstance(value, str) and _UUID.fullmatch(value):
+        return value.lower()
+    return None
+
+
+def _uuid(value: str) -> str:
+    return _canonical_uuid(value) or _fail("not a UUID")
+
+
+def _is_wave_number(value: object) -> bool:
+    # bool is a subclass of int in Python, but `true` is not a wave number.
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _count_or_percent(value: object, *, min_count: int, min_percent: int) -> int | Percent:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= min_count:
+        return value
+    match = _PERCENT.fullmatch(value) if isinstance(value, str) else None
+    if match is not None and min_percent <= int(match[1]) <= 100:
+        return Percent(int(match[1]))
+    _fail(
+        f'must be an integer >= {min_count} or a percentage from {min_percent}% to 100%, like "10%"'
+    )
+
+
+def _at_least_one_or_percent(value: object) -> int | Percent:
+    return _count_or_percent(value, min_count=1, min_percent=1)
+
+
+def _zero_or_more_or_percent(value: object) -> int | Percent:
+    return _count_or_percent(value, min_count=0, min_percent=0)
+
+
+def _dump_count(value: int | Percent) -> int | str:
+    return str(value) if isinstance(value, Percent) else value
+
+
+_CountSerializer = PlainSerializer(_dump_count, return_type=int | str)
+CountOrPercent = Annotated[
+    int | Percent, PlainValidator(_at_least_one_or_percent), _CountSerializer
+]
+FailureLimit = Annotated[int | Percent, PlainValidator(_zero_or_more_or_percent), _CountSerializer]
+Uuid = Annotated[StrictStr, AfterValidator(_uuid)]
+ProjectId = Annotated[
+    StrictStr, _matching(r"[A-Za-z0-9_-]{1,64}", "must be 1-64 characters of A-Z a-z 0-9 _ -")
+]
+Region = Annotated[
+    StrictStr,
+    _matching(r"[a-z]{2,3}(-[a-z]+)+-[0-9]{1,3}", 'must be a region name like "cn-north-4"'),
+]
+KeyName = Annotated[
+    StrictStr, _matching(r"[A-Za-z0-9_.-]{1,64}", "must be 1-64 characters of A-Z a-z 0-9 _ . -")
+]
+UserId = Annotated[
+    StrictStr,
+    _matching(r"[0-9a-fA-F]{32}", "must be 32 hexadecimal characters"),
+    AfterValidator(str.lower),
+]
+WaveNumber = Annotated[StrictInt, Field(ge=1)]
+Seconds = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+
+def _adminpass_weakness(password: str) -> str | None:
+    """Huawei's complexity rule (ecs-api.md section 1); the answer never quotes the password."""
+    if not 8 <= len(password) <= 26:
+        return "too weak: must be 8-26 characters long"
+    if any(not (c.isascii() and c.isalnum()) and c not in ADMINPASS_SPECIALS for c in password):
+        return f"too weak: only letters, digits and {ADMINPASS_SPECIALS} are allowed"
+    kinds = (
+        any(c.isascii() and c.isupper() for c in password),
+        any(c.isascii() and c.islower() for c in password),
+        any(c.isascii() and c.isdigit() for c in password),
+        any(c in ADMINPASS_SPECIALS for c in password),
+    )
+    if sum(kinds) < 3:
+        return (
+            "too weak: use at least 3 of upper case letters, lower case letters, digits "
+            f"and special characters ({ADMINPASS_SPECIALS})"
+        )
+    return None
+
+
+# ---------------------------------------------------------------- the models
+
+
+class OsChangeMetadata(BaseModel):
+    """`os_change.metadata`: the only keys the changeos API documents."""
+
+    model_config = _FROZEN
+
+    byol: Literal["true"] | None = Field(None, alias="BYOL")
+    user_data: SecretStr | None = Field(None, strict=True)
+    system_encrypted: Literal["0", "1"] | None = Field(None, alias="__system__encrypted")
+    system_cmkid: StrictStr | None = Field(None, alias="__system__cmkid", max_length=64)
+
+    @field_validator("user_data")
+    @classmethod
+    def _user_data_is_small_base64(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        encoded = value.get_secret_value()
+        if not encoded:
+            _fail("must not be empty")
+        try:
+            decoded = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            _fail("not valid base64")
+        if len(decoded) > USER_DATA_MAX_BYTES:
+            _fail(f"oversized: {len(decoded)} bytes decoded, at most {USER_DATA_MAX_BYTES}")
+        return value
+
+
+class OsChangeSpec(BaseModel):
+    """`os_change`: what every server of the batch is changed to (the `os-change` body)."""
+
+    model_config = _FROZEN
+
+    imageid: Uuid
+    keyname: KeyName | None = None
+    userid: UserId | None = None
+    adminpass: SecretStr | None = Field(None, strict=True)
+    metadata: OsChangeMetadata = Field(default_factory=OsChangeMetadata)
+    mode: Literal["withStopServer"] | None = None
+    is_auto_pay: Literal["true", "false"] | None = Field(None, alias="isAutoPay")
+
+    @field_validator("adminpass")
+    @classmethod
+    def _complex_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        weakness = None if value is None else _adminpass_weakness(value.get_secret_value())
+        if weakness:
+            _fail(weakness)
+        return value
+
+
+class BatchPolicy(BaseModel):
+    """`policy`: how fast and how carefully the batch is rolled out."""
+
+    model_config = _FROZEN
+
+    max_in_flight: CountOrPercent = 50
+    poll_interval_s: Annotated[Seconds, Field(ge=1, le=3600)] = 10.0
+    job_timeout_s: Annotated[StrictInt, Field(ge=60, le=86400)] = 1800
+    waves: tuple[CountOrPercent, ...] | None = None
+    max_failures: FailureLimit | None = None
+    pause_after_waves: StrictBool | tuple[WaveNumber, ...] = False
+    wave_delay_s: Annotated[Seconds, Field(ge=0, le=86400)] = 0.0
+    skip_matching: StrictBool = True
+
+    @field_validator("waves")
+    @classmethod
+    def _some_waves(
+        cls, value: tuple[int | Percent, ...] | None
+    ) -> tuple[int | Percent, ...] | None:
+        if value is not None and not value:
+            _fail("must not be empty")
+        return value
+
+    @field_validator("pause_after_waves", mode="before")
+    @classmethod
+    def _bool_or_wave_numbers(cls, value: object) -> object:
+        # Checked here: a pydantic union would report errors under its member names.
+        if isinstance(value, bool):
+            return value
+        if not isinstance(value, list | tuple):
+            _fail("must be true, false or a list of wave numbers >= 1")
+        bad: list[tuple[Loc, str]] = [
+            ((i,), "must be a wave number >= 1")
+            for i, item in enumerate(value)
+            if not _is_wave_number(item)
+        ]
+        if bad:
+            _raise_errors(bad)
+        return value
+
+
+class BatchRequest(BaseModel):
+    """A validated `POST /api/v1/batches` body."""
+
+    model_config = _FROZEN
+
+    project_id: ProjectId
+    region: Region
+    servers: tuple[str, ...]
+    os_change: OsChangeSpec
+    cloud_init: StrictBool = False
+    policy: BatchPolicy = Field(default_factory=BatchPolicy)
+    notify_url: StrictStr | None = Field(None, max_length=2048)
+
+    @field_validator("servers", mode="before")
+    @classmethod
+    def _distinct_uuids(cls, value: object, info: ValidationInfo) -> tuple[str, ...]:
+        # One pass over the raw list, so bad entries and duplicates are reported together.
+        limit = _context(info).get(_CTX_MAX_SERVERS, _DEFAULT_MAX_SERVERS)
+        if not isinstance(value, list | tuple):
+            _fail("must be a list of server UUIDs")
+        if not value:
+            _fail("must not be empty")
+        if len(value) > limit:
+            _fail(f"at most {limit} servers per batch")
+        servers, errors = _dedupe_uuids(value)
+        if errors:
+            _raise_errors(errors)
+        return servers
+
+    @field_validator("notify_url")
+    @classmethod
+    def _http_url_without_credentials(cls, value: str | None) -> str | None:
+        if value is not None:
+            problem = _url_problem(value)
+            if problem:
+                _fail(problem)
+        return value
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _combinations(
+        cls, data: Any, handler: ModelWrapValidatorHandler[BatchRequest], info: ValidationInfo
+    ) -> BatchRequest:
+        # Rules spanning fields run on the raw body, beside the per-field checks rather
+        # than after them, so one response lists every problem.
+        combined = _combination_errors(data, _context(info)) if isinstance(data, dict) else []
+        try:
+            request = handler(data)
+        except ValidationError as exc:
+            _raise_errors([*_error_pairs(exc), *combined])
+        if combined:
+            _raise_errors(combined)
+        return request
+
+    def secrets(self) -> dict[str, str]:
+        """The secret values present in the request, to be encrypted before storage."""
+        found = {
+            "adminpass": self.os_change.adminpass,
+            "user_data": self.os_change.metadata.user_data,
+        }
+        return {name: secret.get_secret_value() for name, secret in found.items() if secret}
+
+    def public_os_change(self) -> dict[str, Any]:
+        """The `os-change` body fields that may be stored and logged: no secrets."""
+        body = self.os_change.model_dump(
+            by_alias=True,
+            exclude_none=True,
+            exclude={"adminpass": True, "metadata": {"user_data"}},
+        )
+        if not body.get("metadata"):
+            body.pop("metadata", None)
+        return body
+
+    def canonical_fingerprint(self, key: bytes | None = None) -> str:
+        """sha256 hex of the whole request in canonical form, for Idempotency-Key checks.
+
+        Secrets enter only as digests; pass `key` (the server's secret key) to make those
+        digests HMACs, so that the fingerprint cannot be used to guess a password offline.
+        """
+        document = self.model_dump(
+            mode="json",
+            by_alias=True,
+            exclude={"os_change": {"adminpass": True, "metadata": {"user_data"}}},
+        )
+        document["secret_digests"] = {
+            name: _digest(value, key) for name, value in sorted(self.secrets().items())
+        }
+        canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- helpers of the models
+
+
+def _digest(value: str, key: bytes | None) -> str:
+    if key is None:
+        return hashlib.sha256(value.encode()).hexdigest()
+    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
+
+
+def _context(info: ValidationInfo) -> dict[str, Any]:
+    return info.context if isinstance(info.context, dict) else {}
+
+
+def _dedupe_uuids(items: Iterable[object]) -> tuple[tuple[str, ...], list[tuple[Loc, str]]]:
+    first_seen: dict[str, int] = {}
+    servers: list[str] = []
+    errors: list[tuple[Loc, str]] = []
+    for index, item in enumerate(items):
+        server = _canonical_uuid(item)
+        if server is None:
+            errors.append(((index,), "not a UUID"))
+            continue
+        first = first_seen.setdefault(server, index)
+        if first != index:
+            errors.append(((index,), f"duplicate of servers[{first}]"))
+        servers.append(server)
+    return tuple(servers), errors
+
+
+def _url_problem(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - property access raises ValueError on a malformed port
+    except ValueError:
+        return "not a valid URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL"
+    if parts.username is not None or parts.password is not None:
+        return "must not contain credentials (user:password@)"
+    if any(c.isspace() for c in url):
+        return "must not contain whitespace"
+    return None
+
+
+def _combination_errors(data: dict[Any, Any], context: dict[str, Any]) -> list[tuple[Loc, str]]:
+    os_change = data.get("os_change")
+    if not isinstance(os_change, dict):
+        return []
+    metadata = os_change.get("metadata", {})
+    has_pass = os_change.get("adminpass") is not None
+    has_key = os_change.get("keyname") is not None
+    has_user_data = isinstance(metadata, dict) and metadata.get("user_data") is not None
+    errors: list[tuple[Loc, str]] = []
+    # Without a key the secrets could only be stored in clear text, so they are refused.
+    if context.get(_CTX_SECRET_KEY) is False:
+        if has_pass:
+            errors.append((("os_change", "adminpass"), NO_SECRET_KEY))
+        if has_user_data:
+            errors.append((("os_change", "metadata", "user_data"), NO_SECRET_KEY))
+    cloud_init = data.get("cloud_init", False)
+    if isinstance(cloud_init, bool) and isinstance(metadata, dict):
+        errors.extend(_credential_errors(cloud_init, has_pass, has_key, has_user_data))
+    return errors
+
+
+def _credential_errors(
+    cloud_init: bool, has_pass: bool, has_key: bool, has_user_data: bool
+) -> list[tuple[Loc, str]]:
+    """How the new OS gets its login: ecs-api.md sections 1 (v1) and 2 (v2, Cloud-Init)."""
+    errors: list[tuple[Loc, str]] = []
+    if has_user_data and not cloud_init:
+        errors.append((("os_change", "metadata", "user_data"), "only allowed with cloud_init true"))
+    if not cloud_init and has_pass == has_key:
+        errors.append((("os_change",), "give exactly one of adminpass or keyname"))
+    elif cloud_init and has_pass and has_key:
+        errors.append((("os_change",), "give at most one of adminpass or keyname"))
+    elif cloud_init and not (has_pass or has_key or has_user_data):
+        errors.append((("os_change",), "give adminpass, keyname or metadata.user_data"))
+    return errors
+
+
+def _error_pairs(exc: ValidationError) -> list[tuple[Loc, str]]:
+    return [
+        (tuple(error["loc"]), _reason(error["type"], error["msg"]))
+        for error in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+_REASONS = {
+    "missing": "required",
+    "extra_forbidden": "unknown field",
+    "model_type": "must be a JSON object",
+    "model_attributes_type": "must be a JSON object",
+    "dict_type": "must be a JSON object",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "list_type": "must be a list",
+    "tuple_type": "must be a list",
+}
+
+
+def _reason(kind: str, message: str) -> str:
+    # pydantic says "Input should be ..."; a client reads "must be ..." next to its field.
+    return _REASONS.get(kind) or re.sub(r"^\w+ should\b", "must", message)
+
+
+def _raise_errors(errors: Iterable[tuple[Loc, str]]) -> NoReturn:
+    # `input` stays None: the input may be a password and errors end up in logs.
+    details = [
+        InitErrorDetails(type=PydanticCustomError("invalid_field", reason), loc=loc, input=None)
+        for loc, reason in errors
+    ]
+    raise ValidationError.from_exception_data("BatchRequest", details)
+
+
+# ---------------------------------------------------------------- the entry point
+
+
+def parse_batch_request(
+    payload: object, *, secret_key_configured: bool, max_servers: int = _DEFAULT_MAX_SERVERS
+) -> BatchRequest:
+    """Validate a decoded JSON body; raise `RequestInvalid` listing every problem."""
+    if max_servers < 1:
+        raise ValueError("max_servers must be at least 1")
+    if not isinstance(payload, dict):
+        raise RequestInvalid(
+            "request body must be a JSON object", {"body": "must be a JSON object"}
+        )
+    context = {_CTX_SECRET_KEY: secret_key_configured, _CTX_MAX_SERVERS: max_servers}
+    problems: list[tuple[Loc, str]] = []
+    try:
+        return BatchRequest.model_validate(payload, context=context)
+    except ValidationError as exc:
+        problems = _error_pairs(exc)
+    # Raised outside the except block so the ValidationError is not chained to it.
+    raise _request_invalid(problems)
+
+
+def _request_invalid(problems: list[tuple[Loc, str]]) -> RequestInvalid:
+    fields: dict[str, str] = {}
+    for loc, reason in problems:
+        path = _path(loc)
+        if path in fields:
+            if reason not in fields[path].split("; "):
+                fields[path] = f"{fields[path]}; {reason}"
+        elif len(fields) < MAX_REPORTED_FIELDS:
+            fields[path] = reason
+    total = len({_path(loc) for loc, _ in problems})
+    message = f"request has {total} invalid field{'s' if total != 1 else ''}"
+    if total > len(fields):
+        message += f"; the first {len(fields)} are listed"
+    return RequestInvalid(message, fields)
+
+
+def _path(loc: Loc) -> str:
+    """`("servers", 3)` -> `servers[3]`; `("os_change", "metadata", "BYOL")` -> dotted."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            # Unknown keys come from the client: keep them printable, one line and short.
+            name = str(part)[:100].encode("unicode_escape").decode("ascii")
+            path += f".{name}" if path else name
+    return path or "body"
