@@ -13,7 +13,9 @@ class SettingsError(Exception):
 class Settings(BaseSettings):
     """Everything a process of reimage needs to know about its surroundings."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+    model_config = SettingsConfigDict(
+        extra="ignore", populate_by_name=True, frozen=True, env_ignore_empty=True
+    )
 
     database_url: str = Field("sqlite:///reimage.db", validation_alias="ORCH_DATABASE_URL")
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="ORCH_REDIS_URL")

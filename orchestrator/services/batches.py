@@ -73,48 +73,22 @@ def create_batch(
         if secrets and not secret_key:
             raise ServiceError("ORCH_SECRET_KEY is not configured; secrets cannot be stored")
         batch_id = str(uuid.uuid4())
-        session.add(
-            Batch(
-                id=batch_id,
-                created_at=now,
-                updated_at=now,
-                state=BatchState.PENDING.value,
-                project_id=spec.project_id,
-                region=spec.region,
-                cloud_init=spec.cloud_init,
-                os_change=spec.public_os_change(),
-                sealed_secrets=seal(secret_key, secrets) if secrets and secret_key else None,
-                policy=spec.policy_json(),
-                total=len(spec.servers),
-                n_pending=len(spec.servers),
-                n_submitting=0,
-                n_running=0,
-                n_succeeded=0,
-                n_failed=0,
-                n_cancelled=0,
-                n_skipped=0,
-                cancel_requested=False,
-                idempotency_key=idempotency_key,
-                request_fingerprint=fingerprint,
-            )
-        )
-        session.flush()
-        _insert_servers(session, batch_id, spec.servers, now)
-        record_batch_event(
-            session,
-            batch_id,
-            from_state=None,
-            to=BatchState.PENDING,
-            reason="accepted",
-            actor=actor,
-            now=now,
-            details={"total": len(spec.servers)},
-        )
         try:
+            _insert_batch(
+                session,
+                batch_id,
+                spec,
+                now=now,
+                secret_key=secret_key,
+                secrets=secrets,
+                idempotency_key=idempotency_key,
+                fingerprint=fingerprint,
+                actor=actor,
+            )
             session.commit()
         except IntegrityError:
             # Another request claimed one of these servers (or this key) between our check
-            # and our commit: the database's unique index decided; report who won.
+            # and our insert: the database's unique index decided; report who won.
             session.rollback()
             if idempotency_key:
                 replay = _replay(session, idempotency_key, fingerprint)
@@ -123,6 +97,57 @@ def create_batch(
             raise _conflict(active_conflicts(session, spec.servers)) from None
         batch = session.get_one(Batch, batch_id)
         return CreatedBatch(batch_view(batch), created=True)
+
+
+def _insert_batch(
+    session: Session,
+    batch_id: str,
+    spec: BatchSpec,
+    *,
+    now: datetime,
+    secret_key: str | None,
+    secrets: dict[str, str],
+    idempotency_key: str | None,
+    fingerprint: str,
+    actor: str,
+) -> None:
+    session.add(
+        Batch(
+            id=batch_id,
+            created_at=now,
+            updated_at=now,
+            state=BatchState.PENDING.value,
+            project_id=spec.project_id,
+            region=spec.region,
+            cloud_init=spec.cloud_init,
+            os_change=spec.public_os_change(),
+            sealed_secrets=seal(secret_key, secrets) if secrets and secret_key else None,
+            policy=spec.policy_json(),
+            total=len(spec.servers),
+            n_pending=len(spec.servers),
+            n_submitting=0,
+            n_running=0,
+            n_succeeded=0,
+            n_failed=0,
+            n_cancelled=0,
+            n_skipped=0,
+            cancel_requested=False,
+            idempotency_key=idempotency_key,
+            request_fingerprint=fingerprint,
+        )
+    )
+    session.flush()
+    _insert_servers(session, batch_id, spec.servers, now)
+    record_batch_event(
+        session,
+        batch_id,
+        from_state=None,
+        to=BatchState.PENDING,
+        reason="accepted",
+        actor=actor,
+        now=now,
+        details={"total": len(spec.servers)},
+    )
 
 
 def _insert_servers(session: Session, batch_id: str, servers: Sequence[str], now: datetime) -> None:
