@@ -26,6 +26,7 @@ from typing import Any
 import redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from orchestrator.config import SettingsError, load_settings
 
@@ -230,7 +231,7 @@ def _run(args: argparse.Namespace, database_url: str, stack: Stack, console: Con
                 "mode": "withStopServer",
             },
             "cloud_init": False,
-            "policy": {"max_in_flight": 10, "poll_interval_s": 1, "job_timeout_s": 600},
+            "policy": {"max_in_flight": 25, "poll_interval_s": 1, "job_timeout_s": 600},
         },
     )
     console.print(f"submitted batch [bold]{batch['id']}[/] of {len(servers)} servers")
@@ -270,16 +271,18 @@ def _follow(api_url: str, token: str, batch_id: str, stack: Stack, console: Cons
 
 
 def _summary(api_url: str, token: str, batch: Any, console: Console) -> None:
-    console.print(
-        f"\nbatch {batch['id']} ended [bold]{batch['state']}[/]: "
-        + ", ".join(f"{k} {v}" for k, v in batch["counts"].items() if v)
-    )
+    counts = ", ".join(f"{k} {v}" for k, v in batch["counts"].items() if v)
+    console.print(f"\nbatch {batch['id']} ended [bold]{batch['state']}[/]: {counts}")
     failed = _api(
         "GET", f"{api_url}/api/v1/batches/{batch['id']}/servers?state=failed&limit=10", token
     )
-    for item in failed["items"]:
-        console.print(f"  failed {item['server_id']}: {item['error_code']} {item['error_message']}")
-    console.print(f"API: {api_url}  token: {token}")
+    if failed["items"]:
+        table = Table("failed server", "cloud code", "message", title="failures (first 10)")
+        for item in failed["items"]:
+            table.add_row(item["server_id"], item["error_code"], item["error_message"])
+        console.print(table)
+    console.print(f"API: {api_url}   token: {token}")
     console.print(
-        f"try: curl -H 'Authorization: Bearer {token}' {api_url}/api/v1/batches/{batch['id']}"
+        f"try:  curl -H 'Authorization: Bearer {token}' {api_url}/api/v1/batches/{batch['id']}",
+        soft_wrap=True,
     )

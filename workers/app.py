@@ -11,7 +11,7 @@ import sys
 from datetime import timedelta
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from orchestrator.config import Settings, SettingsError, load_settings
 
@@ -32,11 +32,16 @@ def create_celery_app(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_default_queue=SUBMIT_QUEUE,
-        task_queues=[Queue(name) for name in ALL_QUEUES],
+        # One direct exchange per queue, so a message lands in exactly one queue.
+        task_queues=[
+            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in ALL_QUEUES
+        ],
+        task_default_exchange=SUBMIT_QUEUE,
+        task_default_routing_key=SUBMIT_QUEUE,
         task_routes={
-            "reimage.submit_server": {"queue": SUBMIT_QUEUE},
-            "reimage.poll_jobs": {"queue": POLL_QUEUE},
-            "reimage.tick": {"queue": TICK_QUEUE},
+            "reimage.submit_server": {"queue": SUBMIT_QUEUE, "routing_key": SUBMIT_QUEUE},
+            "reimage.poll_jobs": {"queue": POLL_QUEUE, "routing_key": POLL_QUEUE},
+            "reimage.tick": {"queue": TICK_QUEUE, "routing_key": TICK_QUEUE},
         },
         # Far above the longest task (one HTTP call, or one round of polls): a message is
         # redelivered only when its worker really vanished.

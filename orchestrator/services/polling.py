@@ -108,9 +108,9 @@ def _apply_job(rt: Runtime, row: BatchServer, batch: Batch, job: Job) -> str:
             rt, row, ServerState.SUCCEEDED, "job_succeeded", {"job": job.raw}, job_status=job.status
         )
     if job.is_final:
-        message = (
-            "; ".join(filter(None, [job.fail_reason, *job.sub_job_messages()])) or "job failed"
-        )
+        parts = [job.fail_reason, *job.sub_job_messages()]
+        # The cloud often repeats the same reason in the job and its sub-job: say it once.
+        message = "; ".join(dict.fromkeys(p for p in parts if p)) or "job failed"
         return _end(
             rt,
             row,
