@@ -1,0 +1,224 @@
+"""The simulator's HTTP face: the ECS routes served at the root, the API gateway's checks in
+front of them (signature or token, clock skew, throttling) and an X-Request-Id on every answer.
+
+Handlers only translate HTTP to `Cloud` calls and back; every rule lives in `cloud`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from orchestrator.ecs import signer
+from orchestrator.ecs.simulator.cloud import (
+    ApiError,
+    Cloud,
+    Reply,
+    SimulatorConfig,
+    gateway_error,
+)
+
+REQUEST_ID_HEADER = "X-Request-Id"
+MAX_CLOCK_SKEW_S = 15 * 60
+# Control endpoints for tests and benchmarks: no authentication, no throttling.
+CONTROL_PREFIX = "/_sim/"
+
+
+@dataclass(frozen=True)
+class Simulator:
+    """What the handlers share: the model and the clock its `now` comes from."""
+
+    cloud: Cloud
+    clock: Callable[[], float]
+
+
+SIMULATOR = web.AppKey("simulator", Simulator)
+REQUEST_ID = web.RequestKey("request_id", str)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_simulator_app(
+    config: SimulatorConfig, clock: Callable[[], float] = time.monotonic
+) -> web.Application:
+    """The simulator as an aiohttp application; `clock` gives monotonic seconds."""
+    app = web.Application(middlewares=[_gateway])
+    app[SIMULATOR] = Simulator(Cloud(config, wall_offset=time.time() - clock()), clock)
+    app.on_response_prepare.append(_stamp_request_id)
+    app.add_routes(
+        [
+            web.post("/v1/{project_id}/cloudservers/{server_id}/changeos", change_os_v1),
+            web.post("/v2/{project_id}/cloudservers/{server_id}/changeos", change_os_v2),
+            web.get("/v1/{project_id}/jobs/{job_id}", show_job),
+            # Before the {server_id} route, which would otherwise take "detail" as an id.
+            web.get("/v1/{project_id}/cloudservers/detail", list_servers),
+            web.get("/v1/{project_id}/cloudservers/{server_id}", show_server),
+            web.get("/_sim/stats", sim_stats),
+            web.post("/_sim/reset", sim_reset),
+        ]
+    )
+    return app
+
+
+# --- the gateway ---------------------------------------------------------------------------
+
+
+@web.middleware
+async def _gateway(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Route check, then authentication, then the throttling bucket, as the API gateway does."""
+    request[REQUEST_ID] = uuid.uuid4().hex
+    if request.path.startswith(CONTROL_PREFIX):
+        return await handler(request)
+    simulator = request.app[SIMULATOR]
+    error = _unknown_api(request) or await _authenticate(request, simulator.cloud.config)
+    if error is not None:
+        simulator.cloud.record_error(error.code)
+    else:
+        error = simulator.cloud.admit(simulator.clock())
+    if error is not None:
+        return _error_response(request, error)
+    return await handler(request)
+
+
+def _unknown_api(request: web.Request) -> ApiError | None:
+    unrouted = request.match_info.http_exception
+    if unrouted is None:
+        return None
+    return gateway_error(
+        unrouted.status,
+        "APIGW.0101",
+        "The API does not exist or has not been published in the environment.",
+    )
+
+
+async def _authenticate(request: web.Request, config: SimulatorConfig) -> ApiError | None:
+    authorization = request.headers.get("Authorization")
+    if authorization is None:
+        return _check_token(request.headers.get("X-Auth-Token"), config.auth_token)
+    reason = signer.verify(
+        authorization=authorization,
+        secret_key_for={config.ak: config.sk},
+        method=request.method,
+        raw_path=request.raw_path,
+        # The raw form: a decoded query is ambiguous once a value holds an encoded '&' or '='.
+        raw_query=request.rel_url.raw_query_string,
+        headers=request.headers,
+        body=await request.read(),
+    )
+    if reason is not None:
+        return _unauthorized("APIGW.0301", f"Incorrect IAM authentication information: {reason}")
+    return _check_clock_skew(request.headers[signer.DATE_HEADER])  # verify() ensured it is there
+
+
+def _check_token(token: str | None, expected: str | None) -> ApiError | None:
+    if token is None:
+        return _unauthorized(
+            "APIGW.0301",
+            "Incorrect IAM authentication information: no Authorization or X-Auth-Token header",
+        )
+    if expected is not None and hmac.compare_digest(token.encode(), expected.encode()):
+        return None
+    return _unauthorized("Common.0013", "Incorrect IAM authentication information: invalid token")
+
+
+def _check_clock_skew(sdk_date: str) -> ApiError | None:
+    try:
+        signed_at = datetime.strptime(sdk_date, signer.DATE_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return _unauthorized(
+            "APIGW.0301",
+            f"Incorrect IAM authentication information: X-Sdk-Date is not {signer.DATE_FORMAT}",
+        )
+    if abs(time.time() - signed_at.timestamp()) <= MAX_CLOCK_SKEW_S:
+        return None
+    return _unauthorized(
+        "APIGW.0303",
+        "Incorrect IAM authentication information: the request has expired "
+        "(X-Sdk-Date is more than 15 minutes away from the server time)",
+    )
+
+
+def _unauthorized(code: str, message: str) -> ApiError:
+    return gateway_error(401, code, message)
+
+
+async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    # A signal rather than the middleware, so aiohttp's own error pages carry one too.
+    if REQUEST_ID_HEADER not in response.headers:
+        response.headers[REQUEST_ID_HEADER] = request.get(REQUEST_ID) or uuid.uuid4().hex
+
+
+# --- the ECS API ---------------------------------------------------------------------------
+
+
+async def change_os_v1(request: web.Request) -> web.Response:
+    return await _change_os(request, cloud_init=False)
+
+
+async def change_os_v2(request: web.Request) -> web.Response:
+    return await _change_os(request, cloud_init=True)
+
+
+async def _change_os(request: web.Request, *, cloud_init: bool) -> web.Response:
+    simulator = request.app[SIMULATOR]
+    reply = simulator.cloud.change_os(
+        request.match_info["project_id"],
+        request.match_info["server_id"],
+        await request.read(),
+        cloud_init=cloud_init,
+        now=simulator.clock(),
+    )
+    return _reply(request, reply)
+
+
+async def show_job(request: web.Request) -> web.Response:
+    simulator = request.app[SIMULATOR]
+    reply = simulator.cloud.show_job(
+        request.match_info["project_id"], request.match_info["job_id"], now=simulator.clock()
+    )
+    return _reply(request, reply)
+
+
+async def show_server(request: web.Request) -> web.Response:
+    simulator = request.app[SIMULATOR]
+    reply = simulator.cloud.show_server(
+        request.match_info["project_id"], request.match_info["server_id"], now=simulator.clock()
+    )
+    return _reply(request, reply)
+
+
+async def list_servers(request: web.Request) -> web.Response:
+    simulator = request.app[SIMULATOR]
+    reply = simulator.cloud.list_servers(
+        request.match_info["project_id"], request.query, now=simulator.clock()
+    )
+    return _reply(request, reply)
+
+
+# --- control -------------------------------------------------------------------------------
+
+
+async def sim_stats(request: web.Request) -> web.Response:
+    simulator = request.app[SIMULATOR]
+    return web.json_response(simulator.cloud.stats(simulator.clock()))
+
+
+async def sim_reset(request: web.Request) -> web.Response:
+    request.app[SIMULATOR].cloud.reset()
+    return web.json_response({"reset": True})
+
+
+def _reply(request: web.Request, reply: Reply) -> web.Response:
+    if isinstance(reply, ApiError):
+        return _error_response(request, reply)
+    return web.json_response(reply)
+
+
+def _error_response(request: web.Request, error: ApiError) -> web.Response:
+    return web.json_response(error.body(request[REQUEST_ID]), status=error.status)

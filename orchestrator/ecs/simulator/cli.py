@@ -1,0 +1,150 @@
+"""`reimage simulate`: its command-line options and the loop that serves the simulator until
+SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import signal
+
+from aiohttp import web
+
+from orchestrator.ecs.simulator.app import create_simulator_app
+from orchestrator.ecs.simulator.cloud import SimulatorConfig, is_uuid
+
+
+def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8700, help="port to listen on (0: any)")
+    parser.add_argument("--ak", required=True, help="access key the clients sign with")
+    parser.add_argument("--sk", required=True, help="secret key the clients sign with")
+    parser.add_argument("--project-id", required=True, help="the only project id accepted")
+    parser.add_argument(
+        "--job-seconds",
+        type=_non_negative_float,
+        default=5.0,
+        metavar="S",
+        help="how long a changeos job takes",
+    )
+    parser.add_argument(
+        "--fail-ratio",
+        type=_ratio,
+        default=0.0,
+        metavar="F",
+        help="share of servers whose changeos job fails, within [0, 1]",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="decides which servers fail"
+    )
+    parser.add_argument(
+        "--images",
+        type=_image_ids,
+        default=None,
+        metavar="ID,...",
+        help="the only image ids that exist (default: every well-formed UUID)",
+    )
+    parser.add_argument("--auth-token", default=None, help="an X-Auth-Token also accepted")
+    parser.add_argument(
+        "--rate-limit",
+        type=_positive_float,
+        default=None,
+        metavar="R",
+        help="requests per second over all API calls before 429 APIGW.0308",
+    )
+    parser.add_argument(
+        "--burst",
+        type=_positive_int,
+        default=None,
+        metavar="B",
+        help="bucket size of --rate-limit (default: one second's worth)",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
+    return SimulatorConfig(
+        ak=args.ak,
+        sk=args.sk,
+        project_id=args.project_id,
+        job_seconds=args.job_seconds,
+        fail_ratio=args.fail_ratio,
+        seed=args.seed,
+        images=args.images,
+        auth_token=args.auth_token,
+        rate_limit=args.rate_limit,
+        burst=args.burst,
+    )
+
+
+def run_simulator(args: argparse.Namespace) -> None:
+    """Serve until SIGINT or SIGTERM; must run in the main thread (signal handlers)."""
+    try:
+        config = config_from_args(args)
+    except ValueError as error:  # e.g. --burst without --rate-limit
+        raise SystemExit(f"reimage simulate: {error}") from None
+    asyncio.run(_serve(config, args.host, args.port))
+
+
+async def _serve(config: SimulatorConfig, host: str, port: int) -> None:
+    runner = web.AppRunner(create_simulator_app(config))
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        bound_port = runner.addresses[0][1]  # the real one when port 0 was asked for
+        print(f"simulator listening on http://{host}:{bound_port}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _non_negative_float(text: str) -> float:
+    value = _finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not > 0")
+    return value
+
+
+def _ratio(text: str) -> float:
+    value = _finite_float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not within [0, 1]")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not >= 1")
+    return value
+
+
+def _image_ids(text: str) -> frozenset[str]:
+    ids = [part.strip().lower() for part in text.split(",") if part.strip()]
+    bad = [image for image in ids if not is_uuid(image)]
+    if bad or not ids:
+        raise argparse.ArgumentTypeError(f"not image UUIDs: {', '.join(bad) or text!r}")
+    return frozenset(ids)
