@@ -299,13 +299,19 @@ def _release(
         session.commit()
 
 
+def call_window(rt: Runtime) -> timedelta:
+    """How long a changeos call can possibly stay in flight before its client gives up."""
+    settings = rt.settings
+    return timedelta(seconds=settings.ecs_connect_timeout_s + settings.ecs_read_timeout_s + 5)
+
+
 async def reconcile(rt: Runtime, client: EcsClient, row: BatchServer, batch: Batch) -> str:
     """A changeos went out and we do not know what became of it: ask the server itself."""
     now = rt.clock()
-    grace = timedelta(seconds=rt.settings.reconcile_grace_s)
     assert row.call_started_at is not None
-    if not row.outcome_unknown and row.call_started_at > now - grace:
-        # Another worker may still be inside this call; the tick will bring it back later.
+    if not row.outcome_unknown and row.call_started_at > now - call_window(rt):
+        # Another worker may still be inside this call (a duplicated message): only once the
+        # client's own timeouts have surely expired is the call known to be lost.
         _release_dispatch(rt, row.id)
         return "call_in_progress"
     target = str(batch.os_change["imageid"])
@@ -328,6 +334,8 @@ def _apply_reconcile(
 ) -> str:
     now = rt.clock()
     seen = _server_facts(server)
+    # Only the call we examined may be settled by what we saw.
+    same_call = {"attempt": row.attempt, "call_started_at": row.call_started_at}
     common: dict[str, Any] = {
         "call_started_at": None,
         "outcome_unknown": False,
@@ -342,7 +350,7 @@ def _apply_reconcile(
                 to=ServerState.RUNNING,
                 reason="reconciled_in_progress",
                 now=now,
-                guard={"attempt": row.attempt},
+                guard=same_call,
                 values={
                     **common,
                     "submitted_at": row.call_started_at,
@@ -361,7 +369,7 @@ def _apply_reconcile(
                 to=ServerState.SUCCEEDED,
                 reason="reconciled_applied",
                 now=now,
-                guard={"attempt": row.attempt},
+                guard=same_call,
                 values={**common, "error_code": None, "error_message": None},
                 details={"server": seen},
             )
@@ -375,7 +383,7 @@ def _apply_reconcile(
                 to=ServerState.SUBMITTING,
                 reason="reconciled_not_applied",
                 now=now,
-                guard={"attempt": row.attempt},
+                guard=same_call,
                 values={**common, "next_attempt_at": now},
                 details={"server": seen},
             )

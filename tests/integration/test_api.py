@@ -43,7 +43,9 @@ def body(servers: list[str] | None = None, **overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 def settings(database_url: str, redis_url: str) -> Settings:
     return load_settings(
-        database_url=database_url, redis_url=redis_url, api_token=TOKEN,
+        database_url=database_url,
+        redis_url=redis_url,
+        api_token=TOKEN,
         secret_key="test-secret-key",
     )
 
@@ -74,8 +76,11 @@ def count(runtime: Runtime, model: Any) -> int:
 async def test_every_api_route_requires_the_token(client: TestClient[Any, Any]) -> None:
     bid = str(uuid.uuid4())
     for method, path in [
-        ("POST", "/api/v1/batches"), ("GET", "/api/v1/batches"), ("GET", f"/api/v1/batches/{bid}"),
-        ("GET", f"/api/v1/batches/{bid}/servers"), ("GET", f"/api/v1/servers/{bid}/history"),
+        ("POST", "/api/v1/batches"),
+        ("GET", "/api/v1/batches"),
+        ("GET", f"/api/v1/batches/{bid}"),
+        ("GET", f"/api/v1/batches/{bid}/servers"),
+        ("GET", f"/api/v1/servers/{bid}/history"),
     ]:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
             response = await client.request(method, path, headers=headers, json={})
@@ -93,11 +98,18 @@ async def test_create_then_read_batch_servers_and_history(
     batch = await response.json()
     assert batch["state"] == "pending" and batch["total"] == 5
     assert batch["counts"] == {
-        "pending": 5, "submitting": 0, "running": 0, "succeeded": 0, "failed": 0,
-        "cancelled": 0, "skipped": 0,
+        "pending": 5,
+        "submitting": 0,
+        "running": 0,
+        "succeeded": 0,
+        "failed": 0,
+        "cancelled": 0,
+        "skipped": 0,
     }
     got = await (await client.get(f"/api/v1/batches/{batch['id']}", headers=AUTH)).json()
-    assert got["id"] == batch["id"] and got["os_change"]["imageid"] == body()["os_change"]["imageid"]
+    assert (
+        got["id"] == batch["id"] and got["os_change"]["imageid"] == body()["os_change"]["imageid"]
+    )
 
     page = await (
         await client.get(f"/api/v1/batches/{batch['id']}/servers?limit=2", headers=AUTH)
@@ -113,16 +125,19 @@ async def test_create_then_read_batch_servers_and_history(
         seen += [item["server_id"] for item in page["items"]]
     assert seen == servers
     assert set(page["items"][0]) >= {
-        "server_id", "state", "job_id", "error_code", "error_message", "updated_at"
+        "server_id",
+        "state",
+        "job_id",
+        "error_code",
+        "error_message",
+        "updated_at",
     }
     none_failed = await (
         await client.get(f"/api/v1/batches/{batch['id']}/servers?state=failed", headers=AUTH)
     ).json()
     assert none_failed == {"items": [], "next_cursor": None}
 
-    history = await (
-        await client.get(f"/api/v1/servers/{servers[0]}/history", headers=AUTH)
-    ).json()
+    history = await (await client.get(f"/api/v1/servers/{servers[0]}/history", headers=AUTH)).json()
     assert [(h["from_state"], h["to_state"], h["reason"]) for h in history["items"]] == [
         (None, "pending", "accepted")
     ]
@@ -168,8 +183,11 @@ INVALID: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
 
 @pytest.mark.parametrize(("case", "mutate", "field"), INVALID, ids=[c[0] for c in INVALID])
 async def test_invalid_requests_answer_400_and_store_nothing(
-    client: TestClient[Any, Any], runtime: Runtime, case: str,
-    mutate: Callable[[dict[str, Any]], None], field: str,
+    client: TestClient[Any, Any],
+    runtime: Runtime,
+    case: str,
+    mutate: Callable[[dict[str, Any]], None],
+    field: str,
 ) -> None:
     payload = body()
     mutate(payload)
@@ -235,9 +253,7 @@ async def test_concurrent_overlapping_posts_one_winner(
     statuses = sorted(r.status for r in responses)
     assert statuses == [202] + [409] * 7
     with runtime.sessions() as session:
-        assert session.scalar(
-            select(func.count()).where(BatchServer.server_id == shared)
-        ) == 1
+        assert session.scalar(select(func.count()).where(BatchServer.server_id == shared)) == 1
 
 
 async def test_idempotency_key_replays_and_detects_mismatch(

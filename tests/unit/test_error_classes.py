@@ -18,8 +18,15 @@ from orchestrator.ecs.errors import (
 
 
 def ecs_body(code: str) -> bytes:
-    return json.dumps({"error": {"code": code, "message": f"msg {code}",
-                                 "details": [{"code": code, "message": "d"}]}}).encode()
+    return json.dumps(
+        {
+            "error": {
+                "code": code,
+                "message": f"msg {code}",
+                "details": [{"code": code, "message": "d"}],
+            }
+        }
+    ).encode()
 
 
 def gateway_body(code: str) -> bytes:
@@ -28,7 +35,9 @@ def gateway_body(code: str) -> bytes:
 
 def test_both_shapes_parse() -> None:
     assert parse_error_body(ecs_body("Ecs.0100")) == (
-        "Ecs.0100", "msg Ecs.0100", [{"code": "Ecs.0100", "message": "d"}]
+        "Ecs.0100",
+        "msg Ecs.0100",
+        [{"code": "Ecs.0100", "message": "d"}],
     )
     assert parse_error_body(gateway_body("APIGW.0308")) == ("APIGW.0308", "msg APIGW.0308", [])
     assert parse_error_body(b"<html>bad gateway</html>") == (None, "<html>bad gateway</html>", [])

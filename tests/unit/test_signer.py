@@ -1,4 +1,4 @@
-"""The signer and the verifier agree with every request the official SDK sent, and Huawei's example."""
+"""The signer and verifier agree with every request the official SDK sent, and Huawei's example."""
 
 from __future__ import annotations
 
@@ -103,7 +103,12 @@ def test_huawei_published_example() -> None:
 
 def test_malformed_authorization_is_explained() -> None:
     reason = signer.verify(
-        authorization="Basic abc", secret_key_for={}, method="GET", raw_path="/",
-        raw_query="", headers={}, body=b"",
+        authorization="Basic abc",
+        secret_key_for={},
+        method="GET",
+        raw_path="/",
+        raw_query="",
+        headers={},
+        body=b"",
     )
     assert reason == "malformed Authorization header"
