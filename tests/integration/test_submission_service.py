@@ -278,3 +278,80 @@ async def test_rejected_change_fails_the_server_with_the_cloud_code(world: World
     tick(rt, ListDispatcher())
     with rt.sessions() as session:
         assert session.get_one(Batch, batch_id).state == "partially_failed"
+
+
+@dataclass
+class SecretSpec(Spec):
+    """A Cloud-Init batch whose password travels in user_data (so it must use the v2 API)."""
+
+    def secrets(self) -> dict[str, str]:
+        return {"user_data": "I2Nsb3VkLWNvbmZpZwpwYXNzd29yZDogUzNjcmV0IQo="}
+
+    def public_os_change(self) -> dict[str, Any]:
+        return {"imageid": IMAGE, "mode": "withStopServer"}
+
+
+async def test_cloud_init_change_goes_to_v2_and_secrets_are_erased_after(world: World) -> None:
+    rt = world.make_runtime(secret_key="svc-test-secret-key")
+    created = create_batch(
+        rt.sessions,
+        SecretSpec((str(uuid.uuid4()),), cloud_init=True),
+        now=rt.clock(),
+        secret_key="svc-test-secret-key",
+    )
+    batch_id = created.batch["id"]
+    with rt.sessions() as session:
+        sealed = session.get_one(Batch, batch_id).sealed_secrets
+        row_id = session.scalars(select(BatchServer.id)).one()
+    assert sealed is not None and b"I2Nsb3Vk" not in sealed
+    tick(rt, ListDispatcher())
+    # The v1 API refuses user_data (Ecs.0005), so acceptance proves the v2 path was taken.
+    assert await submit_server(rt, row_id) == "accepted"
+    tick(rt, ListDispatcher())
+    with rt.sessions() as session:
+        assert session.get_one(Batch, batch_id).sealed_secrets is None
+        details = session.scalars(select(ServerHistory.details)).all()
+    assert "I2Nsb3Vk" not in repr(details)
+
+
+async def test_iam_token_instead_of_ak_sk(
+    aiohttp_server: Callable[..., Any], database_url: str, redis_url: str
+) -> None:
+    server = await aiohttp_server(
+        create_simulator_app(
+            SimulatorConfig(
+                ak=AK, sk=SK, project_id=PROJECT, job_seconds=0.3, auth_token="iam-token-123"
+            )
+        )
+    )
+    settings = load_settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        ecs_endpoint=str(server.make_url("")).rstrip("/"),
+        cloud_auth_token="iam-token-123",
+    )
+    rt = Runtime.build(settings)
+    try:
+        _, ids = new_batch(rt, 1)
+        tick(rt, ListDispatcher())
+        assert await submit_server(rt, ids[0]) == "accepted"
+    finally:
+        rt.dispose()
+
+
+async def test_a_job_that_never_ends_times_out(world: World) -> None:
+    rt = world.make_runtime()
+    _, ids = new_batch(rt, 1)
+    tick(rt, ListDispatcher())
+    assert await submit_server(rt, ids[0]) == "accepted"
+    with rt.sessions() as session:  # pretend it was accepted longer ago than job_timeout_s
+        session.execute(
+            update(BatchServer).values(
+                submitted_at=rt.clock() - timedelta(seconds=601), next_poll_at=rt.clock()
+            )
+        )
+        session.commit()
+    await poll_servers(rt, ids)
+    timed_out = row(rt, ids[0])
+    assert (timed_out.state, timed_out.error_code) == ("failed", "Timeout")
+    assert reasons(rt, ids[0])[-1] == "timeout"
