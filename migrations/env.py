@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
+from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import Connection
 
 from orchestrator.db.engine import make_engine, normalise_url
-from orchestrator.db.models import Base
+from orchestrator.db.models import Base, UtcDateTime
 
 config = context.config
 target_metadata = Base.metadata
@@ -21,12 +24,20 @@ def _url() -> str:
     return normalise_url(url)
 
 
+def _render_item(kind: str, item: Any, autogen_context: AutogenContext) -> str | bool:
+    # Migrations must not import application code: our UTC wrapper is a plain timestamp.
+    if kind == "type" and isinstance(item, UtcDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
 def _configure(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        render_item=_render_item,
     )
 
 

@@ -42,7 +42,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     )
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        rt = runtime or Runtime.build(settings, with_rate_limit=False)
+        rt = runtime or Runtime.build(settings)
         app[RUNTIME] = rt
         app[REDIS] = aioredis.Redis.from_url(
             settings.client_redis_url, socket_timeout=2, socket_connect_timeout=2
@@ -65,6 +65,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
             web.get("/api/v1/batches", handlers.list_batches),
             web.get("/api/v1/batches/{batch_id}", handlers.get_batch),
             web.get("/api/v1/batches/{batch_id}/servers", handlers.list_batch_servers),
+            web.post("/api/v1/batches/{batch_id}/pause", handlers.pause_batch),
+            web.post("/api/v1/batches/{batch_id}/resume", handlers.resume_batch),
+            web.post("/api/v1/batches/{batch_id}/cancel", handlers.cancel_batch),
+            web.post("/api/v1/batches/{batch_id}/retry", handlers.retry_batch),
             web.get("/api/v1/servers/{server_id}/history", handlers.server_history),
         ]
     )

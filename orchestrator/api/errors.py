@@ -11,8 +11,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from orchestrator.api.schemas import RequestInvalid
+from orchestrator.ecs.errors import EcsError, Retryable
 from orchestrator.errors import Conflict, NotFound, ServiceError, Unavailable
-from orchestrator.services.batches import BadCursor, IdempotencyMismatch
+from orchestrator.services.batches import BadCursor, IdempotencyMismatch, RequestInvalidError
 
 log = logging.getLogger("reimage.api")
 
@@ -27,6 +28,36 @@ def json_error(status: int, code: str, message: str, **extra: Any) -> web.Respon
     return web.json_response(error_body(code, message, **extra), status=status)
 
 
+UNAVAILABLE = (Unavailable, OperationalError, PoolTimeout, TimeoutError)
+
+
+def response_for(exc: Exception) -> web.Response | None:
+    """The answer for an expected failure; None for a bug (left to aiohttp's 500)."""
+    if isinstance(exc, RequestInvalid | RequestInvalidError):
+        return json_error(400, exc.code, exc.message, fields=dict(exc.fields))
+    if isinstance(exc, BadCursor):
+        return json_error(400, exc.code, exc.message, fields={"cursor": exc.message})
+    if isinstance(exc, NotFound):
+        return json_error(404, exc.code, exc.message)
+    if isinstance(exc, Conflict):
+        return json_error(409, exc.code, exc.message, **exc.details)
+    if isinstance(exc, IdempotencyMismatch):
+        return json_error(422, exc.code, exc.message, **exc.details)
+    if isinstance(exc, ServiceError):
+        return json_error(400, exc.code, exc.message)
+    if isinstance(exc, UNAVAILABLE) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        log.warning("unavailable: %s", type(exc).__name__)
+        return json_error(503, "unavailable", "a backing service is unreachable; try again")
+    if isinstance(exc, Retryable):
+        return json_error(
+            503, "cloud_unavailable", f"the cloud is busy: {exc}", cloud_code=exc.code
+        )
+    if isinstance(exc, EcsError):
+        # Our own request to the cloud failed (credentials, permissions...): a bad gateway.
+        return json_error(502, "cloud_error", str(exc), cloud_code=exc.code)
+    return None
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -35,22 +66,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status >= 400 and exc.content_type != "application/json":
             return json_error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
         raise
-    except RequestInvalid as exc:
-        return json_error(400, exc.code, exc.message, fields=dict(exc.fields))
-    except BadCursor as exc:
-        return json_error(400, exc.code, exc.message, fields={"cursor": exc.message})
-    except NotFound as exc:
-        return json_error(404, exc.code, exc.message)
-    except Conflict as exc:
-        return json_error(409, exc.code, exc.message, **exc.details)
-    except IdempotencyMismatch as exc:
-        return json_error(422, exc.code, exc.message, **exc.details)
-    except (Unavailable, OperationalError, PoolTimeout, TimeoutError) as exc:
-        log.warning("unavailable: %s", type(exc).__name__)
-        return json_error(503, "unavailable", "a backing service is unreachable; try again")
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            return json_error(503, "unavailable", "the database connection was lost; try again")
-        raise
-    except ServiceError as exc:
-        return json_error(400, exc.code, exc.message)
+    except Exception as exc:
+        response = response_for(exc)
+        if response is None:
+            raise
+        return response

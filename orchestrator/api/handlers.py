@@ -12,14 +12,17 @@ from typing import Any, TypeVar
 from aiohttp import web
 from sqlalchemy import text
 
-from orchestrator.api.errors import json_error
 from orchestrator.api.keys import REDIS, RUNTIME
 from orchestrator.api.schemas import BatchRequest, RequestInvalid, parse_batch_request
 from orchestrator.domain.states import ServerState
-from orchestrator.services import batches
+from orchestrator.services import batches, control
+from orchestrator.services import targets as targets_service
 
 T = TypeVar("T")
 SERVICE_TIMEOUT_S = 20.0
+MAX_SERVERS = 100_000
+# Who did it, in history and events; becomes the token's name once tokens have names.
+ACTOR = "api"
 
 
 async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -29,9 +32,10 @@ async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 @dataclass(frozen=True)
 class _Spec:
-    """A validated request seen as what the batch service needs."""
+    """A validated request seen as what the batch service needs (servers: resolved targets)."""
 
     request: BatchRequest
+    targets: tuple[str, ...]
 
     @property
     def project_id(self) -> str:
@@ -43,7 +47,15 @@ class _Spec:
 
     @property
     def servers(self) -> tuple[str, ...]:
-        return tuple(self.request.servers)
+        return self.targets
+
+    @property
+    def on_conflict(self) -> str:
+        return self.request.on_conflict
+
+    def selector_json(self) -> dict[str, Any] | None:
+        selector = self.request.selector
+        return selector.model_dump(mode="json") if selector else None
 
     @property
     def cloud_init(self) -> bool:
@@ -91,28 +103,137 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
-async def create_batch(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
+def _flag(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name, "false").lower()
+    if raw not in ("true", "1", "false", "0"):
+        raise RequestInvalid("invalid request", {name: "true or false"})
+    return raw in ("true", "1")
+
+
+async def _json_body(request: web.Request, *, optional: bool = False) -> Any:
+    if optional and not request.can_read_body:
+        return {}
     try:
-        payload = await request.json(loads=json.loads)
+        return await request.json(loads=json.loads)
     except ValueError:
-        return json_error(
-            400, "invalid_json", "the body is not valid JSON", fields={"body": "not valid JSON"}
+        raise RequestInvalid("the body is not valid JSON", {"body": "not valid JSON"}) from None
+
+
+async def _targets(request: web.Request, parsed: BatchRequest) -> tuple[str, ...]:
+    """The listed servers, then whatever the selector adds, each once, frozen for good."""
+    targets = list(parsed.servers)
+    if parsed.selector is not None:
+        found = await targets_service.resolve_selector(
+            request.app[RUNTIME],
+            project_id=parsed.project_id,
+            region=parsed.region,
+            selector=parsed.selector,
         )
+        listed = set(targets)
+        targets += [server for server in found if server not in listed]
+        if not targets:
+            raise RequestInvalid("invalid request", {"selector": "matched no servers"})
+    if len(targets) > MAX_SERVERS:
+        raise RequestInvalid(
+            "invalid request",
+            {"selector": f"matched {len(targets)} servers, at most {MAX_SERVERS}"},
+        )
+    return tuple(targets)
+
+
+async def _submit(
+    request: web.Request, parsed: BatchRequest, *, parent_id: str | None = None
+) -> web.Response:
+    rt = request.app[RUNTIME]
+    spec = _Spec(parsed, await _targets(request, parsed))
+    if _flag(request, "dry_run"):
+        report = await targets_service.dry_run(
+            rt,
+            project_id=spec.project_id,
+            region=spec.region,
+            servers=spec.servers,
+            os_change=spec.public_os_change(),
+            policy=spec.policy_json(),
+            on_conflict=spec.on_conflict,
+            selector=spec.selector_json(),
+        )
+        return web.json_response(report)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 200:
         raise RequestInvalid("invalid request", {"Idempotency-Key": "1 to 200 characters"})
     secret_key = rt.settings.secret_key
-    parsed = parse_batch_request(payload, secret_key_configured=secret_key is not None)
     result = await _in_thread(
         batches.create_batch,
         rt.sessions,
-        _Spec(parsed),
+        spec,
         now=rt.clock(),
         secret_key=secret_key.get_secret_value() if secret_key else None,
         idempotency_key=key,
+        parent_id=parent_id,
     )
     return web.json_response(result.batch, status=202 if result.created else 200)
+
+
+async def create_batch(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    payload = await _json_body(request)
+    parsed = parse_batch_request(
+        payload,
+        secret_key_configured=rt.settings.secret_key is not None,
+        max_servers=MAX_SERVERS,
+    )
+    return await _submit(request, parsed)
+
+
+async def pause_batch(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    body = await _json_body(request, optional=True)
+    reason = body.get("reason") if isinstance(body, dict) else None
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
+        raise RequestInvalid("invalid request", {"reason": "a string of at most 500 characters"})
+    view = await _in_thread(
+        control.pause_batch,
+        rt.sessions,
+        _batch_id(request),
+        actor=ACTOR,
+        reason=reason,
+        now=rt.clock(),
+    )
+    return web.json_response(view)
+
+
+async def resume_batch(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    view = await _in_thread(
+        control.resume_batch, rt.sessions, _batch_id(request), actor=ACTOR, now=rt.clock()
+    )
+    return web.json_response(view)
+
+
+async def cancel_batch(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    view = await _in_thread(
+        control.cancel_batch, rt.sessions, _batch_id(request), actor=ACTOR, now=rt.clock()
+    )
+    return web.json_response(view)
+
+
+async def retry_batch(request: web.Request) -> web.Response:
+    """A new batch (child of this one) of the servers in the given states, same change unless
+    overridden."""
+    rt = request.app[RUNTIME]
+    body = await _json_body(request, optional=True)
+    if not isinstance(body, dict):
+        raise RequestInvalid("invalid request", {"body": "must be a JSON object"})
+    parent_id = _batch_id(request)
+    source = await _in_thread(batches.retry_source, rt.sessions, parent_id, body.get("states"))
+    payload = batches.retry_payload(source, body)
+    parsed = parse_batch_request(
+        payload,
+        secret_key_configured=rt.settings.secret_key is not None,
+        max_servers=MAX_SERVERS,
+    )
+    return await _submit(request, parsed, parent_id=parent_id)
 
 
 def _limit(request: web.Request, default: int = 100, maximum: int = 1000) -> int:

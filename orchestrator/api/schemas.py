@@ -272,6 +272,41 @@ class BatchPolicy(BaseModel):
         return value
 
 
+ServerStatus = Literal["ACTIVE", "SHUTOFF", "ERROR", "REBUILD", "REBOOT", "RESIZE", "VERIFY_RESIZE"]
+Tag = Annotated[
+    StrictStr,
+    _matching(r"[^=,\s]{1,128}=[^,]{0,255}", 'must be "key=value" (no comma, key without spaces)'),
+]
+
+
+class TargetSelector(BaseModel):
+    """Servers chosen by their attributes, resolved once at submission into a frozen list."""
+
+    model_config = _FROZEN
+
+    tags: tuple[Tag, ...] = Field((), max_length=10)
+    name: StrictStr | None = Field(None, min_length=1, max_length=64)
+    status: ServerStatus | None = None
+    not_image: Uuid | None = None
+
+    @model_validator(mode="after")
+    def _some_criterion(self) -> TargetSelector:
+        if not (self.tags or self.name or self.status):
+            _fail("give at least one of tags, name or status")
+        return self
+
+    def list_filters(self) -> dict[str, str]:
+        """Filters the list API applies itself (it takes one tag; the rest are checked here)."""
+        filters: dict[str, str] = {}
+        if self.name:
+            filters["name"] = self.name
+        if self.status:
+            filters["status"] = self.status
+        if self.tags:
+            filters["tags"] = self.tags[0]
+        return filters
+
+
 class BatchRequest(BaseModel):
     """A validated `POST /api/v1/batches` body."""
 
@@ -279,7 +314,9 @@ class BatchRequest(BaseModel):
 
     project_id: ProjectId
     region: Region
-    servers: tuple[str, ...]
+    servers: tuple[str, ...] = ()
+    selector: TargetSelector | None = None
+    on_conflict: Literal["reject", "skip"] = "reject"
     os_change: OsChangeSpec
     cloud_init: StrictBool = False
     policy: BatchPolicy = Field(default_factory=BatchPolicy)
@@ -292,8 +329,7 @@ class BatchRequest(BaseModel):
         limit = _context(info).get(_CTX_MAX_SERVERS, _DEFAULT_MAX_SERVERS)
         if not isinstance(value, list | tuple):
             _fail("must be a list of server UUIDs")
-        if not value:
-            _fail("must not be empty")
+        # Emptiness is judged with the selector, in _combination_errors.
         if len(value) > limit:
             _fail(f"at most {limit} servers per batch")
         servers, errors = _dedupe_uuids(value)
@@ -407,10 +443,22 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
+def _target_errors(data: dict[Any, Any]) -> list[tuple[Loc, str]]:
+    servers, selector = data.get("servers"), data.get("selector")
+    if selector is not None or (isinstance(servers, list | tuple) and servers):
+        return []
+    if servers is None:
+        return [(("servers",), "required unless a selector is given")]
+    if isinstance(servers, list | tuple):
+        return [(("servers",), "must not be empty")]
+    return []
+
+
 def _combination_errors(data: dict[Any, Any], context: dict[str, Any]) -> list[tuple[Loc, str]]:
+    targets = _target_errors(data)
     os_change = data.get("os_change")
     if not isinstance(os_change, dict):
-        return []
+        return targets
     metadata = os_change.get("metadata", {})
     has_pass = os_change.get("adminpass") is not None
     has_key = os_change.get("keyname") is not None
@@ -425,7 +473,7 @@ def _combination_errors(data: dict[Any, Any], context: dict[str, Any]) -> list[t
     cloud_init = data.get("cloud_init", False)
     if isinstance(cloud_init, bool) and isinstance(metadata, dict):
         errors.extend(_credential_errors(cloud_init, has_pass, has_key, has_user_data))
-    return errors
+    return targets + errors
 
 
 def _credential_errors(

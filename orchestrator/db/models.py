@@ -93,7 +93,17 @@ class Batch(Base):
     n_cancelled: Mapped[int] = mapped_column(Integer, default=0)
     n_skipped: Mapped[int] = mapped_column(Integer, default=0)
     pause_reason: Mapped[str | None] = mapped_column(Text)
+    paused_by: Mapped[str | None] = mapped_column(String(64))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Set when the error budget is spent: no new submissions, the batch ends `aborted`.
+    abort_reason: Mapped[str | None] = mapped_column(String(64))
+    # Waves: the one whose servers may be claimed now, how many there are, and when the
+    # current one's last server settled (the start of its bake time).
+    current_wave: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    waves_total: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    wave_ended_at: Mapped[datetime | None]
+    # The target selector the servers were resolved from, frozen with the batch.
+    selector: Mapped[dict[str, Any] | None]
     parent_id: Mapped[str | None] = mapped_column(String(36))
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
@@ -136,6 +146,7 @@ class BatchServer(Base):
     __table_args__ = (
         UniqueConstraint("batch_id", "server_id", name="uq_batch_servers_batch_id_server_id"),
         Index("ix_batch_servers_batch_id_state_id", "batch_id", "state", "id"),
+        Index("ix_batch_servers_batch_id_wave_state", "batch_id", "wave", "state"),
         Index("ix_batch_servers_batch_id_id", "batch_id", "id"),
         Index("ix_batch_servers_state_next_poll_at", "state", "next_poll_at"),
         # One server, one active batch: the database refuses a second active row.

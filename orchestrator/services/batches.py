@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import and_, insert, or_, select
+from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.db.models import Batch, BatchServer, ServerHistory
 from orchestrator.db.transitions import record_batch_event
+from orchestrator.domain.rollout import wave_of_each
 from orchestrator.domain.states import ACTIVE_SERVER_STATES, BatchState, ServerState
 from orchestrator.errors import Conflict, NotFound, ServiceError
 from orchestrator.sealing import seal
@@ -43,6 +44,11 @@ class BatchSpec(Protocol):
 
     def canonical_fingerprint(self) -> str: ...
 
+    @property
+    def on_conflict(self) -> str: ...
+
+    def selector_json(self) -> dict[str, Any] | None: ...
+
 
 @dataclass(frozen=True)
 class CreatedBatch:
@@ -58,45 +64,56 @@ def create_batch(
     secret_key: str | None,
     idempotency_key: str | None = None,
     actor: str = "api",
+    parent_id: str | None = None,
 ) -> CreatedBatch:
-    """Store a batch and claim its servers in one transaction, or store nothing at all."""
+    """Store a batch and claim its servers in one transaction, or store nothing at all.
+
+    A server pending or in flight in another batch is a conflict: the whole request is
+    refused (409), or with `on_conflict: skip` that server is stored `skipped`. The unique
+    index on active servers is the arbiter, so concurrent requests cannot both win one.
+    """
     fingerprint = spec.canonical_fingerprint()
-    with sessions() as session:
-        if idempotency_key:
-            replay = _replay(session, idempotency_key, fingerprint)
-            if replay is not None:
-                return replay
-        conflicts = active_conflicts(session, spec.servers)
-        if conflicts:
-            raise _conflict(conflicts)
-        secrets = spec.secrets()
-        if secrets and not secret_key:
-            raise ServiceError("ORCH_SECRET_KEY is not configured; secrets cannot be stored")
-        batch_id = str(uuid.uuid4())
-        try:
-            _insert_batch(
-                session,
-                batch_id,
-                spec,
-                now=now,
-                secret_key=secret_key,
-                secrets=secrets,
-                idempotency_key=idempotency_key,
-                fingerprint=fingerprint,
-                actor=actor,
-            )
-            session.commit()
-        except IntegrityError:
-            # Another request claimed one of these servers (or this key) between our check
-            # and our insert: the database's unique index decided; report who won.
-            session.rollback()
+    secrets = spec.secrets()
+    if secrets and not secret_key:
+        raise ServiceError("ORCH_SECRET_KEY is not configured; secrets cannot be stored")
+    for _ in range(5):  # with on_conflict=skip, a lost race is simply evaluated again
+        with sessions() as session:
             if idempotency_key:
                 replay = _replay(session, idempotency_key, fingerprint)
                 if replay is not None:
                     return replay
-            raise _conflict(active_conflicts(session, spec.servers)) from None
-        batch = session.get_one(Batch, batch_id)
-        return CreatedBatch(batch_view(batch), created=True)
+            conflicts = active_conflicts(session, spec.servers)
+            if conflicts and spec.on_conflict != "skip":
+                raise _conflict(conflicts)
+            batch_id = str(uuid.uuid4())
+            try:
+                _insert_batch(
+                    session,
+                    batch_id,
+                    spec,
+                    now=now,
+                    sealed=seal(secret_key, secrets) if secrets and secret_key else None,
+                    skipped={c["server_id"]: c["batch_id"] for c in conflicts},
+                    idempotency_key=idempotency_key,
+                    fingerprint=fingerprint,
+                    actor=actor,
+                    parent_id=parent_id,
+                )
+                session.commit()
+            except IntegrityError:
+                # Another request claimed one of these servers (or this key) between our
+                # check and our insert: the database's unique index decided.
+                session.rollback()
+                if idempotency_key:
+                    replay = _replay(session, idempotency_key, fingerprint)
+                    if replay is not None:
+                        return replay
+                if spec.on_conflict == "skip":
+                    continue
+                raise _conflict(active_conflicts(session, spec.servers)) from None
+            batch = session.get_one(Batch, batch_id)
+            return CreatedBatch(batch_view(batch), created=True)
+    raise Conflict("the servers kept changing batches; try again")
 
 
 def _insert_batch(
@@ -105,12 +122,16 @@ def _insert_batch(
     spec: BatchSpec,
     *,
     now: datetime,
-    secret_key: str | None,
-    secrets: dict[str, str],
+    sealed: bytes | None,
+    skipped: dict[str, str],
     idempotency_key: str | None,
     fingerprint: str,
     actor: str,
+    parent_id: str | None,
 ) -> None:
+    policy = spec.policy_json()
+    total = len(spec.servers)
+    waves = wave_of_each(total, policy.get("waves"))
     session.add(
         Batch(
             id=batch_id,
@@ -121,23 +142,27 @@ def _insert_batch(
             region=spec.region,
             cloud_init=spec.cloud_init,
             os_change=spec.public_os_change(),
-            sealed_secrets=seal(secret_key, secrets) if secrets and secret_key else None,
-            policy=spec.policy_json(),
-            total=len(spec.servers),
-            n_pending=len(spec.servers),
+            sealed_secrets=sealed,
+            policy=policy,
+            total=total,
+            n_pending=total - len(skipped),
             n_submitting=0,
             n_running=0,
             n_succeeded=0,
             n_failed=0,
             n_cancelled=0,
-            n_skipped=0,
+            n_skipped=len(skipped),
             cancel_requested=False,
+            current_wave=1,
+            waves_total=max(waves, default=1),
+            selector=spec.selector_json(),
+            parent_id=parent_id,
             idempotency_key=idempotency_key,
             request_fingerprint=fingerprint,
         )
     )
     session.flush()
-    _insert_servers(session, batch_id, spec.servers, now)
+    _insert_servers(session, batch_id, spec.servers, waves, skipped, now)
     record_batch_event(
         session,
         batch_id,
@@ -146,11 +171,18 @@ def _insert_batch(
         reason="accepted",
         actor=actor,
         now=now,
-        details={"total": len(spec.servers)},
+        details={"total": total, "skipped_conflicts": len(skipped), "parent_id": parent_id},
     )
 
 
-def _insert_servers(session: Session, batch_id: str, servers: Sequence[str], now: datetime) -> None:
+def _insert_servers(
+    session: Session,
+    batch_id: str,
+    servers: Sequence[str],
+    waves: Sequence[int],
+    skipped: dict[str, str],
+    now: datetime,
+) -> None:
     for start in range(0, len(servers), CHUNK):
         chunk = servers[start : start + CHUNK]
         rows = session.execute(
@@ -162,14 +194,15 @@ def _insert_servers(session: Session, batch_id: str, servers: Sequence[str], now
                     "batch_id": batch_id,
                     "server_id": server_id,
                     "position": start + offset,
-                    "wave": 1,
-                    "state": ServerState.PENDING.value,
+                    "wave": waves[start + offset],
+                    "state": (ServerState.SKIPPED if server_id in skipped else ServerState.PENDING),
                     "attempt": 0,
                     "retries": 0,
                     "polls": 0,
                     "outcome_unknown": False,
                     "created_at": now,
                     "updated_at": now,
+                    "finished_at": now if server_id in skipped else None,
                 }
                 for offset, server_id in enumerate(chunk)
             ],
@@ -177,21 +210,28 @@ def _insert_servers(session: Session, batch_id: str, servers: Sequence[str], now
         session.execute(
             insert(ServerHistory),
             [
-                {
-                    "batch_server_id": row_id,
-                    "batch_id": batch_id,
-                    "server_id": server_id,
-                    "from_state": None,
-                    "to_state": ServerState.PENDING.value,
-                    "at": now,
-                    "reason": "accepted",
-                    "attempt": 0,
-                    "job_id": None,
-                    "details": {},
-                }
+                _accepted_row(row_id, batch_id, server_id, skipped.get(server_id), now)
                 for row_id, server_id in rows
             ],
         )
+
+
+def _accepted_row(
+    row_id: int, batch_id: str, server_id: str, conflict_batch: str | None, now: datetime
+) -> dict[str, Any]:
+    skipped = conflict_batch is not None
+    return {
+        "batch_server_id": row_id,
+        "batch_id": batch_id,
+        "server_id": server_id,
+        "from_state": None,
+        "to_state": (ServerState.SKIPPED if skipped else ServerState.PENDING).value,
+        "at": now,
+        "reason": "active_in_other_batch" if skipped else "accepted",
+        "attempt": 0,
+        "job_id": None,
+        "details": {"other_batch_id": conflict_batch} if skipped else {},
+    }
 
 
 def _replay(session: Session, key: str, fingerprint: str) -> CreatedBatch | None:
@@ -232,11 +272,25 @@ def _conflict(conflicts: list[dict[str, str]]) -> Conflict:
 
 
 def get_batch(sessions: sessionmaker[Session], batch_id: str) -> dict[str, Any]:
+    """The batch with its counts per state and per wave (one grouped, indexed query)."""
     with sessions() as session:
         batch = session.get(Batch, batch_id)
         if batch is None:
             raise NotFound(f"batch {batch_id} does not exist")
-        return batch_view(batch)
+        per_wave = session.execute(
+            select(BatchServer.wave, BatchServer.state, func.count())
+            .where(BatchServer.batch_id == batch_id)
+            .group_by(BatchServer.wave, BatchServer.state)
+        ).all()
+        view = batch_view(batch)
+    waves: dict[int, dict[str, int]] = {}
+    for wave, state, n in per_wave:
+        waves.setdefault(wave, {s.value: 0 for s in ServerState})[state] = int(n)
+    view["waves"] = [
+        {"wave": wave, "size": sum(counts.values()), "counts": counts}
+        for wave, counts in sorted(waves.items())
+    ]
+    return view
 
 
 def list_batches(
@@ -339,3 +393,108 @@ def _decode_batch_cursor(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(created), batch_id
     except ValueError:
         raise BadCursor("cursor is not one this API gave out") from None
+
+
+RETRYABLE_STATES = frozenset(
+    {
+        ServerState.FAILED.value,
+        ServerState.CANCELLED.value,
+        ServerState.SKIPPED.value,
+        ServerState.SUCCEEDED.value,
+    }
+)
+
+
+@dataclass(frozen=True)
+class RetrySource:
+    batch: dict[str, Any]
+    servers: list[str]
+    states: list[str]
+
+
+def retry_source(sessions: sessionmaker[Session], batch_id: str, states: object) -> RetrySource:
+    """The parent batch and its servers in `states` (default: failed), in their order."""
+    wanted = ["failed"] if states is None else states
+    if (
+        not isinstance(wanted, list)
+        or not wanted
+        or not all(isinstance(s, str) and s in RETRYABLE_STATES for s in wanted)
+    ):
+        raise RequestInvalidError(
+            {"states": "a non-empty list of: " + ", ".join(sorted(RETRYABLE_STATES))}
+        )
+    with sessions() as session:
+        batch = session.get(Batch, batch_id)
+        if batch is None:
+            raise NotFound(f"batch {batch_id} does not exist")
+        servers = list(
+            session.scalars(
+                select(BatchServer.server_id)
+                .where(BatchServer.batch_id == batch_id, BatchServer.state.in_(wanted))
+                .order_by(BatchServer.position)
+            )
+        )
+        view = batch_view(batch)
+    if not servers:
+        raise RequestInvalidError(
+            {"states": f"no server of batch {batch_id} is in {', '.join(wanted)}"}
+        )
+    return RetrySource(view, servers, wanted)
+
+
+def retry_payload(source: RetrySource, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The request a retry amounts to: the parent's change and policy, with overrides."""
+    parent = source.batch
+    unknown = set(overrides) - {
+        "states",
+        "os_change",
+        "policy",
+        "cloud_init",
+        "on_conflict",
+        "notify_url",
+    }
+    if unknown:
+        raise RequestInvalidError({name: "unknown field" for name in sorted(unknown)})
+    os_change = overrides.get("os_change")
+    if os_change is None:
+        os_change = _without_none(parent["os_change"])
+        if "keyname" not in os_change and not parent["cloud_init"]:
+            raise RequestInvalidError(
+                {
+                    "os_change": "the parent's password is erased after use: give os_change "
+                    "again with adminpass (or keyname)"
+                }
+            )
+    policy = _without_none(parent["policy"])
+    if isinstance(overrides.get("policy"), dict):
+        policy.update(overrides["policy"])
+    payload: dict[str, Any] = {
+        "project_id": parent["project_id"],
+        "region": parent["region"],
+        "servers": source.servers,
+        "os_change": os_change,
+        "cloud_init": overrides.get("cloud_init", parent["cloud_init"]),
+        "policy": policy,
+    }
+    for name in ("on_conflict", "notify_url"):
+        if name in overrides:
+            payload[name] = overrides[name]
+    return payload
+
+
+def _without_none(document: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: _without_none(value) if isinstance(value, dict) else value
+        for key, value in document.items()
+        if value is not None
+    }
+
+
+class RequestInvalidError(ServiceError):
+    """A request the service itself found invalid, with field-level reasons."""
+
+    code = "invalid_request"
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__("invalid request", {"fields": fields})
+        self.fields = fields

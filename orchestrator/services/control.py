@@ -1,10 +1,20 @@
-"""Batch-level decisions shared by workers and the API: pausing a batch with a reason."""
+"""Batch controls: pause, resume, cancel (operators), and pausing on a configuration error
+(workers). Durable database flags, idempotent, effective before the next submission."""
 
 from __future__ import annotations
 
-from orchestrator.db.transitions import record_batch_transition
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator.db.models import Batch
+from orchestrator.db.transitions import record_batch_event, record_batch_transition
 from orchestrator.domain.states import BatchState
+from orchestrator.errors import Conflict, NotFound
 from orchestrator.runtime import Runtime
+from orchestrator.services.views import batch_view
 
 
 def pause_for_config_error(rt: Runtime, batch_id: str, why: str) -> bool:
@@ -19,9 +29,114 @@ def pause_for_config_error(rt: Runtime, batch_id: str, why: str) -> bool:
                 reason="config_error",
                 actor="worker",
                 now=rt.clock(),
-                values={"pause_reason": why},
+                values={"pause_reason": why, "paused_by": "worker"},
                 details={"why": why},
             ):
                 session.commit()
                 return True
     return False
+
+
+def _load(session: Session, batch_id: str) -> Batch:
+    batch = session.get(Batch, batch_id)
+    if batch is None:
+        raise NotFound(f"batch {batch_id} does not exist")
+    return batch
+
+
+def _finished(batch: Batch, action: str) -> Conflict:
+    return Conflict(
+        f"cannot {action} a batch that is {batch.state}",
+        {"state": batch.state, "batch_id": batch.id},
+    )
+
+
+def pause_batch(
+    sessions: sessionmaker[Session],
+    batch_id: str,
+    *,
+    actor: str,
+    reason: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    why = reason or f"paused by {actor}"
+    with sessions() as session:
+        for _ in range(3):  # the tick may move the batch between our read and our write
+            batch = _load(session, batch_id)
+            state = BatchState(batch.state)
+            if state is BatchState.PAUSED:
+                return batch_view(batch)
+            if state.is_terminal:
+                raise _finished(batch, "pause")
+            if record_batch_transition(
+                session,
+                batch_id,
+                expected=state,
+                to=BatchState.PAUSED,
+                reason="paused",
+                actor=actor,
+                now=now,
+                values={"pause_reason": why, "paused_by": actor},
+                details={"why": why},
+            ):
+                session.commit()
+                break
+            session.rollback()
+            session.expire_all()
+        session.expire_all()
+        return batch_view(_load(session, batch_id))
+
+
+def resume_batch(
+    sessions: sessionmaker[Session], batch_id: str, *, actor: str, now: datetime
+) -> dict[str, Any]:
+    with sessions() as session:
+        batch = _load(session, batch_id)
+        state = BatchState(batch.state)
+        if state in (BatchState.RUNNING, BatchState.PENDING):
+            return batch_view(batch)
+        if state.is_terminal:
+            raise _finished(batch, "resume")
+        if record_batch_transition(
+            session,
+            batch_id,
+            expected=BatchState.PAUSED,
+            to=BatchState.RUNNING,
+            reason="resumed",
+            actor=actor,
+            now=now,
+            values={"pause_reason": None, "paused_by": None},
+            details={"was_paused_by": batch.paused_by, "why": batch.pause_reason},
+        ):
+            session.commit()
+        session.expire_all()
+        return batch_view(_load(session, batch_id))
+
+
+def cancel_batch(
+    sessions: sessionmaker[Session], batch_id: str, *, actor: str, now: datetime
+) -> dict[str, Any]:
+    """Stop new submissions; changes already sent are followed to their end (they cannot be
+    undone), then the batch ends `cancelled`."""
+    with sessions() as session:
+        batch = _load(session, batch_id)
+        state = BatchState(batch.state)
+        if state is BatchState.CANCELLED or (batch.cancel_requested and not state.is_terminal):
+            return batch_view(batch)
+        if state.is_terminal:
+            raise _finished(batch, "cancel")
+        session.execute(
+            update(Batch).where(Batch.id == batch_id).values(cancel_requested=True, updated_at=now)
+        )
+        record_batch_event(
+            session,
+            batch_id,
+            from_state=state,
+            to=state,
+            reason="cancel_requested",
+            actor=actor,
+            now=now,
+        )
+        session.commit()
+        session.expire_all()
+        return batch_view(_load(session, batch_id))

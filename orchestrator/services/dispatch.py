@@ -12,13 +12,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.db.models import Batch, BatchServer
-from orchestrator.db.transitions import record_batch_transition, record_server_transition
+from orchestrator.db.transitions import (
+    record_batch_event,
+    record_batch_transition,
+    record_server_transition,
+)
 from orchestrator.domain.policy import in_flight_limit
-from orchestrator.domain.states import BatchState, ServerState
+from orchestrator.domain.rollout import WaveStatus, budget_spent, may_open_next_wave, pauses_after
+from orchestrator.domain.states import ACTIVE_SERVER_STATES, BatchState, ServerState
+from orchestrator.services.views import budget_view
 
 POLL_CHUNK = 50
 CLAIM_CHUNK = 500
@@ -91,12 +97,108 @@ def _advance_batch(
             )
             state = BatchState.RUNNING
             session.commit()
-        if batch.cancel_requested:
-            report.cancelled += _cancel_pending(session, batch_id, now=now)
-        elif state is BatchState.RUNNING:
+        _check_error_budget(session, batch, state, now=now)
+        if batch.cancel_requested or batch.abort_reason:
+            why = "error_budget" if batch.abort_reason else "cancelled"
+            report.cancelled += _cancel_pending(session, batch_id, reason=why, now=now)
+        elif state is BatchState.RUNNING and _wave_open(session, batch, now=now):
             report.claimed += _claim_slots(session, batch, now=now)
         session.refresh(batch)
         _finish_if_done(session, batch, report, now=now)
+
+
+def _check_error_budget(
+    session: Session, batch: Batch, state: BatchState, *, now: datetime
+) -> None:
+    """SSM MaxErrors: once spent, nothing new is submitted and the batch will end aborted."""
+    if batch.abort_reason or batch.cancel_requested:
+        return
+    if not budget_spent(batch.n_failed, batch.policy.get("max_failures"), batch.total):
+        return
+    session.execute(
+        update(Batch)
+        .where(Batch.id == batch.id, Batch.abort_reason.is_(None))
+        .values(abort_reason="error_budget", updated_at=now)
+    )
+    record_batch_event(
+        session,
+        batch.id,
+        from_state=state,
+        to=state,
+        reason="error_budget_spent",
+        actor="scheduler",
+        now=now,
+        details={"failed": batch.n_failed, "budget": budget_view(batch)},
+    )
+    session.commit()
+    session.refresh(batch)
+
+
+def _wave_open(session: Session, batch: Batch, *, now: datetime) -> bool:
+    """Whether servers of `batch.current_wave` may be claimed; moves to the next wave when the
+    current one has ended, after its bake time or through a manual gate (a pause)."""
+    unsettled = session.scalar(
+        select(func.count()).where(
+            BatchServer.batch_id == batch.id,
+            BatchServer.wave == batch.current_wave,
+            BatchServer.state.in_([s.value for s in ACTIVE_SERVER_STATES]),
+        )
+    )
+    if unsettled or batch.current_wave >= batch.waves_total:
+        return True
+    policy = batch.policy
+    if batch.wave_ended_at is None:
+        batch.wave_ended_at = now
+        record_batch_event(
+            session,
+            batch.id,
+            from_state=BatchState.RUNNING,
+            to=BatchState.RUNNING,
+            reason="wave_ended",
+            actor="scheduler",
+            now=now,
+            details={"wave": batch.current_wave},
+        )
+        session.commit()
+    following = {"current_wave": batch.current_wave + 1, "wave_ended_at": None}
+    if pauses_after(batch.current_wave, policy.get("pause_after_waves"), batch.waves_total):
+        why = f"manual gate after wave {batch.current_wave}: resume to start the next"
+        record_batch_transition(
+            session,
+            batch.id,
+            expected=BatchState.RUNNING,
+            to=BatchState.PAUSED,
+            reason="wave_gate",
+            actor="scheduler",
+            now=now,
+            values={**following, "pause_reason": why, "paused_by": "policy"},
+            details={"wave": batch.current_wave},
+        )
+        session.commit()
+        return False
+    status = WaveStatus(batch.current_wave, 0, batch.wave_ended_at)
+    if not may_open_next_wave(status, float(policy.get("wave_delay_s") or 0), now):
+        return False
+    opened = session.execute(
+        update(Batch)
+        .where(Batch.id == batch.id, Batch.current_wave == batch.current_wave)
+        .values(**following, updated_at=now)
+        .returning(Batch.id)
+    ).one_or_none()
+    if opened is not None:
+        record_batch_event(
+            session,
+            batch.id,
+            from_state=BatchState.RUNNING,
+            to=BatchState.RUNNING,
+            reason="wave_started",
+            actor="scheduler",
+            now=now,
+            details={"wave": batch.current_wave + 1},
+        )
+    session.commit()
+    session.refresh(batch)
+    return True
 
 
 def _claim_slots(session: Session, batch: Batch, *, now: datetime) -> int:
@@ -107,7 +209,11 @@ def _claim_slots(session: Session, batch: Batch, *, now: datetime) -> int:
     ids = list(
         session.scalars(
             select(BatchServer.id)
-            .where(BatchServer.batch_id == batch.id, BatchServer.state == ServerState.PENDING.value)
+            .where(
+                BatchServer.batch_id == batch.id,
+                BatchServer.state == ServerState.PENDING.value,
+                BatchServer.wave == batch.current_wave,
+            )
             .order_by(BatchServer.position)
             .limit(min(free, CLAIM_CHUNK))
         )
@@ -122,12 +228,13 @@ def _claim_slots(session: Session, batch: Batch, *, now: datetime) -> int:
             reason="slot_claimed",
             now=now,
             values={"dispatched_at": None, "next_attempt_at": now},
+            details={"wave": batch.current_wave},
         )
     session.commit()
     return claimed
 
 
-def _cancel_pending(session: Session, batch_id: str, *, now: datetime) -> int:
+def _cancel_pending(session: Session, batch_id: str, *, reason: str, now: datetime) -> int:
     ids = list(
         session.scalars(
             select(BatchServer.id).where(
@@ -142,9 +249,8 @@ def _cancel_pending(session: Session, batch_id: str, *, now: datetime) -> int:
             row_id,
             expected=ServerState.PENDING,
             to=ServerState.CANCELLED,
-            reason="cancelled",
+            reason=reason,
             now=now,
-            details={"by": "batch_cancel"},
         )
     session.commit()
     return cancelled
@@ -160,7 +266,9 @@ def _finish_if_done(session: Session, batch: Batch, report: TickReport, *, now: 
         session.commit()
     if batch.n_pending + batch.n_submitting + batch.n_running > 0:
         return
-    if batch.cancel_requested:
+    if batch.abort_reason:
+        final = BatchState.ABORTED
+    elif batch.cancel_requested:
         final = BatchState.CANCELLED
     elif batch.n_failed > 0:
         final = BatchState.PARTIALLY_FAILED
@@ -174,7 +282,7 @@ def _finish_if_done(session: Session, batch: Batch, report: TickReport, *, now: 
         batch.id,
         expected=state,
         to=final,
-        reason="all_servers_settled",
+        reason=batch.abort_reason or "all_settled",
         actor="scheduler",
         now=now,
         details=details,

@@ -18,7 +18,8 @@ from sqlalchemy import update
 
 from orchestrator.db.models import Batch, BatchServer
 from orchestrator.db.transitions import record_server_transition
-from orchestrator.domain.states import BatchState, ServerState
+from orchestrator.domain.rollout import budget_spent
+from orchestrator.domain.states import TERMINAL_BATCH_STATES, BatchState, ServerState
 from orchestrator.domain.timing import first_poll_delay_s, retry_delay_s
 from orchestrator.ecs.client import EcsClient
 from orchestrator.ecs.errors import ConfigError, EcsError, OutcomeUnknown, Rejected, Retryable
@@ -26,6 +27,9 @@ from orchestrator.ecs.models import OsChange, Server
 from orchestrator.runtime import Runtime
 from orchestrator.sealing import SealError, unseal
 from orchestrator.services.control import pause_for_config_error
+
+# With backoff capped at two minutes, about an hour of trying before a server is given up.
+MAX_SUBMIT_RETRIES = 30
 
 
 @dataclass(frozen=True)
@@ -70,20 +74,24 @@ def _release_dispatch(rt: Runtime, row_id: int) -> None:
 def _stop_before_sending(rt: Runtime, row: BatchServer, batch: Batch) -> str | None:
     """Pause and cancel are checked right before every submission (invariant 6)."""
     now = rt.clock()
+    over_budget = batch.abort_reason is not None or budget_spent(
+        batch.n_failed, batch.policy.get("max_failures"), batch.total
+    )
     with rt.sessions() as session:
-        if batch.cancel_requested or batch.state == BatchState.CANCELLED.value:
+        if batch.cancel_requested or over_budget or batch.state in TERMINAL_BATCH_STATES:
+            reason = "error_budget" if over_budget else "cancelled"
             record_server_transition(
                 session,
                 row.id,
                 expected=ServerState.SUBMITTING,
                 to=ServerState.CANCELLED,
-                reason="cancelled",
+                reason=reason,
                 now=now,
                 guard={"call_started_at": None},
-                details={"by": "batch_cancel"},
+                details={"failed_so_far": batch.n_failed} if over_budget else {},
             )
             session.commit()
-            return "cancelled"
+            return reason
         if batch.state == BatchState.PAUSED.value:
             record_server_transition(
                 session,
@@ -126,6 +134,10 @@ async def _send_changeos(rt: Runtime, client: EcsClient, row: BatchServer, batch
     stopped = _stop_before_sending(rt, row, batch)
     if stopped:
         return stopped
+    if batch.policy.get("skip_matching", True):
+        verdict = await _preflight(rt, client, row, batch)
+        if verdict is not None:
+            return verdict
     try:
         change = _os_change(rt, batch)
     except SealError as exc:
@@ -195,6 +207,43 @@ async def _send_changeos(rt: Runtime, client: EcsClient, row: BatchServer, batch
     return "accepted"
 
 
+async def _preflight(rt: Runtime, client: EcsClient, row: BatchServer, batch: Batch) -> str | None:
+    """Read the server just before the change (AWS Instance Refresh's skip matching): one
+    already on the target image is skipped; one busy with another operation waits."""
+    try:
+        server = await client.show_server(row.server_id)
+    except Retryable as exc:
+        return _schedule_retry(rt, row, row.attempt, exc)
+    except ConfigError as exc:
+        pause_for_config_error(rt, batch.id, f"cloud refused our credentials: {exc}")
+        _release(rt, row, "config_error", exc.as_details())
+        return "config_error"
+    except Rejected as exc:
+        return _fail(rt, row, exc, reason="preflight_rejected", attempt=row.attempt)
+    facts = _server_facts(server)
+    if server.image_id == str(batch.os_change["imageid"]) and server.is_idle:
+        with rt.sessions() as session:
+            record_server_transition(
+                session,
+                row.id,
+                expected=ServerState.SUBMITTING,
+                to=ServerState.SKIPPED,
+                reason="already_on_image",
+                now=rt.clock(),
+                guard={"call_started_at": None, "attempt": row.attempt},
+                values={"dispatched_at": None},
+                details={"server": facts},
+            )
+            session.commit()
+        return "skipped"
+    if not server.is_idle:
+        busy = Retryable(
+            code="ServerBusy", message=f"server is {server.status}/{server.task_state}"
+        )
+        return _schedule_retry(rt, row, row.attempt, busy, details={"server": facts})
+    return None
+
+
 def _record_unknown(rt: Runtime, row: BatchServer, attempt: int, exc: EcsError) -> str:
     now = rt.clock()
     with rt.sessions() as session:
@@ -219,7 +268,15 @@ def _record_unknown(rt: Runtime, row: BatchServer, attempt: int, exc: EcsError) 
     return "outcome_unknown"
 
 
-def _schedule_retry(rt: Runtime, row: BatchServer, attempt: int, exc: Retryable) -> str:
+def _schedule_retry(
+    rt: Runtime,
+    row: BatchServer,
+    attempt: int,
+    exc: Retryable,
+    details: dict[str, Any] | None = None,
+) -> str:
+    if row.retries + 1 > MAX_SUBMIT_RETRIES:
+        return _fail(rt, row, exc, reason="retries_exhausted", attempt=attempt)
     now = rt.clock()
     delay = retry_delay_s(row.retries, retry_after_s=exc.retry_after_s, rng=random.Random())
     with rt.sessions() as session:
@@ -240,7 +297,7 @@ def _schedule_retry(rt: Runtime, row: BatchServer, attempt: int, exc: Retryable)
                 "error_code": exc.code,
                 "error_message": exc.message,
             },
-            details={**exc.as_details(), "retry_in_s": round(delay, 3)},
+            details={**exc.as_details(), **(details or {}), "retry_in_s": round(delay, 3)},
         )
         session.commit()
     return "retry_scheduled"

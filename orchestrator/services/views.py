@@ -6,6 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator.db.models import Batch, BatchServer, ServerHistory
+from orchestrator.domain.policy import in_flight_limit
+from orchestrator.domain.rollout import allowed_failures
 from orchestrator.domain.states import ServerState
 
 
@@ -28,13 +30,29 @@ def batch_view(batch: Batch) -> dict[str, Any]:
         "policy": batch.policy,
         "total": batch.total,
         "counts": batch_counts(batch),
+        "current_wave": batch.current_wave,
+        "waves_total": batch.waves_total,
+        "max_in_flight": in_flight_limit(batch.policy.get("max_in_flight"), batch.total),
+        "error_budget": budget_view(batch),
         "pause_reason": batch.pause_reason,
+        "paused_by": batch.paused_by,
         "cancel_requested": batch.cancel_requested,
+        "abort_reason": batch.abort_reason,
+        "selector": batch.selector,
         "parent_id": batch.parent_id,
         "has_secrets": batch.sealed_secrets is not None,
         "created_at": iso(batch.created_at),
         "updated_at": iso(batch.updated_at),
         "finished_at": iso(batch.finished_at),
+    }
+
+
+def budget_view(batch: Batch) -> dict[str, int | None]:
+    allowed = allowed_failures(batch.policy.get("max_failures"), batch.total)
+    return {
+        "allowed": allowed,
+        "used": batch.n_failed,
+        "left": None if allowed is None else max(0, allowed - batch.n_failed),
     }
 
 

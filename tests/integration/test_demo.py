@@ -37,9 +37,22 @@ def test_demo_runs_a_batch_and_ctrl_c_leaves_nothing_behind(tmp_path: Path) -> N
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCH_", "HUAWEICLOUD_"))}
     env["ORCH_DATABASE_URL"] = f"sqlite:///{tmp_path / 'demo.db'}"
     demo = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "demo", "--servers", "12", "--job-seconds", "1",
-         "--keep-running"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "demo",
+            "--servers",
+            "12",
+            "--job-seconds",
+            "1",
+            "--keep-running",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     assert demo.stdout is not None
     output: list[str] = []
@@ -58,6 +71,10 @@ def test_demo_runs_a_batch_and_ctrl_c_leaves_nothing_behind(tmp_path: Path) -> N
     demo.wait(timeout=60)
     assert demo.returncode == 130
     time.sleep(0.5)
-    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()
-             and (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z")]
+    alive = [
+        pid
+        for pid in children
+        if Path(f"/proc/{pid}").exists()
+        and (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z")
+    ]
     assert alive == [], f"left behind: {alive}"

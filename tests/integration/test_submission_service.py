@@ -38,6 +38,11 @@ class Spec:
     project_id: str = PROJECT
     region: str = "cn-north-4"
     cloud_init: bool = False
+    on_conflict: str = "reject"
+    policy_extra: dict[str, Any] = field(default_factory=dict)
+
+    def selector_json(self) -> dict[str, Any] | None:
+        return None
 
     def secrets(self) -> dict[str, str]:
         return {}
@@ -46,7 +51,12 @@ class Spec:
         return {"imageid": IMAGE, "keyname": "KeyPair-svc", "mode": "withStopServer"}
 
     def policy_json(self) -> dict[str, Any]:
-        return {"max_in_flight": self.max_in_flight, "poll_interval_s": 0.2, "job_timeout_s": 600}
+        return {
+            "max_in_flight": self.max_in_flight,
+            "poll_interval_s": 0.2,
+            "job_timeout_s": 600,
+            **self.policy_extra,
+        }
 
     def canonical_fingerprint(self) -> str:
         return uuid.uuid4().hex
