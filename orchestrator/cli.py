@@ -81,6 +81,7 @@ def cmd_beat(args: argparse.Namespace) -> int:
     _settings()
     from workers.app import app
 
+    # The leader-elected scheduler keeps its schedule in memory; the file is only a formality.
     schedule = Path(tempfile.mkdtemp(prefix="reimage-beat-")) / "schedule"
     app.start(["beat", f"--loglevel={args.loglevel}", f"--schedule={schedule}"])
     return 0

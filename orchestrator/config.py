@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     ecs_endpoint: str = Field(
         "https://ecs.{region}.myhuaweicloud.com", validation_alias="ORCH_ECS_ENDPOINT"
     )
+    # Per-region overrides of the template, e.g. {"eu-west-101": "https://ecs.eu-west-101.myhuaweicloud.eu"}
+    ecs_endpoints: dict[str, str] = Field(
+        default_factory=dict, validation_alias="ORCH_ECS_ENDPOINTS"
+    )
     cloud_ak: SecretStr | None = Field(None, validation_alias="HUAWEICLOUD_SDK_AK")
     cloud_sk: SecretStr | None = Field(None, validation_alias="HUAWEICLOUD_SDK_SK")
     cloud_security_token: SecretStr | None = Field(
@@ -47,6 +51,14 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite", "postgresql")):
             raise ValueError("must be a sqlite:// or postgresql+psycopg:// URL")
         return value
+
+    @field_validator("ecs_endpoints")
+    @classmethod
+    def _http_endpoints(cls, value: dict[str, str]) -> dict[str, str]:
+        for region, url in value.items():
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{region}: must start with http:// or https://")
+        return {region: url.rstrip("/") for region, url in value.items()}
 
     @field_validator("redis_url")
     @classmethod
@@ -77,7 +89,7 @@ class Settings(BaseSettings):
         return self.redis_url
 
     def endpoint_for(self, region: str) -> str:
-        return self.ecs_endpoint.replace("{region}", region)
+        return self.ecs_endpoints.get(region) or self.ecs_endpoint.replace("{region}", region)
 
 
 def load_settings(**overrides: object) -> Settings:

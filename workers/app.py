@@ -49,6 +49,8 @@ def create_celery_app(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
+        beat_scheduler="workers.leader:LeaderScheduler",
+        reimage_redis_url=settings.client_redis_url,
         beat_schedule={
             "reimage-tick": {
                 "task": "reimage.tick",

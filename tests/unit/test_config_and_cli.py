@@ -50,6 +50,18 @@ def test_malformed_value_names_the_variable(
     assert message.startswith(f"{name}: ") and "\n" not in message
 
 
+def test_endpoint_per_region(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "ORCH_ECS_ENDPOINTS", '{"eu-west-101": "https://ecs.eu-west-101.example.eu/"}'
+    )
+    settings = load_settings()
+    assert settings.endpoint_for("eu-west-101") == "https://ecs.eu-west-101.example.eu"
+    assert settings.endpoint_for("cn-north-4") == "https://ecs.cn-north-4.myhuaweicloud.com"
+    monkeypatch.setenv("ORCH_ECS_ENDPOINTS", '{"x-y-1": "ftp://nope"}')
+    with pytest.raises(SettingsError, match=r"^ORCH_ECS_ENDPOINTS: "):
+        load_settings()
+
+
 def test_empty_value_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORCH_SECRET_KEY", "")
     assert load_settings().secret_key is None
