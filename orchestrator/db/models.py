@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -92,6 +93,8 @@ class Batch(Base):
     n_failed: Mapped[int] = mapped_column(Integer, default=0)
     n_cancelled: Mapped[int] = mapped_column(Integer, default=0)
     n_skipped: Mapped[int] = mapped_column(Integer, default=0)
+    # Failed and left broken (the server is in ERROR), as opposed to failed but safe.
+    n_broken: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     pause_reason: Mapped[str | None] = mapped_column(Text)
     paused_by: Mapped[str | None] = mapped_column(String(64))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -134,6 +137,9 @@ class BatchServer(Base):
     retries: Mapped[int] = mapped_column(Integer, default=0)
     job_id: Mapped[str | None] = mapped_column(String(64))
     job_status: Mapped[str | None] = mapped_column(String(20))
+    # The cloud's final job body, kept until the server itself has been checked.
+    job_result: Mapped[dict[str, Any] | None]
+    broken: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     next_poll_at: Mapped[datetime | None]
     polls: Mapped[int] = mapped_column(Integer, default=0)
     submitted_at: Mapped[datetime | None]

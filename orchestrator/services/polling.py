@@ -20,7 +20,7 @@ from orchestrator.domain.states import ServerState
 from orchestrator.domain.timing import next_poll_delay_s, retry_delay_s
 from orchestrator.ecs.client import EcsClient
 from orchestrator.ecs.errors import ConfigError, JobGone, Rejected, Retryable
-from orchestrator.ecs.models import Job
+from orchestrator.ecs.models import Job, Server
 from orchestrator.runtime import Runtime
 from orchestrator.services.control import pause_for_config_error
 
@@ -76,11 +76,16 @@ async def poll_one(rt: Runtime, client: EcsClient, row: BatchServer, batch: Batc
             error=("Timeout", f"no end of the job after {timeout_s:.0f} s"),
         )
     try:
+        if row.job_result is not None:  # the job ended earlier; only the server check is left
+            return await _check_server_after(rt, client, row, batch, Job.from_body(row.job_result))
         if row.job_id:
             try:
                 job = await client.show_job(row.job_id)
             except JobGone as exc:
                 return await _follow_server(rt, client, row, batch, {"job_gone": exc.as_details()})
+            if job.is_final and batch.policy.get("verify_after_job", True):
+                _keep_job_result(rt, row, job)
+                return await _check_server_after(rt, client, row, batch, job)
             return _apply_job(rt, row, batch, job)
         return await _follow_server(rt, client, row, batch, {})
     except Retryable as exc:
@@ -102,22 +107,94 @@ async def poll_one(rt: Runtime, client: EcsClient, row: BatchServer, batch: Batc
         )
 
 
+def _job_failure(job: Job) -> tuple[str, str]:
+    parts = [job.fail_reason, *job.sub_job_messages()]
+    # The cloud often repeats the same reason in the job and its sub-job: say it once.
+    return job.error_code or "JobFailed", "; ".join(dict.fromkeys(p for p in parts if p)) or (
+        "job failed"
+    )
+
+
+def _keep_job_result(rt: Runtime, row: BatchServer, job: Job) -> None:
+    """Remember the final job body, so a failed server check does not need the job again
+    (the cloud purges jobs a day after they end)."""
+    with rt.sessions() as session:
+        session.execute(
+            update(BatchServer)
+            .where(BatchServer.id == row.id, BatchServer.state == ServerState.RUNNING.value)
+            .values(job_result=job.raw, job_status=job.status)
+        )
+        session.commit()
+
+
+async def _check_server_after(
+    rt: Runtime, client: EcsClient, row: BatchServer, batch: Batch, job: Job
+) -> str:
+    """A job's word is checked against the server: SUCCESS with the server in ERROR, or not
+    on the target image, is a failure; a server left in ERROR is flagged broken."""
+    server = await client.show_server(row.server_id)
+    facts = _facts(server)
+    target = str(batch.os_change["imageid"])
+    broken = server.status == "ERROR"
+    details = {"job": job.raw, "server": facts}
+    if job.succeeded and not broken and server.is_rebuilding:
+        _reschedule(rt, row, float(batch.policy.get("poll_interval_s", 10)), {})
+        return "server_still_rebuilding"
+    if not job.succeeded:
+        return _end(
+            rt,
+            row,
+            ServerState.FAILED,
+            "job_failed",
+            details,
+            error=_job_failure(job),
+            job_status=job.status,
+            broken=broken,
+        )
+    if broken:
+        return _end(
+            rt,
+            row,
+            ServerState.FAILED,
+            "broken_after_success",
+            details,
+            error=("ServerError", "the job succeeded but the server is in ERROR"),
+            job_status=job.status,
+            broken=True,
+        )
+    if server.image_id != target:
+        return _end(
+            rt,
+            row,
+            ServerState.FAILED,
+            "not_on_target_image",
+            details,
+            error=(
+                "ImageMismatch",
+                f"the job succeeded but the server runs image {server.image_id}",
+            ),
+            job_status=job.status,
+        )
+    return _end(rt, row, ServerState.SUCCEEDED, "job_succeeded", details, job_status=job.status)
+
+
+def _facts(server: Server) -> dict[str, Any]:
+    return {"status": server.status, "task_state": server.task_state, "image_id": server.image_id}
+
+
 def _apply_job(rt: Runtime, row: BatchServer, batch: Batch, job: Job) -> str:
     if job.succeeded:
         return _end(
             rt, row, ServerState.SUCCEEDED, "job_succeeded", {"job": job.raw}, job_status=job.status
         )
     if job.is_final:
-        parts = [job.fail_reason, *job.sub_job_messages()]
-        # The cloud often repeats the same reason in the job and its sub-job: say it once.
-        message = "; ".join(dict.fromkeys(p for p in parts if p)) or "job failed"
         return _end(
             rt,
             row,
             ServerState.FAILED,
             "job_failed",
             {"job": job.raw},
-            error=(job.error_code or "JobFailed", message),
+            error=_job_failure(job),
             job_status=job.status,
         )
     delay = next_poll_delay_s(row.polls + 1, float(batch.policy.get("poll_interval_s", 10)))
@@ -149,7 +226,7 @@ async def _follow_server(
 ) -> str:
     server = await client.show_server(row.server_id)
     target = str(batch.os_change["imageid"])
-    facts = {"status": server.status, "task_state": server.task_state, "image_id": server.image_id}
+    facts = _facts(server)
     if server.is_rebuilding:
         _reschedule(rt, row, float(batch.policy.get("poll_interval_s", 10)), {})
         return "server_rebuilding"
@@ -161,6 +238,7 @@ async def _follow_server(
             "server_error",
             {**why, "server": facts},
             error=("ServerError", "server is in ERROR after the change"),
+            broken=True,
         )
     if server.is_idle and server.image_id == target:
         return _end(rt, row, ServerState.SUCCEEDED, "reconciled_applied", {**why, "server": facts})
@@ -186,15 +264,16 @@ def _end(
     *,
     error: tuple[str, str] | None = None,
     job_status: str | None = None,
+    broken: bool = False,
 ) -> str:
     now = rt.clock()
-    values: dict[str, Any] = {"polls": row.polls + 1, "next_poll_at": None}
+    values: dict[str, Any] = {"polls": row.polls + 1, "next_poll_at": None, "broken": broken}
     if job_status:
         values["job_status"] = job_status
     if error:
         values["error_code"], values["error_message"] = error
     with rt.sessions() as session:
-        record_server_transition(
+        moved = record_server_transition(
             session,
             row.id,
             expected=ServerState.RUNNING,
@@ -202,8 +281,12 @@ def _end(
             reason=reason,
             now=now,
             values=values,
-            details=details,
+            details={**details, "broken": True} if broken else details,
         )
+        if moved and broken:
+            session.execute(
+                update(Batch).where(Batch.id == row.batch_id).values(n_broken=Batch.n_broken + 1)
+            )
         session.commit()
     return to.value
 

@@ -30,6 +30,8 @@ def batch_view(batch: Batch) -> dict[str, Any]:
         "policy": batch.policy,
         "total": batch.total,
         "counts": batch_counts(batch),
+        # Of the failed: how many were left broken (server in ERROR), not failed but safe.
+        "broken": batch.n_broken,
         "current_wave": batch.current_wave,
         "waves_total": batch.waves_total,
         "max_in_flight": in_flight_limit(batch.policy.get("max_in_flight"), batch.total),
@@ -66,6 +68,7 @@ def server_view(row: BatchServer) -> dict[str, Any]:
         "job_status": row.job_status,
         "error_code": row.error_code,
         "error_message": row.error_message,
+        "broken": row.broken,
         "submitted_at": iso(row.submitted_at),
         "finished_at": iso(row.finished_at),
         "updated_at": iso(row.updated_at),
