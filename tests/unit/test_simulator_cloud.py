@@ -467,6 +467,9 @@ def test_stats_report_requests_concurrency_and_truth() -> None:
     assert stats["truth"][servers[3]]["status"] == "REBUILD"
     json.dumps(stats)  # served as JSON as is
 
+    assert stats["concurrent_jobs_now"] == 1
+    assert stats["changeos_received_by_server"] == {**dict.fromkeys(servers, 1), SERVER: 1}
+
     cloud.reset()
     assert cloud.stats(0.0) == {
         "changeos_accepted": {},
@@ -475,6 +478,17 @@ def test_stats_report_requests_concurrency_and_truth() -> None:
         "errors_by_code": {},
         "max_concurrent_jobs": 0,
         "truth": {},
+        "faults": {
+            "transient": 0,
+            "flow_control": 0,
+            "dropped": 0,
+            "slow": 0,
+            "stuck": 0,
+            "purged": 0,
+            "broken": 0,
+        },
+        "changeos_received_by_server": {},
+        "concurrent_jobs_now": 0,
     }
 
 

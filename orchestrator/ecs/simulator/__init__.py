@@ -1,7 +1,10 @@
 """An ECS look-alike the official Huawei SDK cannot tell from the cloud, for demos, tests and
-benchmarks.
+benchmarks, with deterministic server conditions and seeded faults for rollout-control tests.
 
-`cloud` is the pure in-memory model (servers, changeos jobs, throttling, counters), `app` the
-aiohttp front that checks signatures and routes requests to it, `cli` the `reimage simulate`
-command.
+`cloud` is the pure in-memory model (and the one import callers need); it is built from
+`config` (SimulatorConfig), `validation` (changeos bodies), `servers` (server state, the
+ShowServer body, listing), `jobs` (job timelines, ShowJob), `faults` (throttling and injected
+faults), `inventory` (server specs from JSON or generated) and `replies`/`shared` (answers, ids,
+hashes, timestamps). `app` is the aiohttp front that checks signatures and routes requests to the
+model, `cli` the `reimage simulate` command.
 """

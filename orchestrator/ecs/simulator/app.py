@@ -1,11 +1,15 @@
 """The simulator's HTTP face: the ECS routes served at the root, the API gateway's checks in
-front of them (signature or token, clock skew, throttling) and an X-Request-Id on every answer.
+front of them (signature or token, clock skew, throttling), an X-Request-Id on every answer, the
+delivery faults only HTTP can show (a late answer, a dropped connection) and the `/_sim/`
+control endpoints.
 
-Handlers only translate HTTP to `Cloud` calls and back; every rule lives in `cloud`.
+Handlers only translate HTTP to `Cloud` calls and back; every rule and every decision of which
+call meets which fault lives in the model.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 import uuid
@@ -17,17 +21,22 @@ from aiohttp import web
 
 from orchestrator.ecs import signer
 from orchestrator.ecs.simulator.cloud import (
+    Answer,
     ApiError,
     Cloud,
     Reply,
     SimulatorConfig,
     gateway_error,
 )
+from orchestrator.ecs.simulator.inventory import parse_inventory
 
 REQUEST_ID_HEADER = "X-Request-Id"
 MAX_CLOCK_SKEW_S = 15 * 60
 # Control endpoints for tests and benchmarks: no authentication, no throttling.
 CONTROL_PREFIX = "/_sim/"
+CHANGEOS_ROUTES = frozenset({"changeos-v1", "changeos-v2"})
+# nginx's "closed without a response": only the access log ever sees it.
+DROPPED_STATUS = 444
 
 
 @dataclass(frozen=True)
@@ -49,18 +58,31 @@ def create_simulator_app(
 ) -> web.Application:
     """The simulator as an aiohttp application; `clock` gives monotonic seconds."""
     app = web.Application(middlewares=[_gateway])
-    app[SIMULATOR] = Simulator(Cloud(config, wall_offset=time.time() - clock()), clock)
+    started = clock()
+    cloud = Cloud(config, wall_offset=time.time() - started, now=started)
+    app[SIMULATOR] = Simulator(cloud, clock)
     app.on_response_prepare.append(_stamp_request_id)
     app.add_routes(
         [
-            web.post("/v1/{project_id}/cloudservers/{server_id}/changeos", change_os_v1),
-            web.post("/v2/{project_id}/cloudservers/{server_id}/changeos", change_os_v2),
+            web.post(
+                "/v1/{project_id}/cloudservers/{server_id}/changeos",
+                change_os_v1,
+                name="changeos-v1",
+            ),
+            web.post(
+                "/v2/{project_id}/cloudservers/{server_id}/changeos",
+                change_os_v2,
+                name="changeos-v2",
+            ),
             web.get("/v1/{project_id}/jobs/{job_id}", show_job),
             # Before the {server_id} route, which would otherwise take "detail" as an id.
             web.get("/v1/{project_id}/cloudservers/detail", list_servers),
             web.get("/v1/{project_id}/cloudservers/{server_id}", show_server),
             web.get("/_sim/stats", sim_stats),
             web.post("/_sim/reset", sim_reset),
+            web.post("/_sim/servers", sim_servers),
+            web.get("/_sim/faults", sim_faults),
+            web.post("/_sim/faults", sim_set_faults),
         ]
     )
     return app
@@ -82,6 +104,9 @@ async def _gateway(request: web.Request, handler: Handler) -> web.StreamResponse
     else:
         error = simulator.cloud.admit(simulator.clock())
     if error is not None:
+        # A changeos turned away here still reached the simulator: the client did send it.
+        if request.match_info.route.name in CHANGEOS_ROUTES:
+            simulator.cloud.count_changeos_received(request.match_info["server_id"])
         return _error_response(request, error)
     return await handler(request)
 
@@ -167,38 +192,50 @@ async def change_os_v2(request: web.Request) -> web.Response:
 
 async def _change_os(request: web.Request, *, cloud_init: bool) -> web.Response:
     simulator = request.app[SIMULATOR]
-    reply = simulator.cloud.change_os(
+    answer = simulator.cloud.answer_change_os(
         request.match_info["project_id"],
         request.match_info["server_id"],
         await request.read(),
         cloud_init=cloud_init,
         now=simulator.clock(),
     )
-    return _reply(request, reply)
+    return await _deliver(request, answer)
 
 
 async def show_job(request: web.Request) -> web.Response:
     simulator = request.app[SIMULATOR]
-    reply = simulator.cloud.show_job(
+    answer = simulator.cloud.answer_show_job(
         request.match_info["project_id"], request.match_info["job_id"], now=simulator.clock()
     )
-    return _reply(request, reply)
+    return await _deliver(request, answer)
 
 
 async def show_server(request: web.Request) -> web.Response:
     simulator = request.app[SIMULATOR]
-    reply = simulator.cloud.show_server(
+    answer = simulator.cloud.answer_show_server(
         request.match_info["project_id"], request.match_info["server_id"], now=simulator.clock()
     )
-    return _reply(request, reply)
+    return await _deliver(request, answer)
 
 
 async def list_servers(request: web.Request) -> web.Response:
     simulator = request.app[SIMULATOR]
-    reply = simulator.cloud.list_servers(
+    answer = simulator.cloud.answer_list_servers(
         request.match_info["project_id"], request.query, now=simulator.clock()
     )
-    return _reply(request, reply)
+    return await _deliver(request, answer)
+
+
+async def _deliver(request: web.Request, answer: Answer) -> web.Response:
+    """Send the reply, late when the model said so, or close the connection instead."""
+    if answer.delay_s > 0:
+        # Real time, not the injected clock: the point is to outlast a client's timeout.
+        await asyncio.sleep(answer.delay_s)
+    if answer.drop:
+        if request.transport is not None:
+            request.transport.close()
+        return web.Response(status=DROPPED_STATUS)
+    return _reply(request, answer.reply)
 
 
 # --- control -------------------------------------------------------------------------------
@@ -210,8 +247,38 @@ async def sim_stats(request: web.Request) -> web.Response:
 
 
 async def sim_reset(request: web.Request) -> web.Response:
-    request.app[SIMULATOR].cloud.reset()
+    """Back to the start state: initial config (faults included), inventory, no job."""
+    simulator = request.app[SIMULATOR]
+    simulator.cloud.reset(now=simulator.clock())
     return web.json_response({"reset": True})
+
+
+async def sim_servers(request: web.Request) -> web.Response:
+    """Add or replace servers: `{"servers": [entry, ...]}` (see `inventory`) -> their ids."""
+    simulator = request.app[SIMULATOR]
+    try:
+        specs = parse_inventory(await request.json())
+    except ValueError as error:  # also malformed JSON
+        return _control_error(str(error))
+    ids = simulator.cloud.put_servers(specs, now=simulator.clock())
+    return web.json_response({"servers": ids})
+
+
+async def sim_faults(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SIMULATOR].cloud.faults())
+
+
+async def sim_set_faults(request: web.Request) -> web.Response:
+    """Change any subset of the fault settings at run time; answer all of them."""
+    try:
+        settings = request.app[SIMULATOR].cloud.set_faults(await request.json())
+    except ValueError as error:
+        return _control_error(str(error))
+    return web.json_response(settings)
+
+
+def _control_error(message: str) -> web.Response:
+    return web.json_response({"error": message}, status=400)
 
 
 def _reply(request: web.Request, reply: Reply) -> web.Response:
@@ -221,4 +288,7 @@ def _reply(request: web.Request, reply: Reply) -> web.Response:
 
 
 def _error_response(request: web.Request, error: ApiError) -> web.Response:
-    return web.json_response(error.body(request[REQUEST_ID]), status=error.status)
+    response = web.json_response(error.body(request[REQUEST_ID]), status=error.status)
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = f"{error.retry_after:g}"
+    return response

@@ -11,7 +11,9 @@ import signal
 from aiohttp import web
 
 from orchestrator.ecs.simulator.app import create_simulator_app
-from orchestrator.ecs.simulator.cloud import SimulatorConfig, is_uuid
+from orchestrator.ecs.simulator.cloud import ServerSpec, SimulatorConfig, is_uuid
+from orchestrator.ecs.simulator.config import MAX_JOB_SECONDS_SPREAD
+from orchestrator.ecs.simulator.inventory import load_inventory, parse_tags
 
 
 def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +37,11 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         help="share of servers whose changeos job fails, within [0, 1]",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, metavar="N", help="decides which servers fail"
+        "--seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="decides which servers fail and which calls and jobs meet a fault",
     )
     parser.add_argument(
         "--images",
@@ -59,6 +65,83 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="B",
         help="bucket size of --rate-limit (default: one second's worth)",
     )
+    parser.add_argument(
+        "--retry-after",
+        type=_non_negative_float,
+        default=None,
+        metavar="S",
+        help="send 'Retry-After: S' with every 429 (default: no header)",
+    )
+    _add_fault_arguments(parser)
+    _add_inventory_arguments(parser)
+
+
+def _add_fault_arguments(parser: argparse.ArgumentParser) -> None:
+    ratios = {
+        "--transient-error-ratio": "share of changeos/show calls answered 500 Ecs.0615 or "
+        "503 Common.1503, in turn, before any side effect",
+        "--flow-control-ratio": "share of changeos calls answered 202 Common.0024, no job",
+        "--drop-ratio": "share of changeos calls whose job is created, then the connection "
+        "closed without an answer",
+        "--slow-ratio": "share of API calls answered --slow-seconds late (after the side effect)",
+        "--stuck-ratio": "share of jobs that stay RUNNING forever",
+        "--error-after-success-ratio": "share of SUCCESS jobs that leave the server ERROR on "
+        "its old image",
+    }
+    for flag, help_text in ratios.items():
+        parser.add_argument(flag, type=_ratio, default=0.0, metavar="F", help=help_text)
+    parser.add_argument(
+        "--slow-seconds",
+        type=_non_negative_float,
+        default=10.0,
+        metavar="S",
+        help="how late a --slow-ratio answer comes",
+    )
+    parser.add_argument(
+        "--job-ttl",
+        type=_non_negative_float,
+        default=None,
+        metavar="S",
+        help="purge jobs S seconds after they end: ShowJob then answers 400 Common.0011 "
+        "(default: never)",
+    )
+    parser.add_argument(
+        "--job-seconds-spread",
+        type=_spread,
+        default=0.0,
+        metavar="X",
+        help=f"a job takes --job-seconds * (1 + u), u uniform in [-X, X], "
+        f"X within [0, {MAX_JOB_SECONDS_SPREAD}]",
+    )
+
+
+def _add_inventory_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--inventory",
+        type=_inventory_file,
+        default=(),
+        metavar="FILE",
+        help='servers to create at start: {"servers": [...]} as POST /_sim/servers takes',
+    )
+    parser.add_argument(
+        "--inventory-size",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="also create N servers web-0001... (ids derived from --seed)",
+    )
+    parser.add_argument(
+        "--inventory-tags",
+        type=_tags,
+        default=(),
+        metavar="KEY=VALUE,...",
+        help="tags every --inventory-size server carries",
+    )
+    parser.add_argument(
+        "--strict-inventory",
+        action="store_true",
+        help="ids not in the inventory are 404 Ecs.0114 (default: any UUID exists)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
@@ -73,6 +156,20 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         auth_token=args.auth_token,
         rate_limit=args.rate_limit,
         burst=args.burst,
+        retry_after=args.retry_after,
+        transient_error_ratio=args.transient_error_ratio,
+        flow_control_ratio=args.flow_control_ratio,
+        drop_ratio=args.drop_ratio,
+        slow_ratio=args.slow_ratio,
+        slow_seconds=args.slow_seconds,
+        stuck_ratio=args.stuck_ratio,
+        job_ttl=args.job_ttl,
+        error_after_success_ratio=args.error_after_success_ratio,
+        job_seconds_spread=args.job_seconds_spread,
+        inventory=args.inventory,
+        inventory_size=args.inventory_size,
+        inventory_tags=args.inventory_tags,
+        strict_inventory=args.strict_inventory,
     )
 
 
@@ -132,14 +229,46 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
+def _spread(text: str) -> float:
+    value = _finite_float(text)
+    if not 0.0 <= value <= MAX_JOB_SECONDS_SPREAD:
+        raise argparse.ArgumentTypeError(f"{text} is not within [0, {MAX_JOB_SECONDS_SPREAD}]")
+    return value
+
+
+def _integer(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text} is not an integer") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not >= 1")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def _tags(text: str) -> tuple[str, ...]:
+    try:
+        return parse_tags(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _inventory_file(path: str) -> tuple[ServerSpec, ...]:
+    try:
+        return load_inventory(path)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _image_ids(text: str) -> frozenset[str]:

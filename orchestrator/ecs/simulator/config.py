@@ -1,0 +1,112 @@
+"""`SimulatorConfig`: what the simulated account looks like (credentials, images, inventory) and
+how it misbehaves (job timing, failures, throttling and the injected faults), with its validation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from orchestrator.ecs.simulator.inventory import ServerSpec, parse_tag
+from orchestrator.ecs.simulator.shared import is_uuid
+
+# Every share of calls, jobs or servers that meets a fault.
+RATIO_FIELDS = (
+    "fail_ratio",
+    "transient_error_ratio",
+    "flow_control_ratio",
+    "drop_ratio",
+    "slow_ratio",
+    "stuck_ratio",
+    "error_after_success_ratio",
+)
+MAX_JOB_SECONDS_SPREAD = 0.9
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """What the simulated account looks like and how its jobs and API calls behave."""
+
+    ak: str
+    sk: str
+    project_id: str
+    job_seconds: float = 5.0
+    fail_ratio: float = 0.0  # share of servers whose jobs fail (decided by seed and server id)
+    seed: int = 0
+    images: frozenset[str] | None = None  # None: every well-formed image id exists and is active
+    auth_token: str | None = None
+    rate_limit: float | None = None  # requests per second over every API call, None: unlimited
+    burst: int | None = None  # bucket size; None: one second's worth of rate_limit
+    retry_after: float | None = None  # seconds in a Retry-After header on 429; None: no header
+    # Faults, each decided per call (or per job) from the seed: see `faults`.
+    transient_error_ratio: float = 0.0  # 500 Ecs.0615 / 503 Common.1503 before any side effect
+    flow_control_ratio: float = 0.0  # changeos answers 202 Common.0024 without a job
+    drop_ratio: float = 0.0  # changeos creates its job, then the connection is closed unanswered
+    slow_ratio: float = 0.0  # the answer comes slow_seconds late (after the side effect)
+    slow_seconds: float = 10.0
+    stuck_ratio: float = 0.0  # jobs that stay RUNNING forever
+    job_ttl: float | None = None  # finished jobs vanish (Common.0011) this long after their end
+    error_after_success_ratio: float = 0.0  # SUCCESS jobs that leave the server ERROR, old image
+    job_seconds_spread: float = 0.0  # a job takes job_seconds * (1 + u), u uniform in [-X, X]
+    # The servers that exist from the start (besides the lazily created ones).
+    inventory: tuple[ServerSpec, ...] = ()
+    inventory_size: int = 0  # that many generated servers, web-0001...
+    inventory_tags: tuple[str, ...] = ()  # carried by every generated server
+    strict_inventory: bool = False  # True: ids not in the inventory are 404 Ecs.0114
+
+    def __post_init__(self) -> None:
+        problem = next(self._problems(), None)
+        if problem is not None:
+            raise ValueError(problem)
+
+    @property
+    def bucket_size(self) -> int:
+        return self.burst or max(1, math.ceil(self.rate_limit or 1))
+
+    def _problems(self) -> Iterator[str]:
+        if not (self.ak and self.sk and self.project_id):
+            yield "ak, sk and project_id are required"
+        yield from self._timing_problems()
+        yield from self._throttling_problems()
+        for name in RATIO_FIELDS:
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                yield f"{name} must be within [0, 1]"
+        yield from self._inventory_problems()
+
+    def _timing_problems(self) -> Iterator[str]:
+        if not _at_least_zero(self.job_seconds):
+            yield "job_seconds must be a finite number >= 0"
+        if not _at_least_zero(self.slow_seconds):
+            yield "slow_seconds must be a finite number >= 0"
+        if self.job_ttl is not None and not _at_least_zero(self.job_ttl):
+            yield "job_ttl must be a finite number >= 0 (or None: never purge)"
+        if not 0.0 <= self.job_seconds_spread <= MAX_JOB_SECONDS_SPREAD:
+            yield f"job_seconds_spread must be within [0, {MAX_JOB_SECONDS_SPREAD}]"
+
+    def _throttling_problems(self) -> Iterator[str]:
+        if self.rate_limit is not None and not (
+            math.isfinite(self.rate_limit) and self.rate_limit > 0
+        ):
+            yield "rate_limit must be > 0"
+        if self.burst is not None and (self.burst < 1 or self.rate_limit is None):
+            yield "burst must be >= 1 and needs rate_limit"
+        if self.retry_after is not None and not _at_least_zero(self.retry_after):
+            yield "retry_after must be a finite number >= 0"
+
+    def _inventory_problems(self) -> Iterator[str]:
+        if self.images is not None and not all(is_uuid(image) for image in self.images):
+            yield "images must be UUIDs"
+        if self.inventory_size < 0:
+            yield "inventory_size must be >= 0"
+        try:
+            for tag in self.inventory_tags:
+                parse_tag(tag)
+        except ValueError as error:
+            yield f"inventory_tags: {error}"
+        if not all(isinstance(spec, ServerSpec) for spec in self.inventory):
+            yield "inventory must hold ServerSpec entries"
+
+
+def _at_least_zero(value: float) -> bool:
+    return math.isfinite(value) and value >= 0

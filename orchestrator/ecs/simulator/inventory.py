@@ -1,0 +1,172 @@
+"""Servers with chosen conditions (`ServerSpec`): the JSON that `POST /_sim/servers` and
+`reimage simulate --inventory FILE` take, and the generated `--inventory-size` fleet.
+
+Entry schema, every key optional: `id` (UUID), `name`, `tags` (["key=value", ...]), `status`,
+`locked`, `charging_mode` ("0" | "1" | "2"), `has_system_disk`, `image_id` (UUID), `key_name`,
+`task_state` (the server is busy while it is set), `busy_for_s` (busy for that long, then idle),
+`missing` (the id answers 404 everywhere).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.ecs.simulator.shared import derived_uuid, is_uuid
+
+CHARGING_MODES = frozenset({"0", "1", "2"})  # pay-per-use, yearly/monthly, spot
+# The task a server is busy with when only `busy_for_s` is given.
+DEFAULT_BUSY_TASK = "powering-on"
+_STATUS = re.compile(r"[A-Z][A-Z_]*")
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One server's resting attributes; None fields take the simulator's defaults."""
+
+    id: str | None = None
+    name: str | None = None
+    tags: tuple[str, ...] = ()
+    status: str = "ACTIVE"
+    locked: bool = False
+    charging_mode: str = "0"
+    has_system_disk: bool = True
+    image_id: str | None = None
+    key_name: str | None = None
+    task_state: str | None = None
+    busy_for_s: float | None = None
+    missing: bool = False
+
+
+def parse_tag(tag: object) -> str:
+    if not (isinstance(tag, str) and "=" in tag and not tag.startswith("=")):
+        raise ValueError(f"tag {tag!r} is not a 'key=value' string")
+    return tag
+
+
+def parse_tags(text: str) -> tuple[str, ...]:
+    """`key=value,key2=value2` as given to --inventory-tags."""
+    return tuple(parse_tag(part.strip()) for part in text.split(",") if part.strip())
+
+
+def _uuid(value: object) -> str:
+    if not is_uuid(value):
+        raise ValueError("must be a UUID")
+    return str(value)
+
+
+def _text(value: object) -> str:
+    if not (isinstance(value, str) and value):
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+def _optional_text(value: object) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+def _tags(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ValueError("must be a list of 'key=value' strings")
+    return tuple(parse_tag(tag) for tag in value)
+
+
+def _status(value: object) -> str:
+    if not (isinstance(value, str) and _STATUS.fullmatch(value)):
+        raise ValueError("must be an upper-case status such as ACTIVE, SHUTOFF or ERROR")
+    return value
+
+
+def _charging_mode(value: object) -> str:
+    if value not in CHARGING_MODES:
+        raise ValueError(f"must be one of {sorted(CHARGING_MODES)}")
+    return str(value)
+
+
+def _seconds(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a number of seconds")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError("must be a finite number >= 0")
+    return float(value)
+
+
+_FIELDS: dict[str, Callable[[object], Any]] = {
+    "id": _uuid,
+    "name": _text,
+    "tags": _tags,
+    "status": _status,
+    "locked": _flag,
+    "charging_mode": _charging_mode,
+    "has_system_disk": _flag,
+    "image_id": _uuid,
+    "key_name": _optional_text,
+    "task_state": _optional_text,
+    "busy_for_s": _seconds,
+    "missing": _flag,
+}
+
+
+def parse_server_spec(entry: object) -> ServerSpec:
+    """One entry of `{"servers": [...]}`; ValueError names the first bad or unknown key."""
+    if not isinstance(entry, dict):
+        raise ValueError("a server entry must be an object")
+    unknown = sorted(set(entry) - set(_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown keys {unknown}; known: {sorted(_FIELDS)}")
+    values: dict[str, Any] = {}
+    for key, value in entry.items():
+        try:
+            values[key] = _FIELDS[key](value)
+        except ValueError as error:
+            raise ValueError(f"{key} {error}") from None
+    return ServerSpec(**values)
+
+
+def parse_inventory(data: object) -> tuple[ServerSpec, ...]:
+    """`{"servers": [entry, ...]}`; ValueError says which entry is wrong and why."""
+    servers = data.get("servers") if isinstance(data, dict) else None
+    if not isinstance(servers, list):
+        raise ValueError('expected {"servers": [...]}')
+    specs = []
+    for index, entry in enumerate(servers):
+        try:
+            specs.append(parse_server_spec(entry))
+        except ValueError as error:
+            raise ValueError(f"servers[{index}]: {error}") from None
+    return tuple(specs)
+
+
+def load_inventory(path: str | Path) -> tuple[ServerSpec, ...]:
+    """The --inventory file: the same JSON as `POST /_sim/servers` takes."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read {path}: {error}") from None
+    return parse_inventory(data)
+
+
+def generated_inventory(seed: int, size: int, tags: Iterable[str]) -> tuple[ServerSpec, ...]:
+    """`size` idle servers `web-0001`... carrying `tags`, their ids derived from the seed."""
+    shared_tags = tuple(tags)
+    return tuple(
+        ServerSpec(
+            id=derived_uuid(seed, "inventory", number),
+            name=f"web-{number:04d}",
+            tags=shared_tags,
+        )
+        for number in range(1, size + 1)
+    )

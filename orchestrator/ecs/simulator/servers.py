@@ -1,0 +1,266 @@
+"""Servers: their resting attributes (`SimServer`), the live state derived from their jobs
+(`observe`), the ShowServer body, the registry that holds them in listing order, and
+ListServersDetails' filters and paging.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from orchestrator.ecs.simulator.inventory import DEFAULT_BUSY_TASK, ServerSpec
+from orchestrator.ecs.simulator.jobs import SimJob
+from orchestrator.ecs.simulator.replies import ApiError, invalid
+from orchestrator.ecs.simulator.shared import JsonObject, Timestamps, derived_uuid
+
+DEFAULT_LIST_LIMIT = 25
+MAX_LIST_LIMIT = 1000
+
+# ListServersDetails documents these aliases: a server in transition matches its resting state.
+_STATUS_FILTER = {
+    "ACTIVE": frozenset({"ACTIVE", "REBOOT", "REBUILD", "MIGRATING", "RESIZE"}),
+    "SHUTOFF": frozenset({"SHUTOFF", "RESIZE", "REBUILD"}),
+}
+_VM_STATE = {"ACTIVE": "active", "SHUTOFF": "stopped", "ERROR": "error"}
+_POWER_STATE = {"ACTIVE": 1, "SHUTOFF": 4}
+_FLAVOR = {"id": "s6.small.1", "name": "s6.small.1", "disk": "0", "vcpus": "1", "ram": "1024"}
+
+
+@dataclass
+class SimServer:
+    """A server at rest. Its live status and image are derived from its jobs, never stored."""
+
+    id: str
+    name: str
+    status: str
+    image_id: str
+    locked: bool
+    charging_mode: str
+    has_system_disk: bool
+    tags: tuple[str, ...]
+    key_name: str | None
+    created_at: float
+    task_state: str | None = None  # busy with another operation while set...
+    busy_until: float | None = None  # ...until then (None: until the server is replaced)
+    missing: bool = False  # answers 404 everywhere and is never listed
+    # Jobs of rank below this ended before the server was last replaced: its spec supersedes them.
+    first_job: int = 0
+
+    def busy_task(self, now: float) -> str | None:
+        if self.task_state is None or (self.busy_until is not None and now >= self.busy_until):
+            return None
+        return self.task_state
+
+
+@dataclass(frozen=True)
+class Observed:
+    """A server as the API shows it at one moment."""
+
+    status: str  # REBUILD while a job runs
+    rest_status: str  # the status it has (or will have) when no job runs: drives vm_state
+    task_state: str
+    image_id: str
+    key_name: str | None
+    updated_at: float
+
+
+def observe(server: SimServer, jobs: Sequence[SimJob], now: float) -> Observed:
+    """Replay the server's jobs up to `now` on top of its resting attributes."""
+    rest_status, running = server.status, False
+    image_id, key_name, updated_at = server.image_id, server.key_name, server.created_at
+    for job in jobs[server.first_job :]:
+        if not job.is_final(now):
+            running = True
+            continue
+        updated_at = job.finished_at
+        if job.fails:
+            continue  # a failed change leaves the image and restores the status
+        if job.broken:
+            rest_status = "ERROR"  # "succeeded", yet the server is broken on its old image
+            continue
+        rest_status, image_id, key_name = server.status, job.image_id, job.key_name or key_name
+    if running:
+        return Observed("REBUILD", rest_status, "rebuilding", image_id, key_name, updated_at)
+    task_state = server.busy_task(now) or ""
+    return Observed(rest_status, rest_status, task_state, image_id, key_name, updated_at)
+
+
+class ServerRegistry:
+    """Every server the simulated project has, in listing order (the order they first appeared,
+    kept when one is replaced), so "after the marker" is stable across pages."""
+
+    def __init__(self, seed: int) -> None:
+        self._seed = seed
+        self._servers: dict[str, SimServer] = {}
+        self._position: dict[str, int] = {}
+        self._generated = 0
+
+    def __len__(self) -> int:
+        return len(self._servers)
+
+    def get(self, server_id: str) -> SimServer | None:
+        """The server, `missing` ones included."""
+        return self._servers.get(server_id)
+
+    def listed(self) -> Iterator[SimServer]:
+        return (server for server in self._servers.values() if not server.missing)
+
+    def __iter__(self) -> Iterator[SimServer]:
+        return iter(self._servers.values())
+
+    def after(self, servers: Iterable[SimServer], marker: str) -> list[SimServer] | None:
+        """Those of `servers` listed after `marker`; None when no server has that id."""
+        start = self._position.get(marker)
+        if start is None:
+            return None
+        return [server for server in servers if self._position[server.id] > start]
+
+    def new_id(self) -> str:
+        """A fresh id derived from the seed, so a replayed test sees the same ids."""
+        while True:
+            self._generated += 1
+            server_id = derived_uuid(self._seed, "added", self._generated - 1)
+            if server_id not in self._servers:
+                return server_id
+
+    def create(self, server_id: str, now: float) -> SimServer:
+        """A default server: idle, ACTIVE, pay-per-use, on an old image of its own."""
+        return self.put(ServerSpec(id=server_id), now)
+
+    def put(self, spec: ServerSpec, now: float, *, first_job: int = 0) -> SimServer:
+        """Add the server `spec` describes, or replace the one with its id."""
+        server_id = spec.id or self.new_id()
+        task_state = spec.task_state
+        busy_until = None
+        if spec.busy_for_s is not None:
+            task_state = task_state or DEFAULT_BUSY_TASK
+            busy_until = now + spec.busy_for_s
+        server = SimServer(
+            id=server_id,
+            name=spec.name if spec.name is not None else f"ecs-{server_id[:8]}",
+            status=spec.status,
+            # Derived from the seed and the id, so it never equals a requested image by chance.
+            image_id=spec.image_id or derived_uuid(self._seed, server_id, "image"),
+            locked=spec.locked,
+            charging_mode=spec.charging_mode,
+            has_system_disk=spec.has_system_disk,
+            tags=spec.tags,
+            key_name=spec.key_name,
+            created_at=now,
+            task_state=task_state,
+            busy_until=busy_until,
+            missing=spec.missing,
+            first_job=first_job,
+        )
+        self._position.setdefault(server_id, len(self._position))
+        self._servers[server_id] = server
+        return server
+
+
+def server_body(
+    server: SimServer,
+    seen: Observed,
+    *,
+    seed: int,
+    project_id: str,
+    ak: str,
+    timestamps: Timestamps,
+) -> JsonObject:
+    """The ShowServer shape captured from the SDK, every key included."""
+    vpc_id = derived_uuid(seed, project_id, "vpc")
+    nic = hashlib.sha256(f"{seed}:{server.id}:nic".encode()).digest()
+    return {
+        "id": server.id,
+        "name": server.name,
+        "status": seen.status,
+        "addresses": {
+            vpc_id: [
+                {
+                    "version": "4",
+                    "addr": f"192.168.{nic[0]}.{nic[1] % 250 + 2}",
+                    "OS-EXT-IPS:type": "fixed",
+                    "OS-EXT-IPS-MAC:mac_addr": "fa:16:3e:" + nic[2:5].hex(":"),
+                    "OS-EXT-IPS:port_id": derived_uuid(seed, server.id, "port"),
+                    "primary": True,
+                }
+            ]
+        },
+        "image": {"id": seen.image_id},
+        "flavor": dict(_FLAVOR),
+        "key_name": seen.key_name,
+        "metadata": {
+            "metering.image_id": seen.image_id,
+            "os_type": "Linux",
+            "charging_mode": server.charging_mode,
+            "vpc_id": vpc_id,
+        },
+        "OS-EXT-STS:vm_state": _VM_STATE.get(seen.rest_status, seen.rest_status.lower()),
+        "OS-EXT-STS:task_state": seen.task_state,
+        "OS-EXT-STS:power_state": _POWER_STATE.get(seen.rest_status, 0),
+        "OS-EXT-AZ:availability_zone": "sim-az1",
+        "tenant_id": project_id,
+        "user_id": uuid.UUID(derived_uuid(seed, ak, "user")).hex,
+        "created": timestamps.iso_seconds(server.created_at),
+        "updated": timestamps.iso_seconds(seen.updated_at),
+        "os-extended-volumes:volumes_attached": (
+            [
+                {
+                    "id": derived_uuid(seed, server.id, "system-disk"),
+                    "delete_on_termination": "true",
+                    "bootIndex": "0",
+                }
+            ]
+            if server.has_system_disk
+            else []
+        ),
+        "locked": server.locked,
+        "tags": list(server.tags),
+        "sys_tags": [{"key": "_sys_enterprise_project_id", "value": "0"}],
+        "enterprise_project_id": "0",
+    }
+
+
+def server_filter(
+    query: Mapping[str, str], status_of: Callable[[SimServer], str]
+) -> Callable[[SimServer], bool]:
+    """ListServersDetails' filters; `status_of` gives a server's live status."""
+    server_ids = query.get("server_id")
+    if server_ids:  # documented: server_id overrides every other filter
+        wanted = frozenset(server_ids.split(","))
+        return lambda server: server.id in wanted
+    checks: list[Callable[[SimServer], bool]] = []
+    name = query.get("name")
+    if name:
+        checks.append(lambda server: name in server.name)
+    status = query.get("status")
+    if status:
+        allowed = _STATUS_FILTER.get(status, frozenset({status}))
+        checks.append(lambda server: status_of(server) in allowed)
+    tag = query.get("tags")
+    if tag:
+        checks.append(lambda server: tag in server.tags)
+    not_tag = query.get("not-tags")
+    if not_tag:
+        checks.append(lambda server: not_tag not in server.tags)
+    flavor = query.get("flavor")
+    if flavor:
+        checks.append(lambda server: flavor == _FLAVOR["id"])
+    if len(checks) == 1:  # the usual case, and a listing of a large fleet calls it per server
+        return checks[0]
+    return lambda server: all(check(server) for check in checks)
+
+
+def parse_paging(query: Mapping[str, str]) -> tuple[int, int] | ApiError:
+    """(limit, page number) from ListServersDetails' `limit` and deprecated `offset`."""
+    try:
+        limit = int(query.get("limit") or DEFAULT_LIST_LIMIT)
+        page = int(query.get("offset") or 1)
+    except ValueError:
+        return invalid("limit and offset must be integers.")
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        return invalid(f"limit must be within [1, {MAX_LIST_LIMIT}].")
+    if page < 0:
+        return invalid("offset must be >= 0.")
+    return limit, page

@@ -1,0 +1,54 @@
+"""Identifiers, stable hashes and timestamp formats that every part of the simulated cloud uses.
+
+Everything here is a pure function of its arguments, so a given `--seed` reproduces the same
+ids, the same old images and the same fault draws on every run and every machine.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+JsonObject = dict[str, Any]
+
+UUID_PATTERN = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+# A fixed namespace, so every derived id (old image, volume, port...) is the same on every run.
+_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "reimage:ecs-simulator")
+
+
+def is_uuid(value: object) -> bool:
+    return isinstance(value, str) and UUID_PATTERN.fullmatch(value) is not None
+
+
+def unit_hash(*parts: object) -> float:
+    """A stable number in [0, 1) (Python's hash() changes between runs)."""
+    digest = hashlib.sha256(":".join(str(part) for part in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@functools.lru_cache(maxsize=1024)  # the project-wide ids (VPC, user) recur in every body
+def derived_uuid(*parts: object) -> str:
+    return str(uuid.uuid5(_NAMESPACE, ":".join(str(part) for part in parts)))
+
+
+class Timestamps:
+    """Turns the model's monotonic `now` into the two ISO formats the cloud shows."""
+
+    def __init__(self, wall_offset: float) -> None:
+        self._wall_offset = wall_offset
+
+    def _wall(self, now: float) -> datetime:
+        return datetime.fromtimestamp(now + self._wall_offset, UTC)
+
+    def iso_ms(self, now: float) -> str:
+        """Job times: `2016-04-25T20:04:34.604Z`."""
+        moment = self._wall(now)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+    def iso_seconds(self, now: float) -> str:
+        """Server times: `2016-04-25T20:04:34Z`."""
+        return self._wall(now).strftime("%Y-%m-%dT%H:%M:%SZ")
