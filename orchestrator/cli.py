@@ -103,6 +103,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from orchestrator.bench import run_bench
+    from orchestrator.demo import DemoError
+
+    try:
+        return run_bench(args)
+    except DemoError as exc:
+        raise CliError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from orchestrator.ecs.simulator.cli import add_simulate_arguments
 
@@ -146,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the stack up after the batch ends (default: when run in a terminal)",
     )
     p.set_defaults(func=cmd_demo)
+
+    from orchestrator.bench import add_bench_arguments
+
+    p = sub.add_parser("bench", help="measure the full stack against the lower bound and the peer")
+    add_bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -51,9 +51,7 @@ class LeaderScheduler(beat.Scheduler):
     def _lead(self) -> bool:
         try:
             leading = bool(
-                self._lead_script(
-                    keys=[LEASE_KEY], args=[self._identity, int(self.lease_s * 1000)]
-                )
+                self._lead_script(keys=[LEASE_KEY], args=[self._identity, int(self.lease_s * 1000)])
             )
         except redis.RedisError:
             leading = False  # cannot tell: the broker is down too, so nothing could be sent

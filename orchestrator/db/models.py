@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -107,6 +108,8 @@ class Batch(Base):
     wave_ended_at: Mapped[datetime | None]
     # The target selector the servers were resolved from, frozen with the batch.
     selector: Mapped[dict[str, Any] | None]
+    # Learned from this batch's finished jobs: when to ask first about a new job.
+    expected_job_s: Mapped[float | None] = mapped_column(Float)
     parent_id: Mapped[str | None] = mapped_column(String(36))
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
@@ -140,6 +143,8 @@ class BatchServer(Base):
     # The cloud's final job body, kept until the server itself has been checked.
     job_result: Mapped[dict[str, Any] | None]
     broken: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # How long the cloud's job took (its own begin and end times), to learn poll timing.
+    job_seconds: Mapped[float | None] = mapped_column(Float)
     next_poll_at: Mapped[datetime | None]
     polls: Mapped[int] = mapped_column(Integer, default=0)
     submitted_at: Mapped[datetime | None]

@@ -24,9 +24,11 @@ from orchestrator.db.transitions import (
 from orchestrator.domain.policy import in_flight_limit
 from orchestrator.domain.rollout import WaveStatus, budget_spent, may_open_next_wave, pauses_after
 from orchestrator.domain.states import ACTIVE_SERVER_STATES, BatchState, ServerState
+from orchestrator.domain.timing import expected_job_seconds
 from orchestrator.services.views import budget_view
 
 POLL_CHUNK = 50
+LEARNING_WINDOW = 200
 CLAIM_CHUNK = 500
 
 
@@ -98,6 +100,7 @@ def _advance_batch(
             state = BatchState.RUNNING
             session.commit()
         _check_error_budget(session, batch, state, now=now)
+        _learn_job_duration(session, batch)
         if batch.cancel_requested or batch.abort_reason:
             why = "error_budget" if batch.abort_reason else "cancelled"
             report.cancelled += _cancel_pending(session, batch_id, reason=why, now=now)
@@ -105,6 +108,27 @@ def _advance_batch(
             report.claimed += _claim_slots(session, batch, now=now)
         session.refresh(batch)
         _finish_if_done(session, batch, report, now=now)
+
+
+def _learn_job_duration(session: Session, batch: Batch) -> None:
+    """The batch's own recent jobs say when to ask about the next ones."""
+    durations = list(
+        session.scalars(
+            select(BatchServer.job_seconds)
+            .where(
+                BatchServer.batch_id == batch.id,
+                BatchServer.state.in_([ServerState.SUCCEEDED.value, ServerState.FAILED.value]),
+                BatchServer.job_seconds.is_not(None),
+            )
+            .order_by(BatchServer.id.desc())
+            .limit(LEARNING_WINDOW)
+        )
+    )
+    expected = expected_job_seconds([float(d) for d in durations if d is not None])
+    if expected is not None and expected != batch.expected_job_s:
+        session.execute(update(Batch).where(Batch.id == batch.id).values(expected_job_s=expected))
+        session.commit()
+        session.refresh(batch)
 
 
 def _check_error_budget(

@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from orchestrator.db.models import Batch, BatchServer
 from orchestrator.db.transitions import record_server_transition
 from orchestrator.domain.states import ServerState
-from orchestrator.domain.timing import next_poll_delay_s, retry_delay_s
+from orchestrator.domain.timing import job_duration_s, next_poll_delay_s, retry_delay_s
 from orchestrator.ecs.client import EcsClient
 from orchestrator.ecs.errors import ConfigError, JobGone, Rejected, Retryable
 from orchestrator.ecs.models import Job, Server
@@ -197,7 +197,9 @@ def _apply_job(rt: Runtime, row: BatchServer, batch: Batch, job: Job) -> str:
             error=_job_failure(job),
             job_status=job.status,
         )
-    delay = next_poll_delay_s(row.polls + 1, float(batch.policy.get("poll_interval_s", 10)))
+    delay = next_poll_delay_s(
+        row.polls + 1, float(batch.policy.get("poll_interval_s", 10)), batch.expected_job_s
+    )
     if job.status != row.job_status:
         now = rt.clock()
         with rt.sessions() as session:
@@ -268,6 +270,9 @@ def _end(
 ) -> str:
     now = rt.clock()
     values: dict[str, Any] = {"polls": row.polls + 1, "next_poll_at": None, "broken": broken}
+    job = details.get("job")
+    if isinstance(job, dict):
+        values["job_seconds"] = job_duration_s(job.get("begin_time"), job.get("end_time"))
     if job_status:
         values["job_status"] = job_status
     if error:

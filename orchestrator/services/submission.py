@@ -180,7 +180,9 @@ async def _send_changeos(rt: Runtime, client: EcsClient, row: BatchServer, batch
     except Rejected as exc:
         return _fail(rt, row, exc, reason="rejected", attempt=attempt)
     now = rt.clock()
-    poll_in = first_poll_delay_s(float(batch.policy.get("poll_interval_s", 10)))
+    poll_in = first_poll_delay_s(
+        float(batch.policy.get("poll_interval_s", 10)), batch.expected_job_s
+    )
     with rt.sessions() as session:
         record_server_transition(
             session,

@@ -8,7 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestrator.domain.policy import in_flight_limit, resolve_amount
-from orchestrator.domain.timing import first_poll_delay_s, next_poll_delay_s, retry_delay_s
+from orchestrator.domain.timing import (
+    expected_job_seconds,
+    first_poll_delay_s,
+    job_duration_s,
+    next_poll_delay_s,
+    quantile,
+    retry_delay_s,
+)
 
 
 def test_percentages_round_up_and_counts_stay() -> None:
@@ -34,3 +41,17 @@ def test_poll_delays() -> None:
     assert first_poll_delay_s(10, expected_job_s=42) == 42
     assert next_poll_delay_s(1, 10) == 10
     assert next_poll_delay_s(100, 10) == 60
+    assert next_poll_delay_s(1, 10, expected_job_s=50) == 5  # short steps once learned
+    assert next_poll_delay_s(1, 10, expected_job_s=3) == 1
+
+
+def test_learning_needs_samples_and_takes_the_eightieth_percentile() -> None:
+    assert expected_job_seconds([5.0] * 4) is None
+    assert expected_job_seconds([float(s) for s in range(1, 11)]) == 8.0
+    assert quantile([3.0, 1.0, 2.0], 0.5) == 2.0
+
+
+def test_job_duration_from_the_cloud_times() -> None:
+    assert job_duration_s("2016-04-25T20:04:34.604Z", "2016-04-25T20:08:41.593Z") == 246.989
+    assert job_duration_s("2016-04-25T20:04:34.604Z", "") is None
+    assert job_duration_s("garbage", "2016-04-25T20:08:41.593Z") is None

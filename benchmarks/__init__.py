@@ -1,0 +1,1 @@
+"""Benchmark scripts: the peer users would write, and load generators."""

