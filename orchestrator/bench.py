@@ -48,6 +48,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--smoke", action="store_true", help="a ~10-second run for CI")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--keep", action="store_true", help="keep the logs and database")
 
 
 @dataclass
@@ -59,6 +60,7 @@ class RunFigures:
     outcome: str
     post_s: float | None = None
     processes: dict[str, TreeSampler] = field(default_factory=dict)
+    by_kind: dict[str, int] = field(default_factory=dict)
 
 
 def lower_bound(n: int, burst: int, rate: float, in_flight: int, job_s: float) -> float:
@@ -67,26 +69,46 @@ def lower_bound(n: int, burst: int, rate: float, in_flight: int, job_s: float) -
 
 def _simulator_args(args: argparse.Namespace, port: int, ak: str, sk: str) -> list[str]:
     return [
-        "simulate",
-        "--port",
-        str(port),
-        "--ak",
-        ak,
-        "--sk",
-        sk,
-        "--project-id",
-        PROJECT,
-        "--job-seconds",
-        str(args.job_seconds),
-        "--job-seconds-spread",
-        str(args.spread),
-        "--seed",
-        str(args.seed),
-        "--rate-limit",
-        str(args.rate),
-        "--burst",
-        str(args.burst),
+        *("simulate", "--port", str(port), "--ak", ak, "--sk", sk, "--project-id", PROJECT),
+        *("--job-seconds", str(args.job_seconds), "--job-seconds-spread", str(args.spread)),
+        *("--seed", str(args.seed), "--rate-limit", str(args.rate), "--burst", str(args.burst)),
+        # The project holds exactly the servers to reimage, as a real fleet's project would.
+        *("--inventory-size", str(args.servers), "--inventory-tags", "bench=1"),
     ]
+
+
+def _inventory(sim_url: str, ak: str, sk: str) -> tuple[list[str], dict[str, int]]:
+    """The simulated project's server ids, read through the list API, and the simulator's
+    request counters right after (the figures count only what comes next)."""
+    import asyncio
+
+    import aiohttp
+
+    from orchestrator.ecs.client import Credentials, EcsClient
+    from orchestrator.ecs.errors import Retryable
+
+    async def list_ids() -> list[str]:
+        async with aiohttp.ClientSession() as http:
+            client = EcsClient(
+                http,
+                endpoint=sim_url,
+                project_id=PROJECT,
+                region="cn-north-4",
+                credentials=Credentials(access_key=ak, secret_key=sk),
+            )
+            while True:
+                try:
+                    return [s.id async for s in client.list_servers({"tags": "bench=1"})]
+                except Retryable:  # the simulator's own rate limit: try again
+                    await asyncio.sleep(1)
+
+    ids = asyncio.run(list_ids())
+    baseline: dict[str, int] = _http("GET", f"{sim_url}/_sim/stats")["requests"]
+    return ids, baseline
+
+
+def _since(stats: dict[str, Any], baseline: dict[str, int]) -> dict[str, int]:
+    return {kind: int(n) - baseline.get(kind, 0) for kind, n in stats["requests"].items()}
 
 
 def _http(method: str, url: str, token: str | None = None, body: Any = None) -> Any:
@@ -198,17 +220,24 @@ def run_ours(args: argparse.Namespace, directory: Path, console: Console) -> Run
         for i in range(args.workers):
             roles[f"worker{i + 1}"] = stack.start(
                 f"worker{i + 1}",
-                ["worker", "--concurrency", str(args.concurrency), "--loglevel", "WARNING"],
+                [
+                    "worker",
+                    "--concurrency",
+                    str(args.concurrency),
+                    "--loglevel",
+                    "INFO" if args.keep else "WARNING",
+                ],
                 env,
             )
         samplers = {name: TreeSampler(p.pid) for name, p in roles.items()}
         api = f"http://127.0.0.1:{api_port}"
         _wait_http(f"http://127.0.0.1:{sim_port}/_sim/stats", stack)
         _wait_http(f"{api}/healthz", stack)
+        servers, baseline = _inventory(f"http://127.0.0.1:{sim_port}", ak, sk)
         body = {
             "project_id": PROJECT,
             "region": "cn-north-4",
-            "servers": [str(uuid.uuid4()) for _ in range(args.servers)],
+            "servers": servers,
             "os_change": {
                 "imageid": str(uuid.uuid4()),
                 "keyname": "KeyPair-bench",
@@ -238,11 +267,12 @@ def run_ours(args: argparse.Namespace, directory: Path, console: Console) -> Run
         return RunFigures(
             "reimage",
             wall,
-            sum(stats["requests"].values()),
-            stats["requests"]["rejected_429"],
+            sum(_since(stats, baseline).values()),
+            _since(stats, baseline)["rejected_429"],
             f"{batch['state']}: {counts}",
             post_s,
             samplers,
+            _since(stats, baseline),
         )
     finally:
         stack.stop()
@@ -255,7 +285,8 @@ def run_peer(args: argparse.Namespace, directory: Path, console: Console) -> Run
         stack.start("peer-simulator", _simulator_args(args, sim_port, ak, sk), dict(os.environ))
         _wait_http(f"http://127.0.0.1:{sim_port}/_sim/stats", stack)
         servers_file = directory / "peer-servers.txt"
-        servers_file.write_text("\n".join(str(uuid.uuid4()) for _ in range(args.servers)))
+        peer_servers, baseline = _inventory(f"http://127.0.0.1:{sim_port}", ak, sk)
+        servers_file.write_text("\n".join(peer_servers))
         env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "HOME": str(directory)}
         peer = subprocess.Popen(
             [
@@ -298,11 +329,12 @@ def run_peer(args: argparse.Namespace, directory: Path, console: Console) -> Run
         return RunFigures(
             "sdk thread pool (peer)",
             result["wall_s"],
-            sum(stats["requests"].values()),
-            stats["requests"]["rejected_429"],
+            sum(_since(stats, baseline).values()),
+            _since(stats, baseline)["rejected_429"],
             outcome,
             None,
             {"peer": sampler},
+            _since(stats, baseline),
         )
     finally:
         stack.stop()
@@ -346,7 +378,7 @@ def run_bench(args: argparse.Namespace) -> int:
         args.peer_threads = min(args.peer_threads, 20)
     args.burst = args.burst or int(args.rate)
     args.max_in_flight = args.max_in_flight or args.servers
-    console = Console()
+    console = Console(width=150)
     directory = Path(tempfile.mkdtemp(prefix="reimage-bench-"))
     runs = [run_ours(args, directory, console)]
     if args.peer:
@@ -362,6 +394,11 @@ def run_bench(args: argparse.Namespace) -> int:
                 run.name, name, f"{sampler.cpu_seconds:.1f}", f"{sampler.peak_rss_mb:.0f}"
             )
     console.print(processes)
+    for run in runs:
+        kinds = ", ".join(
+            f"{kind} {count / args.servers:.2f}" for kind, count in run.by_kind.items() if count
+        )
+        console.print(f"{run.name}: calls per server by kind: {kinds}")
     if len(runs) == 2:
         console.print(f"ours / peer wall time: {runs[0].wall_s / runs[1].wall_s:.2f}")
     if args.json:
@@ -388,5 +425,8 @@ def run_bench(args: argparse.Namespace) -> int:
                 indent=2,
             )
         )
-    shutil.rmtree(directory, ignore_errors=True)
+    if args.keep:
+        console.print(f"logs and database kept in {directory}")
+    else:
+        shutil.rmtree(directory, ignore_errors=True)
     return 0

@@ -13,6 +13,7 @@ from orchestrator.clock import Clock, utcnow
 from orchestrator.config import Settings
 from orchestrator.db.engine import make_engine, make_session_factory
 from orchestrator.ecs.client import Credentials, EcsClient, RateGate, Timeouts
+from orchestrator.facts import FactsCache
 from orchestrator.ratelimit import FleetRateLimiter, RateBudget
 
 
@@ -22,16 +23,19 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     rate_gate: RateGate | None
+    facts: FactsCache | None = None
     clock: Clock = field(default=utcnow)
 
     @classmethod
     def build(cls, settings: Settings, *, with_rate_limit: bool = True) -> Runtime:
         engine = make_engine(settings.database_url)
         gate: RateGate | None = None
+        facts: FactsCache | None = None
         if with_rate_limit:
             client = redis.Redis.from_url(settings.client_redis_url, socket_timeout=5)
             gate = FleetRateLimiter(client, RateBudget(settings.ecs_rate, settings.ecs_burst))
-        return cls(settings, engine, make_session_factory(engine), gate)
+            facts = FactsCache(client)
+        return cls(settings, engine, make_session_factory(engine), gate, facts)
 
     def credentials(self) -> Credentials:
         s = self.settings

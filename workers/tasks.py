@@ -15,7 +15,8 @@ from orchestrator.config import load_settings
 from orchestrator.runtime import Runtime
 from orchestrator.services.dispatch import run_tick
 from orchestrator.services.polling import poll_servers
-from orchestrator.services.submission import submit_server
+from orchestrator.services.submission import submit_server, submit_servers
+from orchestrator.services.sweep import sweep_facts
 
 log = logging.getLogger("reimage.worker")
 
@@ -39,11 +40,14 @@ def _reset_after_fork(**_: object) -> None:
 
 
 class CeleryDispatcher:
-    def submit(self, batch_server_id: int) -> None:
-        submit_server_task.apply_async(args=(batch_server_id,))
+    def submit(self, batch_server_ids: list[int]) -> None:
+        submit_servers_task.apply_async(args=(batch_server_ids,))
 
     def poll(self, batch_server_ids: list[int]) -> None:
         poll_jobs_task.apply_async(args=(batch_server_ids,))
+
+    def sweep(self, project_id: str, region: str) -> None:
+        sweep_facts_task.apply_async(args=(project_id, region))
 
 
 @shared_task(name="reimage.submit_server")
@@ -53,11 +57,25 @@ def submit_server_task(batch_server_id: int) -> str:
     return outcome
 
 
+@shared_task(name="reimage.submit_servers")
+def submit_servers_task(batch_server_ids: list[int]) -> dict[str, int]:
+    outcomes = asyncio.run(submit_servers(runtime(), batch_server_ids))
+    log.info("submit n=%d outcomes=%s", len(batch_server_ids), outcomes)
+    return outcomes
+
+
 @shared_task(name="reimage.poll_jobs")
 def poll_jobs_task(batch_server_ids: list[int]) -> dict[str, int]:
     outcomes = asyncio.run(poll_servers(runtime(), batch_server_ids))
     log.info("poll n=%d outcomes=%s", len(batch_server_ids), outcomes)
     return outcomes
+
+
+@shared_task(name="reimage.sweep_facts")
+def sweep_facts_task(project_id: str, region: str) -> int:
+    seen = asyncio.run(sweep_facts(runtime(), project_id, region))
+    log.info("sweep %s/%s servers=%d", project_id, region, seen)
+    return seen
 
 
 @shared_task(name="reimage.tick")
@@ -77,6 +95,7 @@ def tick_task() -> None:
             now=rt.clock(),
             lease_s=rt.settings.task_lease_s,
             call_timeout_s=rt.settings.ecs_connect_timeout_s + rt.settings.ecs_read_timeout_s,
+            facts=rt.facts,
         )
         if report.claimed or report.batches_finished:
             log.info("tick %s", report)

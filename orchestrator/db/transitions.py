@@ -77,15 +77,81 @@ def record_server_transition(
     return True
 
 
+def record_server_transitions(
+    session: Session,
+    batch_server_ids: list[int],
+    *,
+    expected: ServerState,
+    to: ServerState,
+    reason: str,
+    now: datetime,
+    details: dict[str, Any] | None = None,
+    values: dict[str, Any] | None = None,
+) -> list[int]:
+    """The same as record_server_transition for many rows at once (one compare-and-set
+    statement, one history insert, one count update per batch); answers the ids that moved."""
+    check_server_transition(expected, to)
+    if not batch_server_ids:
+        return []
+    changes: dict[str, Any] = {"state": to.value, "updated_at": now, **(values or {})}
+    if to.is_terminal:
+        changes.setdefault("finished_at", now)
+    moved = session.execute(
+        update(BatchServer)
+        .where(BatchServer.id.in_(batch_server_ids), BatchServer.state == expected.value)
+        .values(**changes)
+        .returning(
+            BatchServer.id,
+            BatchServer.batch_id,
+            BatchServer.server_id,
+            BatchServer.attempt,
+            BatchServer.job_id,
+        )
+        .execution_options(synchronize_session=False)
+    ).all()
+    if not moved:
+        return []
+    session.execute(
+        insert(ServerHistory),
+        [
+            {
+                "batch_server_id": row_id,
+                "batch_id": batch_id,
+                "server_id": server_id,
+                "from_state": expected.value,
+                "to_state": to.value,
+                "at": now,
+                "reason": reason,
+                "attempt": attempt,
+                "job_id": job_id,
+                "details": details or {},
+            }
+            for row_id, batch_id, server_id, attempt, job_id in moved
+        ],
+    )
+    if expected != to:
+        per_batch: dict[str, int] = {}
+        for _, batch_id, *_ in moved:
+            per_batch[batch_id] = per_batch.get(batch_id, 0) + 1
+        for batch_id, n in per_batch.items():
+            _move_count(session, batch_id, expected, to, now, n)
+    return [row[0] for row in moved]
+
+
 def _move_count(
-    session: Session, batch_id: str, from_state: ServerState, to: ServerState, now: datetime
+    session: Session,
+    batch_id: str,
+    from_state: ServerState,
+    to: ServerState,
+    now: datetime,
+    n: int = 1,
 ) -> None:
     from_column = getattr(Batch, f"n_{from_state.value}")
     to_column = getattr(Batch, f"n_{to.value}")
     session.execute(
         update(Batch)
         .where(Batch.id == batch_id)
-        .values({from_column: from_column - 1, to_column: to_column + 1, Batch.updated_at: now})
+        .values({from_column: from_column - n, to_column: to_column + n, Batch.updated_at: now})
     )
 
 

@@ -8,6 +8,7 @@ running at once (a standby beat, a slow tick) do no harm: one of them simply fin
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -19,15 +20,24 @@ from orchestrator.db.models import Batch, BatchServer
 from orchestrator.db.transitions import (
     record_batch_event,
     record_batch_transition,
-    record_server_transition,
+    record_server_transitions,
 )
 from orchestrator.domain.policy import in_flight_limit
 from orchestrator.domain.rollout import WaveStatus, budget_spent, may_open_next_wave, pauses_after
 from orchestrator.domain.states import ACTIVE_SERVER_STATES, BatchState, ServerState
 from orchestrator.domain.timing import expected_job_seconds
+from orchestrator.facts import FactsCache
 from orchestrator.services.views import budget_view
 
 POLL_CHUNK = 50
+# Servers whose submissions one task handles concurrently (each still its own CAS and call).
+SUBMIT_CHUNK = 25
+# Claims wait for a list sweep no older than this (skip matching trusts facts up to 30 s old).
+SWEEP_FRESH_FOR_CLAIMS_S = 15.0
+# How long claims wait for a requested sweep before going ahead without it.
+SWEEP_PATIENCE_S = 10.0
+# Finished jobs' server checks get a fresh sweep at most this often.
+SWEEP_INTERVAL_S = 2.0
 LEARNING_WINDOW = 200
 CLAIM_CHUNK = 500
 
@@ -35,9 +45,11 @@ CLAIM_CHUNK = 500
 class Dispatcher(Protocol):
     """Where ids of due work go (Celery in production, a list in tests)."""
 
-    def submit(self, batch_server_id: int) -> None: ...
+    def submit(self, batch_server_ids: list[int]) -> None: ...
 
     def poll(self, batch_server_ids: list[int]) -> None: ...
+
+    def sweep(self, project_id: str, region: str) -> None: ...
 
 
 @dataclass
@@ -45,6 +57,7 @@ class TickReport:
     claimed: int = 0
     submits_sent: int = 0
     polls_sent: int = 0
+    sweeps_sent: int = 0
     cancelled: int = 0
     batches_finished: list[str] = field(default_factory=list)
 
@@ -56,6 +69,7 @@ def run_tick(
     now: datetime,
     lease_s: float,
     call_timeout_s: float,
+    facts: FactsCache | None = None,
 ) -> TickReport:
     report = TickReport()
     with sessions() as session:
@@ -72,8 +86,10 @@ def run_tick(
                 )
             )
         )
+    sweeps = SweepPlanner(facts, dispatcher, report)
     for batch_id in batch_ids:
-        _advance_batch(sessions, batch_id, report, now=now)
+        _advance_batch(sessions, batch_id, report, now=now, sweeps=sweeps)
+    sweeps.for_running_jobs()
     _send_due_submits(
         sessions, dispatcher, report, now=now, lease_s=lease_s, call_timeout_s=call_timeout_s
     )
@@ -81,8 +97,56 @@ def run_tick(
     return report
 
 
+class SweepPlanner:
+    """Asks for list sweeps where they are cheaper than one server-details call per server:
+    before a large batch claims slots (skip matching), and for finished jobs' server checks."""
+
+    def __init__(self, facts: FactsCache | None, dispatcher: Dispatcher, report: TickReport):
+        self._facts = facts
+        self._dispatcher = dispatcher
+        self._report = report
+        self._running: dict[tuple[str, str], int] = {}
+
+    def _ask(self, project_id: str, region: str, needing: int, min_interval_s: float) -> bool:
+        assert self._facts is not None
+        if self._facts.worth_sweeping(
+            project_id, region, servers_needing_facts=needing, min_interval_s=min_interval_s
+        ):
+            self._facts.requested(project_id, region)
+            self._dispatcher.sweep(project_id, region)
+            self._report.sweeps_sent += 1
+            return True
+        return False
+
+    def ready_to_claim(self, batch: Batch) -> bool:
+        """False while a sweep that the next claims should use is on its way."""
+        key = (batch.project_id, batch.region)
+        self._running[key] = self._running.get(key, 0) + batch.n_running
+        if self._facts is None or not batch.policy.get("skip_matching", True):
+            return True
+        swept_at = self._facts.swept_at(*key)
+        if swept_at is not None and swept_at >= time.time() - SWEEP_FRESH_FOR_CLAIMS_S:
+            return True
+        if self._facts.sweep_pending(*key, patience_s=SWEEP_PATIENCE_S):
+            return False  # claims made now would each need a server-details call
+        needing = batch.n_pending + batch.n_running
+        return not self._ask(*key, needing=needing, min_interval_s=1.0)
+
+    def for_running_jobs(self) -> None:
+        if self._facts is None:
+            return
+        for key, running in self._running.items():
+            if running:
+                self._ask(*key, needing=running, min_interval_s=SWEEP_INTERVAL_S)
+
+
 def _advance_batch(
-    sessions: sessionmaker[Session], batch_id: str, report: TickReport, *, now: datetime
+    sessions: sessionmaker[Session],
+    batch_id: str,
+    report: TickReport,
+    *,
+    now: datetime,
+    sweeps: SweepPlanner,
 ) -> None:
     with sessions() as session:
         batch = session.get_one(Batch, batch_id)
@@ -104,7 +168,11 @@ def _advance_batch(
         if batch.cancel_requested or batch.abort_reason:
             why = "error_budget" if batch.abort_reason else "cancelled"
             report.cancelled += _cancel_pending(session, batch_id, reason=why, now=now)
-        elif state is BatchState.RUNNING and _wave_open(session, batch, now=now):
+        elif (
+            state is BatchState.RUNNING
+            and _wave_open(session, batch, now=now)
+            and sweeps.ready_to_claim(batch)
+        ):
             report.claimed += _claim_slots(session, batch, now=now)
         session.refresh(batch)
         _finish_if_done(session, batch, report, now=now)
@@ -242,20 +310,18 @@ def _claim_slots(session: Session, batch: Batch, *, now: datetime) -> int:
             .limit(min(free, CLAIM_CHUNK))
         )
     )
-    claimed = 0
-    for row_id in ids:
-        claimed += record_server_transition(
-            session,
-            row_id,
-            expected=ServerState.PENDING,
-            to=ServerState.SUBMITTING,
-            reason="slot_claimed",
-            now=now,
-            values={"dispatched_at": None, "next_attempt_at": now},
-            details={"wave": batch.current_wave},
-        )
+    claimed = record_server_transitions(
+        session,
+        ids,
+        expected=ServerState.PENDING,
+        to=ServerState.SUBMITTING,
+        reason="slot_claimed",
+        now=now,
+        values={"dispatched_at": None, "next_attempt_at": now},
+        details={"wave": batch.current_wave},
+    )
     session.commit()
-    return claimed
+    return len(claimed)
 
 
 def _cancel_pending(session: Session, batch_id: str, *, reason: str, now: datetime) -> int:
@@ -267,16 +333,18 @@ def _cancel_pending(session: Session, batch_id: str, *, reason: str, now: dateti
         )
     )
     cancelled = 0
-    for row_id in ids:
-        cancelled += record_server_transition(
-            session,
-            row_id,
-            expected=ServerState.PENDING,
-            to=ServerState.CANCELLED,
-            reason=reason,
-            now=now,
+    for start in range(0, len(ids), CLAIM_CHUNK):
+        cancelled += len(
+            record_server_transitions(
+                session,
+                ids[start : start + CLAIM_CHUNK],
+                expected=ServerState.PENDING,
+                to=ServerState.CANCELLED,
+                reason=reason,
+                now=now,
+            )
         )
-    session.commit()
+        session.commit()
     return cancelled
 
 
@@ -353,21 +421,24 @@ def _send_due_submits(
                 .limit(5000)
             )
         )
-        for row_id in ids:
-            # Compare-and-set on the lease, so a second tick does not send the same id again.
+        for start in range(0, len(ids), CLAIM_CHUNK):
+            chunk = ids[start : start + CLAIM_CHUNK]
+            # Compare-and-set on the lease, so a second tick does not send the same ids again.
             taken = session.execute(
                 update(BatchServer)
                 .where(
-                    BatchServer.id == row_id,
+                    BatchServer.id.in_(chunk),
                     _lease_expired(BatchServer.dispatched_at, now, lease_s),
                 )
                 .values(dispatched_at=now)
                 .returning(BatchServer.id)
-            ).one_or_none()
+                .execution_options(synchronize_session=False)
+            ).all()
             session.commit()
-            if taken is not None:
-                dispatcher.submit(row_id)
-                report.submits_sent += 1
+            taken_ids = sorted(row_id for (row_id,) in taken)
+            for first in range(0, len(taken_ids), SUBMIT_CHUNK):
+                dispatcher.submit(taken_ids[first : first + SUBMIT_CHUNK])
+            report.submits_sent += len(taken_ids)
 
 
 def _send_due_polls(

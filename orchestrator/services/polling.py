@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,10 +22,14 @@ from orchestrator.domain.timing import job_duration_s, next_poll_delay_s, retry_
 from orchestrator.ecs.client import EcsClient
 from orchestrator.ecs.errors import ConfigError, JobGone, Rejected, Retryable
 from orchestrator.ecs.models import Job, Server
+from orchestrator.facts import SERVERS_PER_PAGE_WORTH_IT
 from orchestrator.runtime import Runtime
 from orchestrator.services.control import pause_for_config_error
 
 MAX_CONCURRENT_POLLS = 32
+# A finished job's server check waits this long at most for a list sweep, asking again so often.
+MAX_WAIT_FOR_SWEEP_S = 8.0
+SWEEP_RETRY_S = 1.5
 
 
 async def poll_servers(rt: Runtime, batch_server_ids: list[int]) -> dict[str, int]:
@@ -77,15 +82,15 @@ async def poll_one(rt: Runtime, client: EcsClient, row: BatchServer, batch: Batc
         )
     try:
         if row.job_result is not None:  # the job ended earlier; only the server check is left
-            return await _check_server_after(rt, client, row, batch, Job.from_body(row.job_result))
+            return await _check_server_after(rt, client, row, batch)
         if row.job_id:
             try:
                 job = await client.show_job(row.job_id)
             except JobGone as exc:
                 return await _follow_server(rt, client, row, batch, {"job_gone": exc.as_details()})
             if job.is_final and batch.policy.get("verify_after_job", True):
-                _keep_job_result(rt, row, job)
-                return await _check_server_after(rt, client, row, batch, job)
+                row.job_result = _keep_job_result(rt, row, job)
+                return await _check_server_after(rt, client, row, batch)
             return _apply_job(rt, row, batch, job)
         return await _follow_server(rt, client, row, batch, {})
     except Retryable as exc:
@@ -115,24 +120,50 @@ def _job_failure(job: Job) -> tuple[str, str]:
     )
 
 
-def _keep_job_result(rt: Runtime, row: BatchServer, job: Job) -> None:
-    """Remember the final job body, so a failed server check does not need the job again
-    (the cloud purges jobs a day after they end)."""
+def _keep_job_result(rt: Runtime, row: BatchServer, job: Job) -> dict[str, Any]:
+    """Remember the final job body and when we saw it, so the server check neither needs the
+    job again (the cloud purges jobs a day after they end) nor trusts facts older than it."""
+    result = {"job": job.raw, "seen_at": time.time()}
     with rt.sessions() as session:
         session.execute(
             update(BatchServer)
             .where(BatchServer.id == row.id, BatchServer.state == ServerState.RUNNING.value)
-            .values(job_result=job.raw, job_status=job.status)
+            .values(job_result=result, job_status=job.status)
         )
         session.commit()
+    return result
+
+
+async def _server_after_job(
+    rt: Runtime, client: EcsClient, row: BatchServer, batch: Batch, seen_at: float
+) -> Server | None:
+    """The server as it is since its job ended: from a list sweep when the batch is big enough
+    for sweeps to pay (None: wait for the next one), else from the server-details API."""
+    if rt.facts is not None:
+        server = rt.facts.lookup(
+            batch.project_id, batch.region, row.server_id, observed_after=seen_at
+        )
+        if server is not None:
+            return server
+        pages = rt.facts.project_pages(batch.project_id, batch.region) or 1
+        worth = batch.n_running >= pages * SERVERS_PER_PAGE_WORTH_IT
+        if worth and time.time() - seen_at < MAX_WAIT_FOR_SWEEP_S:
+            rt.facts.want(batch.project_id, batch.region)
+            return None
+    return await client.show_server(row.server_id)
 
 
 async def _check_server_after(
-    rt: Runtime, client: EcsClient, row: BatchServer, batch: Batch, job: Job
+    rt: Runtime, client: EcsClient, row: BatchServer, batch: Batch
 ) -> str:
     """A job's word is checked against the server: SUCCESS with the server in ERROR, or not
     on the target image, is a failure; a server left in ERROR is flagged broken."""
-    server = await client.show_server(row.server_id)
+    assert row.job_result is not None
+    job = Job.from_body(row.job_result.get("job") or {})
+    server = await _server_after_job(rt, client, row, batch, float(row.job_result["seen_at"]))
+    if server is None:
+        _reschedule(rt, row, SWEEP_RETRY_S, {})
+        return "awaiting_sweep"
     facts = _facts(server)
     target = str(batch.os_change["imageid"])
     broken = server.status == "ERROR"

@@ -8,7 +8,9 @@ call goes out only when the server is idle and still on its old image.
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -28,6 +30,8 @@ from orchestrator.runtime import Runtime
 from orchestrator.sealing import SealError, unseal
 from orchestrator.services.control import pause_for_config_error
 
+# Skip matching may rely on a list sweep this recent; older facts mean a server-details call.
+PREFLIGHT_MAX_AGE_S = 30.0
 # With backoff capped at two minutes, about an hour of trying before a server is given up.
 MAX_SUBMIT_RETRIES = 30
 
@@ -44,6 +48,14 @@ def load(rt: Runtime, batch_server_id: int) -> Loaded | None:
         if row is None:
             return None
         return Loaded(row, session.get_one(Batch, row.batch_id))
+
+
+async def submit_servers(rt: Runtime, batch_server_ids: list[int]) -> dict[str, int]:
+    """Advance several servers at once (concurrent HTTP, one event loop); count outcomes."""
+    outcomes: dict[str, int] = {}
+    for outcome in await asyncio.gather(*(submit_server(rt, i) for i in batch_server_ids)):
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    return outcomes
 
 
 async def submit_server(rt: Runtime, batch_server_id: int) -> str:
@@ -212,8 +224,17 @@ async def _send_changeos(rt: Runtime, client: EcsClient, row: BatchServer, batch
 async def _preflight(rt: Runtime, client: EcsClient, row: BatchServer, batch: Batch) -> str | None:
     """Read the server just before the change (AWS Instance Refresh's skip matching): one
     already on the target image is skipped; one busy with another operation waits."""
+    server = None
+    if rt.facts is not None:  # a recent list sweep saves a call per server
+        server = rt.facts.lookup(
+            batch.project_id,
+            batch.region,
+            row.server_id,
+            observed_after=time.time() - PREFLIGHT_MAX_AGE_S,
+        )
     try:
-        server = await client.show_server(row.server_id)
+        if server is None:
+            server = await client.show_server(row.server_id)
     except Retryable as exc:
         return _schedule_retry(rt, row, row.attempt, exc)
     except ConfigError as exc:

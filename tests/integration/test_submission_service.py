@@ -66,12 +66,16 @@ class Spec:
 class ListDispatcher:
     submits: list[int] = field(default_factory=list)
     polls: list[list[int]] = field(default_factory=list)
+    sweeps: list[tuple[str, str]] = field(default_factory=list)
 
-    def submit(self, batch_server_id: int) -> None:
-        self.submits.append(batch_server_id)
+    def submit(self, batch_server_ids: list[int]) -> None:
+        self.submits.extend(batch_server_ids)
 
     def poll(self, batch_server_ids: list[int]) -> None:
         self.polls.append(batch_server_ids)
+
+    def sweep(self, project_id: str, region: str) -> None:
+        self.sweeps.append((project_id, region))
 
 
 @dataclass
