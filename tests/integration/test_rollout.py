@@ -305,3 +305,58 @@ def test_twenty_concurrent_overlapping_posts_one_winner_per_server(stack: Proces
         assert all(c["server_id"] in shared for c in loser["error"]["conflicts"])
     for batch in winners:  # leave nothing running for the next test
         api(stack, "POST", f"/api/v1/batches/{batch['id']}/cancel")
+
+
+def test_selector_resolves_to_exactly_the_tagged_servers_across_pages(stack: ProcessStack) -> None:
+    sim = stack.env["SIM_URL"]
+    web_prod = new_servers(2500)  # three pages of the list API (1000 a page)
+    decoys = {
+        "web-dev": (new_servers(150), ["role=web", "env=dev"]),
+        "db-prod": (new_servers(150), ["role=db", "env=prod"]),
+    }
+    entries = [
+        {"id": s, "name": f"web-{i:04d}", "tags": ["role=web", "env=prod"]}
+        for i, s in enumerate(web_prod)
+    ]
+    for name, (ids, tags) in decoys.items():
+        entries += [{"id": s, "name": f"{name}-{i}", "tags": tags} for i, s in enumerate(ids)]
+    status, _ = http("POST", sim + "/_sim/servers", body={"servers": entries})
+    assert status == 200
+    body = batch_body([], waves=[1], pause_after_waves=True)
+    body.pop("servers")
+    body["selector"] = {"tags": ["role=web", "env=prod"], "name": "web-"}
+    lists_before = sim_stats(stack)["requests"]["list_servers"]
+    status, report = api(stack, "POST", "/api/v1/batches?dry_run=true", body)
+    assert status == 200 and report["total"] == 2500
+    assert {r["server_id"] for r in report["servers"]} == set(web_prod)
+    assert sim_stats(stack)["requests"]["list_servers"] - lists_before >= 3
+    status, batch = api(stack, "POST", "/api/v1/batches", body)
+    assert status == 202 and batch["total"] == 2500
+    assert batch["selector"]["tags"] == ["role=web", "env=prod"]
+    # Frozen at submission: a server tagged later does not join the batch.
+    http(
+        "POST",
+        sim + "/_sim/servers",
+        body={
+            "servers": [
+                {"id": str(uuid.uuid4()), "name": "web-late", "tags": ["role=web", "env=prod"]}
+            ]
+        },
+    )
+    api(stack, "POST", f"/api/v1/batches/{batch['id']}/cancel")
+    done = wait_for(stack, batch["id"], TERMINAL)
+    assert done["total"] == 2500 and done["state"] == "cancelled"
+    stored = servers_of(stack, batch["id"])
+    status, page = api(stack, "GET", f"/api/v1/batches/{batch['id']}/servers?limit=1000")
+    seen = {r["server_id"] for r in page["items"]}
+    while page["next_cursor"]:
+        page = api(
+            stack,
+            "GET",
+            f"/api/v1/batches/{batch['id']}/servers?limit=1000&cursor={page['next_cursor']}",
+        )[1]
+        seen |= {r["server_id"] for r in page["items"]}
+    assert seen == set(web_prod) and len(stored) == 1000
+    nothing = dict(body, selector={"tags": ["role=none"]})
+    status, error = api(stack, "POST", "/api/v1/batches", nothing)
+    assert status == 400 and error["error"]["fields"] == {"selector": "matched no servers"}
