@@ -369,3 +369,45 @@ async def test_a_job_that_never_ends_times_out(world: World) -> None:
     timed_out = row(rt, ids[0])
     assert (timed_out.state, timed_out.error_code) == ("failed", "Timeout")
     assert reasons(rt, ids[0])[-1] == "timeout"
+
+
+async def test_success_that_left_the_server_broken_is_a_failure(
+    aiohttp_server: Callable[..., Any], database_url: str, redis_url: str
+) -> None:
+    server = await aiohttp_server(
+        create_simulator_app(
+            SimulatorConfig(
+                ak=AK, sk=SK, project_id=PROJECT, job_seconds=0.2, error_after_success_ratio=1.0
+            )
+        )
+    )
+    settings = load_settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        cloud_ak=AK,
+        cloud_sk=SK,
+        ecs_endpoint=str(server.make_url("")).rstrip("/"),
+        ecs_rate=1000,
+        ecs_burst=1000,
+    )
+    rt = Runtime.build(settings)
+    try:
+        batch_id, ids = new_batch(rt, 2)
+        tick(rt, ListDispatcher())
+        for row_id in ids:
+            assert await submit_server(rt, row_id) == "accepted"
+        await wait_settled(rt, ids)
+        for row_id in ids:
+            broken = row(rt, row_id)
+            assert (broken.state, broken.broken, broken.error_code) == (
+                "failed",
+                True,
+                "ServerError",
+            )
+            assert reasons(rt, row_id)[-1] == "broken_after_success"
+        tick(rt, ListDispatcher())
+        with rt.sessions() as session:
+            batch = session.get_one(Batch, batch_id)
+        assert (batch.n_failed, batch.n_broken, batch.state) == (2, 2, "partially_failed")
+    finally:
+        rt.dispose()
