@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-integration lint format services clean
+.PHONY: help install demo test test-unit test-faults bench bench-smoke lint format services clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,11 +24,21 @@ demo: install ## run the demo batch against the simulator (embedded defaults)
 services: ## start local Redis and PostgreSQL when they are down (tests need both)
 	bash .ci/services
 
-test: install services ## lint, type-check and run the whole test suite (SQLite and PostgreSQL)
+test: install services ## lint, type-check, the whole test suite (faults included), a bench smoke run
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
+	$(BIN)/reimage bench --smoke
+
+test-faults: install services ## only the fault scenarios (own Redis and PostgreSQL, killed and restarted)
+	$(BIN)/pytest -q tests/faults
+
+bench: install services ## the benchmark: full stack vs the lower bound and the SDK peer (minutes)
+	$(BIN)/reimage bench
+
+bench-smoke: install services ## a ~10-second run of the benchmark
+	$(BIN)/reimage bench --smoke
 
 test-unit: install ## fast tests without services
 	$(BIN)/pytest -q tests/unit
