@@ -49,6 +49,15 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smoke", action="store_true", help="a ~10-second run for CI")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the logs and database")
+    parser.add_argument(
+        "--large",
+        type=int,
+        default=None,
+        metavar="N",
+        help="instead: POST one batch of N servers, run it for --large-seconds, report the POST "
+        "time and peak memory, cancel",
+    )
+    parser.add_argument("--large-seconds", type=float, default=30.0)
 
 
 @dataclass
@@ -372,6 +381,105 @@ def _table(args: argparse.Namespace, runs: list[RunFigures], bound: float) -> Ta
     return table
 
 
+def run_large(args: argparse.Namespace, directory: Path, console: Console) -> int:
+    """A very large batch through the real API: how long the POST takes, and how much memory
+    the API and the workers need while it runs."""
+    stack = Stack(directory)
+    try:
+        redis_url = _start_redis(directory, stack)
+        database_url = args.database_url or f"sqlite:///{directory / 'bench.db'}"
+        ak, sk, token = "LARGE" + secrets.token_hex(6).upper(), secrets.token_hex(20), "bench"
+        sim_port, api_port = free_port(), free_port()
+        env = {
+            **os.environ,
+            "ORCH_DATABASE_URL": database_url,
+            "ORCH_REDIS_URL": redis_url,
+            "ORCH_ECS_ENDPOINT": f"http://127.0.0.1:{sim_port}",
+            "HUAWEICLOUD_SDK_AK": ak,
+            "HUAWEICLOUD_SDK_SK": sk,
+            "ORCH_API_TOKEN": token,
+            "ORCH_TICK_SECONDS": "0.5",
+            "ORCH_ECS_RATE": "2000",
+            "ORCH_ECS_BURST": "2000",
+            "NO_PROXY": "127.0.0.1,localhost",
+        }
+        migrate = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "migrate"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if migrate.returncode != 0:
+            raise DemoError("migration failed: " + migrate.stderr.strip()[-300:])
+        roles = {
+            "simulator": stack.start(
+                "simulator",
+                [
+                    "simulate",
+                    "--port",
+                    str(sim_port),
+                    "--ak",
+                    ak,
+                    "--sk",
+                    sk,
+                    "--project-id",
+                    PROJECT,
+                    "--job-seconds",
+                    str(args.job_seconds),
+                ],
+                env,
+            ),
+            "api": stack.start("api", ["api", "--port", str(api_port)], env),
+            "beat": stack.start("beat", ["beat", "--loglevel", "WARNING"], env),
+            "worker1": stack.start(
+                "worker1",
+                ["worker", "--concurrency", str(args.concurrency), "--loglevel", "WARNING"],
+                env,
+            ),
+        }
+        samplers = {name: TreeSampler(p.pid) for name, p in roles.items()}
+        api = f"http://127.0.0.1:{api_port}"
+        _wait_http(f"http://127.0.0.1:{sim_port}/_sim/stats", stack)
+        _wait_http(f"{api}/healthz", stack)
+        body = {
+            "project_id": PROJECT,
+            "region": "cn-north-4",
+            "servers": [str(uuid.uuid4()) for _ in range(args.large)],
+            "os_change": {
+                "imageid": str(uuid.uuid4()),
+                "keyname": "KeyPair-bench",
+                "mode": "withStopServer",
+            },
+            "policy": {"max_in_flight": 1000, "poll_interval_s": 2, "skip_matching": False},
+        }
+        started = time.monotonic()
+        batch = _http("POST", f"{api}/api/v1/batches", token, body)
+        post_s = time.monotonic() - started
+        until = time.monotonic() + args.large_seconds
+        while time.monotonic() < until:
+            for sampler in samplers.values():
+                sampler.sample()
+            stack.check_alive()
+            time.sleep(0.5)
+        batch = _http("GET", f"{api}/api/v1/batches/{batch['id']}", token)
+        _http("POST", f"{api}/api/v1/batches/{batch['id']}/cancel", token, {})
+        table = Table(title=f"one batch of {args.large} servers, {args.large_seconds:g} s of work")
+        for column in ("figure", "value"):
+            table.add_column(column)
+        table.add_row("POST /api/v1/batches answered in", f"{post_s:.2f} s")
+        counts = ", ".join(f"{k} {v}" for k, v in batch["counts"].items() if v)
+        table.add_row("state after the run", f"{batch['state']}: {counts}")
+        for name, sampler in samplers.items():
+            table.add_row(
+                f"{name}: peak RSS / CPU",
+                f"{sampler.peak_rss_mb:.0f} MB / {sampler.cpu_seconds:.1f} s",
+            )
+        console.print(table)
+        return 0
+    finally:
+        stack.stop()
+
+
 def run_bench(args: argparse.Namespace) -> int:
     if args.smoke:
         args.servers, args.job_seconds, args.rate = min(args.servers, 60), 1.0, 100.0
@@ -380,6 +488,11 @@ def run_bench(args: argparse.Namespace) -> int:
     args.max_in_flight = args.max_in_flight or args.servers
     console = Console(width=150)
     directory = Path(tempfile.mkdtemp(prefix="reimage-bench-"))
+    if args.large:
+        try:
+            return run_large(args, directory, console)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
     runs = [run_ours(args, directory, console)]
     if args.peer:
         runs.append(run_peer(args, directory, console))
