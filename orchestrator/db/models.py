@@ -61,6 +61,7 @@ class UtcDateTime(TypeDecorator[datetime]):
 Timestamp = UtcDateTime()
 
 ACTIVE_STATES_SQL = "state IN ('pending', 'submitting', 'running')"
+SETTLED_WITH_DURATION_SQL = "job_seconds IS NOT NULL AND state IN ('succeeded', 'failed')"
 
 
 class Base(DeclarativeBase):
@@ -157,7 +158,19 @@ class BatchServer(Base):
     __table_args__ = (
         UniqueConstraint("batch_id", "server_id", name="uq_batch_servers_batch_id_server_id"),
         Index("ix_batch_servers_batch_id_state_id", "batch_id", "state", "id"),
-        Index("ix_batch_servers_batch_id_wave_state", "batch_id", "wave", "state"),
+        # Claims: the pending servers of the current wave, in submission order.
+        Index(
+            "ix_batch_servers_batch_id_wave_state_position", "batch_id", "wave", "state", "position"
+        ),
+        # Learning poll timing: the batch's most recent settled jobs, without walking the rest.
+        Index(
+            "ix_batch_servers_settled_job_seconds",
+            "batch_id",
+            "id",
+            postgresql_include=["job_seconds"],
+            postgresql_where=text(SETTLED_WITH_DURATION_SQL),
+            sqlite_where=text(SETTLED_WITH_DURATION_SQL),
+        ),
         Index("ix_batch_servers_batch_id_id", "batch_id", "id"),
         Index("ix_batch_servers_state_next_poll_at", "state", "next_poll_at"),
         # One server, one active batch: the database refuses a second active row.
@@ -169,6 +182,20 @@ class BatchServer(Base):
             postgresql_where=text(ACTIVE_STATES_SQL),
         ),
     )
+
+
+class BatchWaveCount(Base):
+    """How many servers of a wave are in each state, kept with every transition, so a batch's
+    progress per wave is read, not counted over its servers."""
+
+    __tablename__ = "batch_wave_counts"
+
+    batch_id: Mapped[str] = mapped_column(
+        ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True
+    )
+    wave: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(String(20), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer)
 
 
 class ServerHistory(Base):

@@ -10,9 +10,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from orchestrator.db.models import Batch, BatchEvent, BatchServer, ServerHistory
+from orchestrator.db.models import Batch, BatchEvent, BatchServer, BatchWaveCount, ServerHistory
 from orchestrator.domain.states import (
     BatchState,
     ServerState,
@@ -52,12 +54,16 @@ def record_server_transition(
         .where(*conditions)
         .values(**changes)
         .returning(
-            BatchServer.batch_id, BatchServer.server_id, BatchServer.attempt, BatchServer.job_id
+            BatchServer.batch_id,
+            BatchServer.server_id,
+            BatchServer.attempt,
+            BatchServer.job_id,
+            BatchServer.wave,
         )
     ).one_or_none()
     if row is None:
         return False
-    batch_id, server_id, attempt, job_id = row
+    batch_id, server_id, attempt, job_id, wave = row
     session.execute(
         insert(ServerHistory).values(
             batch_server_id=batch_server_id,
@@ -74,6 +80,7 @@ def record_server_transition(
     )
     if expected != to:
         _move_count(session, batch_id, expected, to, now)
+        move_wave_count(session, batch_id, wave, expected, to)
     return True
 
 
@@ -106,6 +113,7 @@ def record_server_transitions(
             BatchServer.server_id,
             BatchServer.attempt,
             BatchServer.job_id,
+            BatchServer.wave,
         )
         .execution_options(synchronize_session=False)
     ).all()
@@ -126,15 +134,19 @@ def record_server_transitions(
                 "job_id": job_id,
                 "details": details or {},
             }
-            for row_id, batch_id, server_id, attempt, job_id in moved
+            for row_id, batch_id, server_id, attempt, job_id, _ in moved
         ],
     )
     if expected != to:
         per_batch: dict[str, int] = {}
-        for _, batch_id, *_ in moved:
+        per_wave: dict[tuple[str, int], int] = {}
+        for _, batch_id, _, _, _, wave in moved:
             per_batch[batch_id] = per_batch.get(batch_id, 0) + 1
+            per_wave[(batch_id, wave)] = per_wave.get((batch_id, wave), 0) + 1
         for batch_id, n in per_batch.items():
             _move_count(session, batch_id, expected, to, now, n)
+        for (batch_id, wave), n in per_wave.items():
+            move_wave_count(session, batch_id, wave, expected, to, n)
     return [row[0] for row in moved]
 
 
@@ -153,6 +165,30 @@ def _move_count(
         .where(Batch.id == batch_id)
         .values({from_column: from_column - n, to_column: to_column + n, Batch.updated_at: now})
     )
+
+
+def add_wave_count(session: Session, batch_id: str, wave: int, state: str, delta: int) -> None:
+    """Add `delta` to one (batch, wave, state) count, creating it at first use."""
+    upsert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = upsert(BatchWaveCount).values(batch_id=batch_id, wave=wave, state=state, n=delta)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["batch_id", "wave", "state"],
+            set_={"n": BatchWaveCount.__table__.c.n + delta},
+        )
+    )
+
+
+def move_wave_count(
+    session: Session,
+    batch_id: str,
+    wave: int,
+    from_state: ServerState,
+    to: ServerState,
+    n: int = 1,
+) -> None:
+    add_wave_count(session, batch_id, wave, from_state.value, -n)
+    add_wave_count(session, batch_id, wave, to.value, n)
 
 
 def record_batch_transition(

@@ -14,7 +14,13 @@ from sqlalchemy import JSON, String, and_, func, insert, literal, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator.db.models import Batch, BatchServer, ServerHistory, UtcDateTime
+from orchestrator.db.models import (
+    Batch,
+    BatchServer,
+    BatchWaveCount,
+    ServerHistory,
+    UtcDateTime,
+)
 from orchestrator.db.transitions import record_batch_event
 from orchestrator.domain.rollout import wave_of_each
 from orchestrator.domain.states import ACTIVE_SERVER_STATES, BatchState, ServerState
@@ -206,6 +212,14 @@ def _insert_servers(
         }
         for position, server_id in enumerate(servers)
     ]
+    counts: dict[tuple[int, str], int] = {}
+    for position, server_id in enumerate(servers):
+        state = ServerState.SKIPPED if server_id in skipped else ServerState.PENDING
+        counts[(waves[position], state.value)] = counts.get((waves[position], state.value), 0) + 1
+    session.execute(
+        insert(BatchWaveCount),
+        [{"batch_id": batch_id, "wave": w, "state": st, "n": n} for (w, st), n in counts.items()],
+    )
     if session.get_bind().dialect.name == "postgresql":
         _copy_rows(session, BatchServer.__tablename__, rows)
     else:
@@ -325,15 +339,15 @@ def _conflict(conflicts: list[dict[str, str]]) -> Conflict:
 
 
 def get_batch(sessions: sessionmaker[Session], batch_id: str) -> dict[str, Any]:
-    """The batch with its counts per state and per wave (one grouped, indexed query)."""
+    """The batch with its counts per state and per wave (both kept, never counted here)."""
     with sessions() as session:
         batch = session.get(Batch, batch_id)
         if batch is None:
             raise NotFound(f"batch {batch_id} does not exist")
         per_wave = session.execute(
-            select(BatchServer.wave, BatchServer.state, func.count())
-            .where(BatchServer.batch_id == batch_id)
-            .group_by(BatchServer.wave, BatchServer.state)
+            select(BatchWaveCount.wave, BatchWaveCount.state, BatchWaveCount.n).where(
+                BatchWaveCount.batch_id == batch_id
+            )
         ).all()
         view = batch_view(batch)
     waves: dict[int, dict[str, int]] = {}
@@ -388,6 +402,13 @@ def list_batch_servers(
         query = query.where(BatchServer.state == state)
     if cursor:
         query = query.where(BatchServer.id > _decode_int_cursor(cursor))
+    else:
+        # Start at the batch's first row: otherwise PostgreSQL may walk the primary key from
+        # the oldest batch's rows to reach a new batch's first page.
+        first = select(func.min(BatchServer.id)).where(BatchServer.batch_id == batch_id)
+        if state:
+            first = first.where(BatchServer.state == state)
+        query = query.where(BatchServer.id >= first.scalar_subquery())
     with sessions() as session:
         if session.get(Batch, batch_id) is None:
             raise NotFound(f"batch {batch_id} does not exist")

@@ -10,7 +10,14 @@ from orchestrator.db.engine import normalise_url
 from orchestrator.db.migrate import downgrade, upgrade
 from orchestrator.db.models import Base
 
-TABLES = {"batches", "batch_servers", "server_history", "batch_events", "alembic_version"}
+TABLES = {
+    "batches",
+    "batch_servers",
+    "batch_wave_counts",
+    "server_history",
+    "batch_events",
+    "alembic_version",
+}
 
 
 def _tables(url: str) -> set[str]:
@@ -45,3 +52,38 @@ def test_one_active_batch_per_server_is_an_index(database_url: str) -> None:
         engine.dispose()
     active = indexes["uq_batch_servers_active_server"]
     assert active["unique"] and active["column_names"] == ["server_id"]
+
+
+def test_wave_counts_of_existing_batches_are_filled_by_the_upgrade(sqlite_url: str) -> None:
+    from sqlalchemy import text as sql
+
+    downgrade(sqlite_url, "0004")
+    engine = create_engine(normalise_url(sqlite_url))
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                sql(
+                    "INSERT INTO batches (id, created_at, updated_at, state, project_id, region, "
+                    "cloud_init, os_change, policy, total, n_pending, n_submitting, n_running, "
+                    "n_succeeded, n_failed, n_cancelled, n_skipped, cancel_requested) VALUES "
+                    "('b1', '2026-01-01', '2026-01-01', 'running', 'p', 'r', 0, '{}', '{}', 3, "
+                    "2, 0, 0, 1, 0, 0, 0, 0)"
+                )
+            )
+            for i, (wave, state) in enumerate([(1, "succeeded"), (2, "pending"), (2, "pending")]):
+                connection.execute(
+                    sql(
+                        "INSERT INTO batch_servers (batch_id, server_id, position, wave, state, "
+                        "attempt, outcome_unknown, retries, polls, created_at, updated_at) VALUES "
+                        f"('b1', 's{i}', {i}, {wave}, '{state}', 0, 0, 0, 0, '2026-01-01', "
+                        "'2026-01-01')"
+                    )
+                )
+        upgrade(sqlite_url)
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sql("SELECT wave, state, n FROM batch_wave_counts ORDER BY wave")
+            ).all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in rows] == [(1, "succeeded", 1), (2, "pending", 2)]
