@@ -11,10 +11,19 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from orchestrator.config import Settings, SettingsError, load_settings
 
 EXIT_USAGE = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad usage is one line on stderr and exit code 2, for every subcommand too."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"reimage: {message} (see: {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
 
 
 class CliError(Exception):
@@ -116,7 +125,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from orchestrator.ecs.simulator.cli import add_simulate_arguments
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="reimage", description="Change the OS of fleets of Huawei Cloud ECS servers, safely."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -158,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     from orchestrator.bench import add_bench_arguments
+    from orchestrator.cli_ops import add_operator_commands
+
+    add_operator_commands(sub)
 
     p = sub.add_parser("bench", help="measure the full stack against the lower bound and the peer")
     add_bench_arguments(p)

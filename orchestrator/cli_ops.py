@@ -1,0 +1,404 @@
+"""Operator commands of the `reimage` CLI, talking to the API (ORCH_API_URL, ORCH_API_TOKEN):
+submit, watch, batches, status, servers, history, pause, resume, cancel, retry.
+
+Exit codes: 0 all succeeded, 1 some failed or the batch was aborted or cancelled, 2 usage or
+configuration error, 3 API unreachable. Errors are one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import getpass
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Table
+
+from orchestrator.apiclient import ApiClient, ApiError, ApiUnreachable
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+TERMINAL = {"succeeded", "partially_failed", "aborted", "cancelled"}
+STATES = ("pending", "submitting", "running", "succeeded", "failed", "cancelled", "skipped")
+
+
+class UsageError(Exception):
+    """Bad input from the operator: one line, exit code 2."""
+
+
+def client_from_env() -> ApiClient:
+    token = os.environ.get("ORCH_API_TOKEN")
+    if not token:
+        raise UsageError("ORCH_API_TOKEN is not set")
+    return ApiClient(os.environ.get("ORCH_API_URL", "http://127.0.0.1:8080"), token)
+
+
+def exit_code_for(batch: dict[str, Any]) -> int:
+    if batch["state"] == "succeeded":
+        return EXIT_OK
+    if batch["state"] in TERMINAL:
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------ output
+
+
+def emit(rows: list[dict[str, Any]], columns: Sequence[str], output: str, title: str = "") -> None:
+    if output == "json":
+        print(json.dumps(rows, indent=2, default=str))
+    elif output == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        print(buffer.getvalue(), end="")
+    else:
+        table = Table(*columns, title=title or None)
+        for row in rows:
+            table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+        Console().print(table)
+
+
+def _batch_row(batch: dict[str, Any]) -> dict[str, Any]:
+    counts = batch["counts"]
+    settled = sum(counts[s] for s in ("succeeded", "failed", "cancelled", "skipped"))
+    return {
+        **batch,
+        "progress": f"{settled}/{batch['total']}",
+        "failed": counts["failed"],
+        "succeeded": counts["succeeded"],
+    }
+
+
+# ------------------------------------------------------------------ submit
+
+
+def _read_servers(source: str, column: str | None) -> list[str]:
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read {source}: {exc.strerror}") from None
+    if column:
+        reader = csv.DictReader(io.StringIO(text))
+        if reader.fieldnames is None or column not in reader.fieldnames:
+            raise UsageError(f"{source}: no CSV column named {column!r}")
+        return [row[column].strip() for row in reader if row.get(column, "").strip()]
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def _amount(text: str) -> int | str:
+    return text if text.endswith("%") else int(text)
+
+
+def _policy(args: argparse.Namespace) -> dict[str, Any]:
+    policy: dict[str, Any] = {}
+    try:
+        if args.max_in_flight:
+            policy["max_in_flight"] = _amount(args.max_in_flight)
+        if args.max_failures is not None:
+            policy["max_failures"] = _amount(args.max_failures)
+        if args.waves:
+            policy["waves"] = [_amount(w) for w in args.waves.split(",")]
+    except ValueError:
+        raise UsageError("counts are integers or percentages like 10%") from None
+    if args.pause_after_waves == "all":
+        policy["pause_after_waves"] = True
+    elif args.pause_after_waves:
+        policy["pause_after_waves"] = [int(w) for w in args.pause_after_waves.split(",")]
+    for name in ("wave_delay_s", "poll_interval_s", "job_timeout_s"):
+        value = getattr(args, name)
+        if value is not None:
+            policy[name] = value
+    if args.no_skip_matching:
+        policy["skip_matching"] = False
+    return policy
+
+
+def _os_change(args: argparse.Namespace) -> dict[str, Any]:
+    change: dict[str, Any] = {"imageid": args.image, "mode": "withStopServer"}
+    if args.no_stop:
+        change.pop("mode")
+    if args.keyname:
+        change["keyname"] = args.keyname
+    if args.userid:
+        change["userid"] = args.userid
+    if args.password_prompt:
+        if not sys.stdin.isatty():
+            raise UsageError("--password-prompt needs a terminal")
+        change["adminpass"] = getpass.getpass("new OS password: ")
+    metadata: dict[str, str] = {}
+    if args.byol:
+        metadata["BYOL"] = "true"
+    if args.user_data_file:
+        try:
+            raw = Path(args.user_data_file).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.user_data_file}: {exc.strerror}") from None
+        metadata["user_data"] = base64.b64encode(raw).decode()
+    if metadata:
+        change["metadata"] = metadata
+    return change
+
+
+def cmd_submit(args: argparse.Namespace, api: ApiClient) -> int:
+    body: dict[str, Any] = {
+        "project_id": args.project_id,
+        "region": args.region,
+        "os_change": _os_change(args),
+        "cloud_init": args.cloud_init,
+        "policy": _policy(args),
+    }
+    if args.servers:
+        body["servers"] = _read_servers(args.servers, args.csv_column)
+    if args.tag or args.name_contains:
+        body["selector"] = {
+            "tags": args.tag or [],
+            **({"name": args.name_contains} if args.name_contains else {}),
+        }
+    if "servers" not in body and "selector" not in body:
+        raise UsageError("give --servers FILE (or - for stdin), or a selector (--tag, --name)")
+    if args.on_conflict:
+        body["on_conflict"] = args.on_conflict
+    if args.dry_run:
+        report = api.post("/api/v1/batches", body, dry_run="true")
+        if args.output != "table":
+            emit(
+                [report] if args.output == "json" else report["servers"],
+                ["server_id", "verdict", "status", "image_id", "problems"],
+                args.output,
+            )
+            return EXIT_OK
+        emit(
+            report["servers"],
+            ["server_id", "verdict", "status", "image_id", "problems"],
+            "table",
+            title=f"dry run: {report['verdicts']}; plan {report['plan']}",
+        )
+        return EXIT_OK
+    batch = api.post("/api/v1/batches", body)
+    if args.watch:  # one document on stdout: the batch as it ended
+        return watch(api, batch["id"], args.output)
+    emit([_batch_row(batch)], ["id", "state", "total", "progress"], args.output)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------ watch
+
+
+def _watch_view(batch: dict[str, Any], failures: list[dict[str, Any]], rate: float) -> Group:
+    progress = Progress(
+        TextColumn("{task.description:>10}"),
+        BarColumn(bar_width=40),
+        TextColumn("{task.completed}/{task.total}"),
+    )
+    for state in STATES:
+        progress.add_task(state, total=batch["total"], completed=batch["counts"][state])
+    for wave in batch.get("waves", [])[:12]:
+        settled = sum(wave["counts"][s] for s in ("succeeded", "failed", "cancelled", "skipped"))
+        progress.add_task(f"wave {wave['wave']}", total=wave["size"], completed=settled)
+    counts = batch["counts"]
+    left = batch["total"] - sum(counts[s] for s in ("succeeded", "failed", "cancelled", "skipped"))
+    eta = f"{left / rate:.0f} s" if rate > 0 else "-"
+    budget = batch["error_budget"]
+    header = (
+        f"batch {batch['id']}  [bold]{batch['state']}[/]  wave {batch['current_wave']}/"
+        f"{batch['waves_total']}  rate {rate:.1f}/s  ETA {eta}  budget left "
+        f"{'unlimited' if budget['allowed'] is None else budget['left']}"
+    )
+    if batch.get("pause_reason"):
+        header += f"\npaused by {batch.get('paused_by')}: {batch['pause_reason']}"
+    table = Table("latest failures", "code", "message")
+    for item in failures[-5:]:
+        table.add_row(item["server_id"], item["error_code"] or "", item["error_message"] or "")
+    return Group(header, progress, table)
+
+
+def watch(api: ApiClient, batch_id: str, output: str, interval_s: float = 1.0) -> int:
+    """Follow a batch until it ends; exit code by its final state."""
+    if output != "table":
+        while True:
+            batch = api.get(f"/api/v1/batches/{batch_id}")
+            if batch["state"] in TERMINAL:
+                emit([_batch_row(batch)], ["id", "state", "total", "succeeded", "failed"], output)
+                return exit_code_for(batch)
+            time.sleep(interval_s)
+    samples: list[tuple[float, int]] = []
+    console = Console()
+    with Live(console=console, refresh_per_second=4) as live:
+        while True:
+            batch = api.get(f"/api/v1/batches/{batch_id}")
+            settled = sum(
+                batch["counts"][s] for s in ("succeeded", "failed", "cancelled", "skipped")
+            )
+            samples = [*samples[-30:], (time.monotonic(), settled)]
+            rate = 0.0
+            if len(samples) > 1 and samples[-1][0] > samples[0][0]:
+                rate = (samples[-1][1] - samples[0][1]) / (samples[-1][0] - samples[0][0])
+            failures = api.get(f"/api/v1/batches/{batch_id}/servers", state="failed", limit="20")[
+                "items"
+            ]
+            live.update(_watch_view(batch, failures, rate))
+            if batch["state"] in TERMINAL:
+                break
+            time.sleep(interval_s)
+    console.print(f"batch {batch_id} ended {batch['state']}")
+    return exit_code_for(batch)
+
+
+# ------------------------------------------------------------------ the rest
+
+
+def cmd_watch(args: argparse.Namespace, api: ApiClient) -> int:
+    return watch(api, args.batch, args.output)
+
+
+def cmd_batches(args: argparse.Namespace, api: ApiClient) -> int:
+    page = api.get("/api/v1/batches", limit=str(args.limit))
+    emit(
+        [_batch_row(b) for b in page["items"]],
+        ["id", "state", "total", "progress", "failed", "created_at"],
+        args.output,
+    )
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, api: ApiClient) -> int:
+    batch = api.get(f"/api/v1/batches/{args.batch}")
+    if args.output == "table":
+        budget = batch["error_budget"]
+        allowed = "unlimited" if budget["allowed"] is None else budget["allowed"]
+        Console().print(
+            f"batch {batch['id']} {batch['state']}, wave {batch['current_wave']}/"
+            f"{batch['waves_total']}, failures {budget['used']} of {allowed} allowed",
+            soft_wrap=True,
+        )
+        emit(
+            [{"state": s, "servers": n} for s, n in batch["counts"].items()],
+            ["state", "servers"],
+            "table",
+        )
+    else:
+        emit(
+            [batch] if args.output == "json" else [_batch_row(batch)],
+            ["id", "state", "total", "succeeded", "failed", "progress"],
+            args.output,
+        )
+    return exit_code_for(batch) if batch["state"] in TERMINAL else EXIT_OK
+
+
+def cmd_servers(args: argparse.Namespace, api: ApiClient) -> int:
+    query = {"limit": "1000", **({"state": args.state} if args.state else {})}
+    items = api.pages(f"/api/v1/batches/{args.batch}/servers", **query)
+    emit(
+        items, ["server_id", "state", "wave", "job_id", "error_code", "error_message"], args.output
+    )
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace, api: ApiClient) -> int:
+    items = api.pages(f"/api/v1/servers/{args.server}/history", limit="1000")
+    emit(items, ["at", "batch_id", "from_state", "to_state", "reason", "job_id"], args.output)
+    return EXIT_OK
+
+
+def _control(action: str) -> Callable[[argparse.Namespace, ApiClient], int]:
+    def run(args: argparse.Namespace, api: ApiClient) -> int:
+        body = {"reason": args.reason} if getattr(args, "reason", None) else {}
+        batch = api.post(f"/api/v1/batches/{args.batch}/{action}", body)
+        emit([_batch_row(batch)], ["id", "state", "pause_reason", "cancel_requested"], args.output)
+        return EXIT_OK
+
+    return run
+
+
+def cmd_retry(args: argparse.Namespace, api: ApiClient) -> int:
+    batch = api.post(f"/api/v1/batches/{args.batch}/retry", {"states": args.states.split(",")})
+    emit([_batch_row(batch)], ["id", "state", "total", "parent_id"], args.output)
+    return watch(api, batch["id"], args.output) if args.watch else EXIT_OK
+
+
+def add_operator_commands(sub: Any) -> None:
+    def command(name: str, help_text: str, func: Callable[..., int]) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+        parser.add_argument("--output", choices=("table", "json", "csv"), default="table")
+        parser.set_defaults(func=run_operator(func))
+        return parser
+
+    p = command(
+        "submit", "submit a batch (servers from a file or stdin, or a selector)", cmd_submit
+    )
+    p.add_argument("--project-id", required=True)
+    p.add_argument("--region", required=True)
+    p.add_argument("--image", required=True, help="the new image's UUID")
+    p.add_argument("--servers", help="file of server ids, one a line (or a CSV); - for stdin")
+    p.add_argument("--csv-column", help="take server ids from this CSV column")
+    p.add_argument("--tag", action="append", help="selector: key=value (repeatable)")
+    p.add_argument("--name-contains", help="selector: part of the server name")
+    p.add_argument("--keyname")
+    p.add_argument("--userid")
+    p.add_argument("--password-prompt", action="store_true", help="ask for the new password")
+    p.add_argument("--cloud-init", action="store_true")
+    p.add_argument("--user-data-file")
+    p.add_argument("--byol", action="store_true")
+    p.add_argument("--no-stop", action="store_true", help="do not send mode=withStopServer")
+    p.add_argument("--max-in-flight")
+    p.add_argument("--max-failures")
+    p.add_argument("--waves", help="e.g. 1,10%%,50%%,100%%")
+    p.add_argument("--pause-after-waves", help="'all' or wave numbers, e.g. 1,2")
+    p.add_argument("--wave-delay", dest="wave_delay_s", type=float)
+    p.add_argument("--poll-interval", dest="poll_interval_s", type=float)
+    p.add_argument("--job-timeout", dest="job_timeout_s", type=int)
+    p.add_argument("--no-skip-matching", action="store_true")
+    p.add_argument("--on-conflict", choices=("reject", "skip"))
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--watch", action="store_true")
+    p = command("watch", "follow a batch live until it ends", cmd_watch)
+    p.add_argument("batch")
+    p = command("batches", "list batches, newest first", cmd_batches)
+    p.add_argument("--limit", type=int, default=20)
+    p = command("status", "one batch: state, counts, waves, budget", cmd_status)
+    p.add_argument("batch")
+    p = command("servers", "a batch's servers", cmd_servers)
+    p.add_argument("batch")
+    p.add_argument("--state", choices=STATES)
+    p = command("history", "a server's history across batches", cmd_history)
+    p.add_argument("server")
+    for action in ("pause", "resume", "cancel"):
+        p = command(action, f"{action} a batch", _control(action))
+        p.add_argument("batch")
+        if action == "pause":
+            p.add_argument("--reason")
+    p = command("retry", "a new batch of a batch's servers in the given states", cmd_retry)
+    p.add_argument("batch")
+    p.add_argument("--states", default="failed")
+    p.add_argument("--watch", action="store_true")
+
+
+def run_operator(
+    func: Callable[[argparse.Namespace, ApiClient], int],
+) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args, client_from_env())
+        except UsageError as exc:
+            print(f"reimage: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except ApiUnreachable as exc:
+            print(f"reimage: {exc}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        except ApiError as exc:
+            print(f"reimage: {exc.one_line()}", file=sys.stderr)
+            return EXIT_USAGE if exc.status in (400, 401, 403, 404, 409, 422) else EXIT_FAILED
+
+    return run
