@@ -69,21 +69,29 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     _settings()
-    from workers.app import ALL_QUEUES, app
+    from orchestrator.supervise import supervise
+    from workers.app import ALL_QUEUES
 
     queues = args.queues or ",".join(ALL_QUEUES)
-    app.worker_main(
-        [
-            "worker",
-            f"--concurrency={args.concurrency}",
-            "-Q",
-            queues,
-            f"--loglevel={args.loglevel}",
-            "--without-gossip",
-            "--without-mingle",
-        ]
-    )
-    return 0
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers",
+        "worker",
+        f"--concurrency={args.concurrency}",
+        "-Q",
+        queues,
+        f"--loglevel={args.loglevel}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if not args.supervise:
+        import os
+
+        os.execv(sys.executable, command)
+    return supervise(command)
 
 
 def cmd_beat(args: argparse.Namespace) -> int:
@@ -143,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--queues", default=None, help="comma-separated queues (default: all)")
     p.add_argument("--loglevel", default="INFO")
+    p.add_argument(
+        "--supervise",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="restart the Celery worker if it dies on its own (default: on)",
+    )
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("beat", help="run the scheduler tick (Celery beat)")

@@ -105,7 +105,17 @@ class FactsCache:
             return False
         if requested_at is None or float(requested_at) <= float(swept_at or 0):
             return False
+        if self.sweeps_refused(project_id, region):
+            return False
         return time.time() - float(requested_at) < patience_s
+
+    def sweeps_refused(self, project_id: str, region: str) -> bool:
+        """The list API refused us lately: nobody should wait for a sweep."""
+        _, meta, _ = self._keys(project_id, region)
+        try:
+            return bool(self._redis.exists(f"{meta}:failed"))
+        except redis.RedisError:
+            return True
 
     def requested(self, project_id: str, region: str) -> None:
         """A sweep was just asked for: do not ask again while it waits in the queue."""

@@ -83,8 +83,10 @@ def tick_task() -> None:
     rt = runtime()
     # Overlapping ticks are harmless (every claim is a compare-and-set) but wasteful: skip
     # this one if another is still running anywhere.
+    # Short-lived: a worker killed mid-tick must not stall the scheduler for long, and a
+    # tick that outlives its lock and overlaps the next one does no harm.
     lock = redis.Redis.from_url(rt.settings.client_redis_url).lock(
-        "reimage:tick-lock", timeout=max(30.0, rt.settings.tick_seconds * 10), blocking=False
+        "reimage:tick-lock", timeout=max(2.0, rt.settings.tick_seconds * 4), blocking=False
     )
     if not lock.acquire(blocking=False):
         return

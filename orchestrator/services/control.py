@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.db.models import Batch
@@ -35,6 +35,21 @@ def pause_for_config_error(rt: Runtime, batch_id: str, why: str) -> bool:
                 session.commit()
                 return True
     return False
+
+
+def pause_project_batches(rt: Runtime, project_id: str, region: str, why: str) -> int:
+    """Pause every active batch of a cloud project and region (their credentials are bad)."""
+    with rt.sessions() as session:
+        ids = list(
+            session.scalars(
+                select(Batch.id).where(
+                    Batch.project_id == project_id,
+                    Batch.region == region,
+                    Batch.state.in_([BatchState.PENDING.value, BatchState.RUNNING.value]),
+                )
+            )
+        )
+    return sum(pause_for_config_error(rt, batch_id, why) for batch_id in ids)
 
 
 def _load(session: Session, batch_id: str) -> Batch:

@@ -71,15 +71,9 @@ async def poll_one(rt: Runtime, client: EcsClient, row: BatchServer, batch: Batc
     policy = batch.policy
     timeout_s = float(policy.get("job_timeout_s", 1800))
     now = rt.clock()
-    if row.submitted_at is not None and now - row.submitted_at > timedelta(seconds=timeout_s):
-        return _end(
-            rt,
-            row,
-            ServerState.FAILED,
-            "timeout",
-            {"job_timeout_s": timeout_s},
-            error=("Timeout", f"no end of the job after {timeout_s:.0f} s"),
-        )
+    # Timed out only if the cloud still says the job runs: a poll that came late (workers
+    # down, scheduler stalled) must not fail a server whose job already ended.
+    overdue = row.submitted_at is not None and now - row.submitted_at > timedelta(seconds=timeout_s)
     try:
         if row.job_result is not None:  # the job ended earlier; only the server check is left
             return await _check_server_after(rt, client, row, batch)
@@ -87,12 +81,16 @@ async def poll_one(rt: Runtime, client: EcsClient, row: BatchServer, batch: Batc
             try:
                 job = await client.show_job(row.job_id)
             except JobGone as exc:
-                return await _follow_server(rt, client, row, batch, {"job_gone": exc.as_details()})
+                return await _follow_server(
+                    rt, client, row, batch, {"job_gone": exc.as_details()}, overdue=overdue
+                )
             if job.is_final and batch.policy.get("verify_after_job", True):
                 row.job_result = _keep_job_result(rt, row, job)
                 return await _check_server_after(rt, client, row, batch)
+            if overdue and not job.is_final:
+                return _timed_out(rt, row, timeout_s, job)
             return _apply_job(rt, row, batch, job)
-        return await _follow_server(rt, client, row, batch, {})
+        return await _follow_server(rt, client, row, batch, {}, overdue=overdue)
     except Retryable as exc:
         delay = retry_delay_s(row.polls, retry_after_s=exc.retry_after_s, rng=random.Random())
         _reschedule(rt, row, delay, {"error_code": exc.code, "error_message": exc.message})
@@ -110,6 +108,18 @@ async def poll_one(rt: Runtime, client: EcsClient, row: BatchServer, batch: Batc
             exc.as_details(),
             error=(exc.code, exc.message),
         )
+
+
+def _timed_out(rt: Runtime, row: BatchServer, timeout_s: float, job: Job) -> str:
+    return _end(
+        rt,
+        row,
+        ServerState.FAILED,
+        "timeout",
+        {"job_timeout_s": timeout_s, "job": job.raw},
+        error=("Timeout", f"the job had not ended after {timeout_s:.0f} s"),
+        job_status=job.status,
+    )
 
 
 def _job_failure(job: Job) -> tuple[str, str]:
@@ -146,7 +156,9 @@ async def _server_after_job(
         if server is not None:
             return server
         pages = rt.facts.project_pages(batch.project_id, batch.region) or 1
-        worth = batch.n_running >= pages * SERVERS_PER_PAGE_WORTH_IT
+        worth = batch.n_running >= pages * SERVERS_PER_PAGE_WORTH_IT and not (
+            rt.facts.sweeps_refused(batch.project_id, batch.region)
+        )
         if worth and time.time() - seen_at < MAX_WAIT_FOR_SWEEP_S:
             rt.facts.want(batch.project_id, batch.region)
             return None
@@ -255,11 +267,26 @@ def _apply_job(rt: Runtime, row: BatchServer, batch: Batch, job: Job) -> str:
 
 
 async def _follow_server(
-    rt: Runtime, client: EcsClient, row: BatchServer, batch: Batch, why: dict[str, Any]
+    rt: Runtime,
+    client: EcsClient,
+    row: BatchServer,
+    batch: Batch,
+    why: dict[str, Any],
+    *,
+    overdue: bool = False,
 ) -> str:
     server = await client.show_server(row.server_id)
     target = str(batch.os_change["imageid"])
     facts = _facts(server)
+    if server.is_rebuilding and overdue:
+        return _end(
+            rt,
+            row,
+            ServerState.FAILED,
+            "timeout",
+            {**why, "server": facts},
+            error=("Timeout", "the server was still rebuilding at the job timeout"),
+        )
     if server.is_rebuilding:
         _reschedule(rt, row, float(batch.policy.get("poll_interval_s", 10)), {})
         return "server_rebuilding"

@@ -9,6 +9,7 @@ import aiohttp
 
 from orchestrator.ecs.errors import ConfigError, EcsError, Rejected
 from orchestrator.runtime import Runtime
+from orchestrator.services.control import pause_project_batches
 
 log = logging.getLogger("reimage.sweep")
 
@@ -27,7 +28,14 @@ async def sweep_facts(rt: Runtime, project_id: str, region: str) -> int:
             servers = [server async for server in client.list_servers({})]
         rt.facts.store(project_id, region, servers, started_at=started)
         return len(servers)
-    except (ConfigError, Rejected) as exc:
+    except ConfigError as exc:
+        # The same credentials submit and poll: stop this project's batches now, with the
+        # cloud's reason, rather than after the first changeos is refused too.
+        failed = True
+        log.warning("list sweep of %s/%s refused: %s", project_id, region, exc)
+        pause_project_batches(rt, project_id, region, f"cloud refused our credentials: {exc}")
+        return -1
+    except Rejected as exc:
         failed = True
         log.warning("list sweep of %s/%s refused: %s", project_id, region, exc)
         return -1

@@ -25,6 +25,7 @@ from orchestrator.services.batches import create_batch
 from orchestrator.services.dispatch import run_tick
 from orchestrator.services.polling import poll_servers
 from orchestrator.services.submission import submit_server
+from orchestrator.services.sweep import sweep_facts
 
 AK, SK = "SVCACCESSKEY00000001", "svc-secret-key-00000000000000000000001"
 PROJECT = "0605767bd8b5d3f92f0ac0123456789a"
@@ -353,22 +354,61 @@ async def test_iam_token_instead_of_ak_sk(
         rt.dispose()
 
 
-async def test_a_job_that_never_ends_times_out(world: World) -> None:
-    rt = world.make_runtime()
-    _, ids = new_batch(rt, 1)
-    tick(rt, ListDispatcher())
-    assert await submit_server(rt, ids[0]) == "accepted"
-    with rt.sessions() as session:  # pretend it was accepted longer ago than job_timeout_s
-        session.execute(
-            update(BatchServer).values(
-                submitted_at=rt.clock() - timedelta(seconds=601), next_poll_at=rt.clock()
+async def test_a_job_that_never_ends_times_out_but_a_late_poll_does_not(
+    aiohttp_server: Callable[..., Any], database_url: str, redis_url: str
+) -> None:
+    server = await aiohttp_server(
+        create_simulator_app(
+            SimulatorConfig(
+                ak=AK, sk=SK, project_id=PROJECT, job_seconds=0.2, stuck_ratio=0.5, seed=4
             )
         )
-        session.commit()
-    await poll_servers(rt, ids)
-    timed_out = row(rt, ids[0])
-    assert (timed_out.state, timed_out.error_code) == ("failed", "Timeout")
-    assert reasons(rt, ids[0])[-1] == "timeout"
+    )
+    settings = load_settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        cloud_ak=AK,
+        cloud_sk=SK,
+        ecs_endpoint=str(server.make_url("")).rstrip("/"),
+        ecs_rate=1000,
+        ecs_burst=1000,
+    )
+    rt = Runtime.build(settings)
+    try:
+        _, ids = new_batch(rt, 8)
+        tick(rt, ListDispatcher())
+        for row_id in ids:
+            assert await submit_server(rt, row_id) == "accepted"
+        await asyncio.sleep(0.5)
+        with rt.sessions() as session:  # as if every poll came after job_timeout_s
+            session.execute(
+                update(BatchServer).values(
+                    submitted_at=rt.clock() - timedelta(seconds=601), next_poll_at=rt.clock()
+                )
+            )
+            session.commit()
+        await poll_servers(rt, ids)
+        # Eight servers waiting on checks make a list sweep worth it: run it as the tick would.
+        await sweep_facts(rt, PROJECT, "cn-north-4")
+        with rt.sessions() as session:
+            session.execute(update(BatchServer).values(next_poll_at=rt.clock()))
+            session.commit()
+        await poll_servers(rt, ids)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(str(server.make_url("/_sim/stats"))) as response,
+        ):
+            truth = (await response.json())["truth"]
+        outcomes = {row(rt, i).server_id: row(rt, i) for i in ids}
+        stuck = [s for s, t in truth.items() if t["job_status"] != "SUCCESS"]
+        assert stuck and len(stuck) < len(ids)
+        for server_id, ended in outcomes.items():
+            if server_id in stuck:  # the cloud still runs it: timed out
+                assert (ended.state, ended.error_code) == ("failed", "Timeout")
+            else:  # it ended before we looked: its real outcome, not a timeout
+                assert ended.state == "succeeded"
+    finally:
+        rt.dispose()
 
 
 async def test_success_that_left_the_server_broken_is_a_failure(
