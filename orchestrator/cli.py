@@ -68,30 +68,43 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    """Celery workers: by default one for submissions and polls, and one process of its own for
+    the tick queue, so ticks and list sweeps never wait behind a backlog of cloud calls."""
     _settings()
     from orchestrator.supervise import supervise
-    from workers.app import ALL_QUEUES
+    from workers.app import POLL_QUEUE, SUBMIT_QUEUE, TICK_QUEUE
 
-    queues = args.queues or ",".join(ALL_QUEUES)
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers",
-        "worker",
-        f"--concurrency={args.concurrency}",
-        "-Q",
-        queues,
-        f"--loglevel={args.loglevel}",
-        "--without-gossip",
-        "--without-mingle",
-    ]
+    def celery(queues: str, concurrency: int, name: str) -> tuple[str, list[str]]:
+        return name, [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers",
+            "worker",
+            "-Q",
+            queues,
+            f"--concurrency={concurrency}",
+            f"--loglevel={args.loglevel}",
+            "--without-gossip",
+            "--without-mingle",
+            "-n",
+            f"{name}@%h",
+        ]
+
+    everything = f"{SUBMIT_QUEUE},{POLL_QUEUE},{TICK_QUEUE}"
     if not args.supervise:
         import os
 
-        os.execv(sys.executable, command)
-    return supervise(command)
+        os.execv(sys.executable, celery(args.queues or everything, args.concurrency, "reimage")[1])
+    if args.queues:
+        return supervise([celery(args.queues, args.concurrency, "reimage")])
+    return supervise(
+        [
+            celery(f"{SUBMIT_QUEUE},{POLL_QUEUE}", args.concurrency, "work"),
+            celery(TICK_QUEUE, 1, "control"),
+        ]
+    )
 
 
 def cmd_beat(args: argparse.Namespace) -> int:
@@ -122,11 +135,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from orchestrator.bench import run_bench
-    from orchestrator.demo import DemoError
+    from orchestrator.localstack import StackError
 
     try:
         return run_bench(args)
-    except DemoError as exc:
+    except StackError as exc:
         raise CliError(str(exc)) from None
 
 

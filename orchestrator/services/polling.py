@@ -28,7 +28,7 @@ from orchestrator.services.control import pause_for_config_error
 
 MAX_CONCURRENT_POLLS = 32
 # A finished job's server check waits this long at most for a list sweep, asking again so often.
-MAX_WAIT_FOR_SWEEP_S = 8.0
+MAX_WAIT_FOR_SWEEP_S = 15.0
 SWEEP_RETRY_S = 1.5
 
 

@@ -12,7 +12,7 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -159,23 +159,20 @@ async def _send_changeos(rt: Runtime, client: EcsClient, row: BatchServer, batch
     # Record the attempt and commit BEFORE the call. The guard makes this the one place where
     # two tasks holding the same id can race; exactly one of them wins and sends.
     started = rt.clock()
-    with rt.sessions() as session:
-        won = record_server_transition(
-            session,
-            row.id,
-            expected=ServerState.SUBMITTING,
-            to=ServerState.SUBMITTING,
-            reason="changeos_sent",
-            now=started,
-            guard={"call_started_at": None, "attempt": row.attempt},
-            values={"attempt": row.attempt + 1, "call_started_at": started},
-            details={
-                "attempt": row.attempt + 1,
-                "imageid": change.imageid,
-                "api": "v2" if batch.cloud_init else "v1",
-            },
-        )
-        session.commit()
+    won = _settle(
+        rt,
+        row.id,
+        to=ServerState.SUBMITTING,
+        reason="changeos_sent",
+        now=started,
+        guard={"call_started_at": None, "attempt": row.attempt},
+        values={"attempt": row.attempt + 1, "call_started_at": started},
+        details={
+            "attempt": row.attempt + 1,
+            "imageid": change.imageid,
+            "api": "v2" if batch.cloud_init else "v1",
+        },
+    )
     if not won:
         return "lost_race"
     attempt = row.attempt + 1
@@ -195,29 +192,26 @@ async def _send_changeos(rt: Runtime, client: EcsClient, row: BatchServer, batch
     poll_in = first_poll_delay_s(
         float(batch.policy.get("poll_interval_s", 10)), batch.expected_job_s
     )
-    with rt.sessions() as session:
-        record_server_transition(
-            session,
-            row.id,
-            expected=ServerState.SUBMITTING,
-            to=ServerState.RUNNING,
-            reason="accepted",
-            now=now,
-            guard={"attempt": attempt},
-            values={
-                "job_id": job_id,
-                "job_status": "INIT",
-                "call_started_at": None,
-                "outcome_unknown": False,
-                "submitted_at": now,
-                "dispatched_at": None,
-                "next_poll_at": now + timedelta(seconds=poll_in),
-                "error_code": None,
-                "error_message": None,
-            },
-            details={"job_id": job_id, "attempt": attempt},
-        )
-        session.commit()
+    _settle(
+        rt,
+        row.id,
+        to=ServerState.RUNNING,
+        reason="accepted",
+        now=now,
+        guard={"attempt": attempt},
+        values={
+            "job_id": job_id,
+            "job_status": "INIT",
+            "call_started_at": None,
+            "outcome_unknown": False,
+            "submitted_at": now,
+            "dispatched_at": None,
+            "next_poll_at": now + timedelta(seconds=poll_in),
+            "error_code": None,
+            "error_message": None,
+        },
+        details={"job_id": job_id, "attempt": attempt},
+    )
     return "accepted"
 
 
@@ -245,19 +239,16 @@ async def _preflight(rt: Runtime, client: EcsClient, row: BatchServer, batch: Ba
         return _fail(rt, row, exc, reason="preflight_rejected", attempt=row.attempt)
     facts = _server_facts(server)
     if server.image_id == str(batch.os_change["imageid"]) and server.is_idle:
-        with rt.sessions() as session:
-            record_server_transition(
-                session,
-                row.id,
-                expected=ServerState.SUBMITTING,
-                to=ServerState.SKIPPED,
-                reason="already_on_image",
-                now=rt.clock(),
-                guard={"call_started_at": None, "attempt": row.attempt},
-                values={"dispatched_at": None},
-                details={"server": facts},
-            )
-            session.commit()
+        _settle(
+            rt,
+            row.id,
+            to=ServerState.SKIPPED,
+            reason="already_on_image",
+            now=rt.clock(),
+            guard={"call_started_at": None, "attempt": row.attempt},
+            values={"dispatched_at": None},
+            details={"server": facts},
+        )
         return "skipped"
     if not server.is_idle:
         busy = Retryable(
@@ -267,27 +258,52 @@ async def _preflight(rt: Runtime, client: EcsClient, row: BatchServer, batch: Ba
     return None
 
 
-def _record_unknown(rt: Runtime, row: BatchServer, attempt: int, exc: EcsError) -> str:
-    now = rt.clock()
+def _settle(
+    rt: Runtime,
+    row_id: int,
+    *,
+    to: ServerState,
+    reason: str,
+    now: datetime,
+    guard: dict[str, Any] | None = None,
+    values: dict[str, Any] | None = None,
+    details: dict[str, Any] | None = None,
+) -> bool:
+    """One compare-and-set from `submitting`, in its own transaction."""
     with rt.sessions() as session:
-        record_server_transition(
+        moved = record_server_transition(
             session,
-            row.id,
+            row_id,
             expected=ServerState.SUBMITTING,
-            to=ServerState.SUBMITTING,
-            reason="outcome_unknown",
+            to=to,
+            reason=reason,
             now=now,
-            guard={"attempt": attempt},
-            values={
-                "outcome_unknown": True,
-                "dispatched_at": None,
-                "next_attempt_at": now + timedelta(seconds=rt.settings.reconcile_grace_s),
-                "error_code": exc.code,
-                "error_message": exc.message,
-            },
-            details=exc.as_details(),
+            guard=guard,
+            values=values,
+            details=details,
         )
         session.commit()
+    return moved
+
+
+def _record_unknown(rt: Runtime, row: BatchServer, attempt: int, exc: EcsError) -> str:
+    now = rt.clock()
+    _settle(
+        rt,
+        row.id,
+        to=ServerState.SUBMITTING,
+        reason="outcome_unknown",
+        now=now,
+        guard={"attempt": attempt},
+        values={
+            "outcome_unknown": True,
+            "dispatched_at": None,
+            "next_attempt_at": now + timedelta(seconds=rt.settings.reconcile_grace_s),
+            "error_code": exc.code,
+            "error_message": exc.message,
+        },
+        details=exc.as_details(),
+    )
     return "outcome_unknown"
 
 
@@ -302,51 +318,45 @@ def _schedule_retry(
         return _fail(rt, row, exc, reason="retries_exhausted", attempt=attempt)
     now = rt.clock()
     delay = retry_delay_s(row.retries, retry_after_s=exc.retry_after_s, rng=random.Random())
-    with rt.sessions() as session:
-        record_server_transition(
-            session,
-            row.id,
-            expected=ServerState.SUBMITTING,
-            to=ServerState.SUBMITTING,
-            reason="retry_scheduled",
-            now=now,
-            guard={"attempt": attempt},
-            values={
-                "call_started_at": None,
-                "outcome_unknown": False,
-                "dispatched_at": None,
-                "retries": row.retries + 1,
-                "next_attempt_at": now + timedelta(seconds=delay),
-                "error_code": exc.code,
-                "error_message": exc.message,
-            },
-            details={**exc.as_details(), **(details or {}), "retry_in_s": round(delay, 3)},
-        )
-        session.commit()
+    _settle(
+        rt,
+        row.id,
+        to=ServerState.SUBMITTING,
+        reason="retry_scheduled",
+        now=now,
+        guard={"attempt": attempt},
+        values={
+            "call_started_at": None,
+            "outcome_unknown": False,
+            "dispatched_at": None,
+            "retries": row.retries + 1,
+            "next_attempt_at": now + timedelta(seconds=delay),
+            "error_code": exc.code,
+            "error_message": exc.message,
+        },
+        details={**exc.as_details(), **(details or {}), "retry_in_s": round(delay, 3)},
+    )
     return "retry_scheduled"
 
 
 def _fail(rt: Runtime, row: BatchServer, exc: EcsError, *, reason: str, attempt: int) -> str:
     now = rt.clock()
-    with rt.sessions() as session:
-        record_server_transition(
-            session,
-            row.id,
-            expected=ServerState.SUBMITTING,
-            to=ServerState.FAILED,
-            reason=reason,
-            now=now,
-            guard={"attempt": attempt},
-            values={
-                "call_started_at": None,
-                "outcome_unknown": False,
-                "dispatched_at": None,
-                "error_code": exc.code,
-                "error_message": exc.message,
-            },
-            details=exc.as_details(),
-        )
-        session.commit()
+    _settle(
+        rt,
+        row.id,
+        to=ServerState.FAILED,
+        reason=reason,
+        now=now,
+        guard={"attempt": attempt},
+        values={
+            "call_started_at": None,
+            "outcome_unknown": False,
+            "dispatched_at": None,
+            "error_code": exc.code,
+            "error_message": exc.message,
+        },
+        details=exc.as_details(),
+    )
     return "failed"
 
 
@@ -359,24 +369,21 @@ def _release(
 ) -> None:
     """Back to pending: known not applied, to be sent later (after a resume)."""
     guard: dict[str, Any] = {"attempt": guard_attempt} if guard_attempt is not None else {}
-    with rt.sessions() as session:
-        record_server_transition(
-            session,
-            row.id,
-            expected=ServerState.SUBMITTING,
-            to=ServerState.PENDING,
-            reason=reason,
-            now=rt.clock(),
-            guard=guard,
-            details=details,
-            values={
-                "call_started_at": None,
-                "outcome_unknown": False,
-                "dispatched_at": None,
-                "next_attempt_at": None,
-            },
-        )
-        session.commit()
+    _settle(
+        rt,
+        row.id,
+        to=ServerState.PENDING,
+        reason=reason,
+        now=rt.clock(),
+        guard=guard,
+        details=details,
+        values={
+            "call_started_at": None,
+            "outcome_unknown": False,
+            "dispatched_at": None,
+            "next_attempt_at": None,
+        },
+    )
 
 
 def call_window(rt: Runtime) -> timedelta:

@@ -93,3 +93,70 @@ def wait_until_http(url: str, stack: ProcessStack, timeout_s: float = 60) -> Non
         except (urllib.error.URLError, OSError):
             time.sleep(0.2)
     raise AssertionError(f"{url} did not answer in {timeout_s} s")
+
+
+@dataclass
+class FullStack:
+    """Simulator, API, worker and beat on real processes, and where to reach them."""
+
+    processes: ProcessStack
+    api_url: str
+    sim_url: str
+
+
+def start_full_stack(
+    directory: Path,
+    *,
+    database_url: str,
+    redis_url: str,
+    token: str,
+    ak: str,
+    sk: str,
+    project_id: str,
+    simulator_args: list[str],
+    extra_env: dict[str, str] | None = None,
+    worker_concurrency: int = 4,
+) -> FullStack:
+    """Start everything and wait until the simulator and the API answer."""
+    sim_port, api_port = free_port(), free_port()
+    env = {
+        "PATH": "/usr/bin:/bin:/usr/local/bin",
+        "HOME": str(directory),
+        "ORCH_DATABASE_URL": database_url,
+        "ORCH_REDIS_URL": redis_url,
+        "ORCH_ECS_ENDPOINT": f"http://127.0.0.1:{sim_port}",
+        "HUAWEICLOUD_SDK_AK": ak,
+        "HUAWEICLOUD_SDK_SK": sk,
+        "ORCH_API_TOKEN": token,
+        "ORCH_TICK_SECONDS": "0.5",
+        "NO_PROXY": "127.0.0.1,localhost",
+        **(extra_env or {}),
+    }
+    processes = ProcessStack(directory, env)
+    processes.start(
+        "simulator",
+        "simulate",
+        "--port",
+        str(sim_port),
+        "--ak",
+        ak,
+        "--sk",
+        sk,
+        "--project-id",
+        project_id,
+        *simulator_args,
+    )
+    processes.start("api", "api", "--port", str(api_port))
+    processes.start(
+        "worker", "worker", "--concurrency", str(worker_concurrency), "--loglevel", "WARNING"
+    )
+    processes.start("beat", "beat", "--loglevel", "WARNING")
+    stack = FullStack(processes, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{sim_port}")
+    processes.env["SIM_URL"], processes.env["API_URL"] = stack.sim_url, stack.api_url
+    try:
+        wait_until_http(stack.sim_url + "/_sim/stats", processes)
+        wait_until_http(stack.api_url + "/healthz", processes)
+    except BaseException:
+        processes.stop_all()
+        raise
+    return stack

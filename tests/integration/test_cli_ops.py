@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.stack import ProcessStack, free_port, wait_until_http
+from tests.integration.stack import ProcessStack, start_full_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -32,44 +32,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessStack]:
     from orchestrator.db.migrate import upgrade
 
     upgrade(url)
-    sim_port, api_port = free_port(), free_port()
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(directory),
-        "ORCH_DATABASE_URL": url,
-        "ORCH_REDIS_URL": "redis://127.0.0.1:6379/12",
-        "ORCH_ECS_ENDPOINT": f"http://127.0.0.1:{sim_port}",
-        "HUAWEICLOUD_SDK_AK": AK,
-        "HUAWEICLOUD_SDK_SK": SK,
-        "ORCH_API_TOKEN": TOKEN,
-        "ORCH_TICK_SECONDS": "0.5",
-        "NO_PROXY": "127.0.0.1,localhost",
-    }
-    processes = ProcessStack(directory, env)
-    processes.start(
-        "simulator",
-        "simulate",
-        "--port",
-        str(sim_port),
-        "--ak",
-        AK,
-        "--sk",
-        SK,
-        "--project-id",
-        PROJECT,
-        "--job-seconds",
-        "1",
-        "--fail-ratio",
-        "0.3",
-        "--seed",
-        "5",
+    full = start_full_stack(
+        directory,
+        database_url=url,
+        redis_url="redis://127.0.0.1:6379/12",
+        token=TOKEN,
+        ak=AK,
+        sk=SK,
+        project_id=PROJECT,
+        simulator_args=["--job-seconds", "1", "--fail-ratio", "0.3", "--seed", "5"],
+        worker_concurrency=2,
     )
-    processes.start("api", "api", "--port", str(api_port))
-    processes.start("worker", "worker", "--concurrency", "2", "--loglevel", "WARNING")
-    processes.start("beat", "beat", "--loglevel", "WARNING")
-    processes.env["API_URL"] = f"http://127.0.0.1:{api_port}"
+    processes = full.processes
     try:
-        wait_until_http(processes.env["API_URL"] + "/healthz", processes)
         yield processes
     finally:
         processes.stop_all()

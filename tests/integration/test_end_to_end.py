@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.stack import ProcessStack, free_port, http, wait_until_http
+from tests.integration.stack import ProcessStack, http, start_full_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -23,51 +23,21 @@ TERMINAL = {"succeeded", "partially_failed", "aborted", "cancelled"}
 
 @pytest.fixture
 def stack(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[ProcessStack]:
-    sim_port, api_port = free_port(), free_port()
-    env = {
-        "PATH": "/usr/bin:/bin:/usr/local/bin",
-        "HOME": str(tmp_path),
-        "ORCH_DATABASE_URL": database_url,
-        "ORCH_REDIS_URL": redis_url,
-        "ORCH_ECS_ENDPOINT": f"http://127.0.0.1:{sim_port}",
-        "HUAWEICLOUD_SDK_AK": AK,
-        "HUAWEICLOUD_SDK_SK": SK,
-        "ORCH_API_TOKEN": TOKEN,
-        "ORCH_TICK_SECONDS": "0.5",
-        "ORCH_ECS_RATE": "200",
-        "ORCH_ECS_BURST": "200",
-        "NO_PROXY": "127.0.0.1,localhost",
-    }
-    processes = ProcessStack(tmp_path, env)
-    processes.start(
-        "simulator",
-        "simulate",
-        "--port",
-        str(sim_port),
-        "--ak",
-        AK,
-        "--sk",
-        SK,
-        "--project-id",
-        PROJECT,
-        "--job-seconds",
-        "2",
-        "--fail-ratio",
-        "0.1",
-        "--seed",
-        "11",
+    full = start_full_stack(
+        tmp_path,
+        database_url=database_url,
+        redis_url=redis_url,
+        token=TOKEN,
+        ak=AK,
+        sk=SK,
+        project_id=PROJECT,
+        simulator_args=["--job-seconds", "2", "--fail-ratio", "0.1", "--seed", "11"],
+        extra_env={"ORCH_ECS_RATE": "200", "ORCH_ECS_BURST": "200"},
     )
-    processes.start("api", "api", "--port", str(api_port))
-    processes.start("worker", "worker", "--concurrency", "4", "--loglevel", "WARNING")
-    processes.start("beat", "beat", "--loglevel", "WARNING")
-    processes.env["SIM_URL"] = f"http://127.0.0.1:{sim_port}"
-    processes.env["API_URL"] = f"http://127.0.0.1:{api_port}"
     try:
-        wait_until_http(processes.env["SIM_URL"] + "/_sim/stats", processes)
-        wait_until_http(processes.env["API_URL"] + "/healthz", processes)
-        yield processes
+        yield full.processes
     finally:
-        processes.stop_all()
+        full.processes.stop_all()
 
 
 def all_servers(api: str, batch_id: str) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 
 from orchestrator.db.migrate import upgrade
 from tests.conftest import PG_ADMIN_URL, REDIS_TEST_URL, _pg_database
-from tests.integration.stack import ProcessStack, free_port, http, wait_until_http
+from tests.integration.stack import ProcessStack, http, start_full_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -38,48 +38,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessStack]:
     upgrade(database_url)
     redis_url = REDIS_TEST_URL.rsplit("/", 1)[0] + "/13"
     redis.Redis.from_url(redis_url).flushdb()
-    sim_port, api_port = free_port(), free_port()
-    env = {
-        "PATH": "/usr/bin:/bin:/usr/local/bin",
-        "HOME": str(directory),
-        "ORCH_DATABASE_URL": database_url,
-        "ORCH_REDIS_URL": redis_url,
-        "ORCH_ECS_ENDPOINT": f"http://127.0.0.1:{sim_port}",
-        "HUAWEICLOUD_SDK_AK": AK,
-        "HUAWEICLOUD_SDK_SK": SK,
-        "ORCH_API_TOKEN": TOKEN,
-        "ORCH_TICK_SECONDS": "0.5",
-        "ORCH_ECS_RATE": "500",
-        "ORCH_ECS_BURST": "500",
-        "NO_PROXY": "127.0.0.1,localhost",
-    }
-    processes = ProcessStack(directory, env)
-    processes.start(
-        "simulator",
-        "simulate",
-        "--port",
-        str(sim_port),
-        "--ak",
-        AK,
-        "--sk",
-        SK,
-        "--project-id",
-        PROJECT,
-        "--job-seconds",
-        "1",
-        "--seed",
-        "3",
-        "--images",
-        GOOD_IMAGE,
+    full = start_full_stack(
+        directory,
+        database_url=database_url,
+        redis_url=redis_url,
+        token=TOKEN,
+        ak=AK,
+        sk=SK,
+        project_id=PROJECT,
+        simulator_args=["--job-seconds", "1", "--seed", "3", "--images", GOOD_IMAGE],
+        extra_env={"ORCH_ECS_RATE": "500", "ORCH_ECS_BURST": "500"},
     )
-    processes.start("api", "api", "--port", str(api_port))
-    processes.start("worker", "worker", "--concurrency", "4", "--loglevel", "WARNING")
-    processes.start("beat", "beat", "--loglevel", "WARNING")
-    processes.env["SIM_URL"] = f"http://127.0.0.1:{sim_port}"
-    processes.env["API_URL"] = f"http://127.0.0.1:{api_port}"
+    processes = full.processes
     try:
-        wait_until_http(processes.env["SIM_URL"] + "/_sim/stats", processes)
-        wait_until_http(processes.env["API_URL"] + "/healthz", processes)
         yield processes
     finally:
         processes.stop_all()
