@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 DEFAULT_MAX_IN_FLIGHT = 50
 
@@ -12,7 +13,7 @@ def resolve_amount(value: int | str | None, total: int, *, default: int) -> int:
     if value is None:
         return default
     if isinstance(value, str) and value.endswith("%"):
-        share = float(value[:-1]) / 100.0
+        share = Fraction(value[:-1]) / 100  # exact, so 14% of 450 is 63, not 64
         return max(1, math.ceil(total * share)) if total else 0
     return int(value)
 

@@ -12,12 +12,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from fractions import Fraction
 
 Amount = int | str
 
 
-def _fraction(value: str) -> float:
-    return float(value.rstrip("%")) / 100.0
+def _fraction(value: str) -> Fraction:
+    """Exact: 14% of 450 is 63, where floating point would say 63.00000000000001 and round up."""
+    return Fraction(value.rstrip("%")) / 100
 
 
 def plan_waves(total: int, spec: Sequence[Amount] | None) -> list[int]:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from orchestrator.domain.policy import resolve_amount
 from orchestrator.domain.rollout import (
     WaveStatus,
     allowed_failures,
@@ -47,6 +48,12 @@ def test_sizes_as_specified_then_the_last_repeats(total: int, spec: list[int | s
         assert size == wanted(spec[min(index, len(spec) - 1)])
     last_entry = spec[min(len(sizes) - 1, len(spec) - 1)]
     assert 1 <= sizes[-1] <= wanted(last_entry)
+
+
+def test_percentages_are_exact() -> None:
+    assert plan_waves(450, ["14%"])[0] == 63  # 450 * 0.14 is 63.00000000000001 in floats
+    assert allowed_failures("14%", 450) == 63
+    assert resolve_amount("14%", 450, default=0) == 63
 
 
 def test_ansible_style_examples() -> None:
