@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -90,35 +90,49 @@ class World:
             return result
 
 
+WorldMaker = Callable[..., Awaitable[World]]
+
+
 @pytest.fixture
-async def world(
+async def make_world(
     aiohttp_server: Callable[..., Any], database_url: str, redis_url: str
-) -> AsyncIterator[World]:
-    server = await aiohttp_server(
-        create_simulator_app(SimulatorConfig(ak=AK, sk=SK, project_id=PROJECT, job_seconds=0.3))
-    )
-    endpoint = str(server.make_url("")).rstrip("/")
+) -> AsyncIterator[WorldMaker]:
+    """A simulator over real HTTP (config overrides as keywords) and runtimes against it."""
     runtimes: list[Runtime] = []
 
-    def make_runtime(sk: str = SK, **overrides: Any) -> Runtime:
-        settings = load_settings(
-            database_url=database_url,
-            redis_url=redis_url,
-            ecs_endpoint=endpoint,
-            cloud_ak=AK,
-            cloud_sk=sk,
-            reconcile_grace_s=0,
-            ecs_rate=1000,
-            ecs_burst=1000,
-            **overrides,
-        )
-        rt = Runtime.build(settings)
-        runtimes.append(rt)
-        return rt
+    async def start(**simulator: Any) -> World:
+        config = {"ak": AK, "sk": SK, "project_id": PROJECT, "job_seconds": 0.3, **simulator}
+        server = await aiohttp_server(create_simulator_app(SimulatorConfig(**config)))
+        endpoint = str(server.make_url("")).rstrip("/")
 
-    yield World(endpoint, make_runtime)
+        def make_runtime(sk: str = SK, **overrides: Any) -> Runtime:
+            settings = load_settings(
+                **{
+                    "database_url": database_url,
+                    "redis_url": redis_url,
+                    "ecs_endpoint": endpoint,
+                    "cloud_ak": AK,
+                    "cloud_sk": sk,
+                    "reconcile_grace_s": 0,
+                    "ecs_rate": 1000,
+                    "ecs_burst": 1000,
+                    **overrides,
+                }
+            )
+            rt = Runtime.build(settings)
+            runtimes.append(rt)
+            return rt
+
+        return World(endpoint, make_runtime)
+
+    yield start
     for rt in runtimes:
         rt.dispose()
+
+
+@pytest.fixture
+async def world(make_world: WorldMaker) -> World:
+    return await make_world()
 
 
 def new_batch(rt: Runtime, count: int, **spec: Any) -> tuple[str, list[int]]:
@@ -329,125 +343,66 @@ async def test_cloud_init_change_goes_to_v2_and_secrets_are_erased_after(world: 
     assert "I2Nsb3Vk" not in repr(details)
 
 
-async def test_iam_token_instead_of_ak_sk(
-    aiohttp_server: Callable[..., Any], database_url: str, redis_url: str
-) -> None:
-    server = await aiohttp_server(
-        create_simulator_app(
-            SimulatorConfig(
-                ak=AK, sk=SK, project_id=PROJECT, job_seconds=0.3, auth_token="iam-token-123"
-            )
-        )
-    )
-    settings = load_settings(
-        database_url=database_url,
-        redis_url=redis_url,
-        ecs_endpoint=str(server.make_url("")).rstrip("/"),
-        cloud_auth_token="iam-token-123",
-    )
-    rt = Runtime.build(settings)
-    try:
-        _, ids = new_batch(rt, 1)
-        tick(rt, ListDispatcher())
-        assert await submit_server(rt, ids[0]) == "accepted"
-    finally:
-        rt.dispose()
+async def test_iam_token_instead_of_ak_sk(make_world: WorldMaker) -> None:
+    world = await make_world(auth_token="iam-token-123")
+    rt = world.make_runtime(cloud_auth_token="iam-token-123")
+    _, ids = new_batch(rt, 1)
+    tick(rt, ListDispatcher())
+    assert await submit_server(rt, ids[0]) == "accepted"
 
 
 async def test_a_job_that_never_ends_times_out_but_a_late_poll_does_not(
-    aiohttp_server: Callable[..., Any], database_url: str, redis_url: str
+    make_world: WorldMaker,
 ) -> None:
-    server = await aiohttp_server(
-        create_simulator_app(
-            SimulatorConfig(
-                ak=AK, sk=SK, project_id=PROJECT, job_seconds=0.2, stuck_ratio=0.5, seed=4
+    world = await make_world(job_seconds=0.2, stuck_ratio=0.5, seed=4)
+    rt = world.make_runtime()
+    _, ids = new_batch(rt, 8)
+    tick(rt, ListDispatcher())
+    for row_id in ids:
+        assert await submit_server(rt, row_id) == "accepted"
+    await asyncio.sleep(0.5)
+    with rt.sessions() as session:  # as if every poll came after job_timeout_s
+        session.execute(
+            update(BatchServer).values(
+                submitted_at=rt.clock() - timedelta(seconds=601), next_poll_at=rt.clock()
             )
         )
-    )
-    settings = load_settings(
-        database_url=database_url,
-        redis_url=redis_url,
-        cloud_ak=AK,
-        cloud_sk=SK,
-        ecs_endpoint=str(server.make_url("")).rstrip("/"),
-        ecs_rate=1000,
-        ecs_burst=1000,
-    )
-    rt = Runtime.build(settings)
-    try:
-        _, ids = new_batch(rt, 8)
-        tick(rt, ListDispatcher())
-        for row_id in ids:
-            assert await submit_server(rt, row_id) == "accepted"
-        await asyncio.sleep(0.5)
-        with rt.sessions() as session:  # as if every poll came after job_timeout_s
-            session.execute(
-                update(BatchServer).values(
-                    submitted_at=rt.clock() - timedelta(seconds=601), next_poll_at=rt.clock()
-                )
-            )
-            session.commit()
-        await poll_servers(rt, ids)
-        # Eight servers waiting on checks make a list sweep worth it: run it as the tick would.
-        await sweep_facts(rt, PROJECT, "cn-north-4")
-        with rt.sessions() as session:
-            session.execute(update(BatchServer).values(next_poll_at=rt.clock()))
-            session.commit()
-        await poll_servers(rt, ids)
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(str(server.make_url("/_sim/stats"))) as response,
-        ):
-            truth = (await response.json())["truth"]
-        outcomes = {row(rt, i).server_id: row(rt, i) for i in ids}
-        stuck = [s for s, t in truth.items() if t["job_status"] != "SUCCESS"]
-        assert stuck and len(stuck) < len(ids)
-        for server_id, ended in outcomes.items():
-            if server_id in stuck:  # the cloud still runs it: timed out
-                assert (ended.state, ended.error_code) == ("failed", "Timeout")
-            else:  # it ended before we looked: its real outcome, not a timeout
-                assert ended.state == "succeeded"
-    finally:
-        rt.dispose()
+        session.commit()
+    await poll_servers(rt, ids)
+    # Eight servers waiting on checks make a list sweep worth it: run it as the tick would.
+    await sweep_facts(rt, PROJECT, "cn-north-4")
+    with rt.sessions() as session:
+        session.execute(update(BatchServer).values(next_poll_at=rt.clock()))
+        session.commit()
+    await poll_servers(rt, ids)
+    truth = (await world.stats())["truth"]
+    outcomes = {row(rt, i).server_id: row(rt, i) for i in ids}
+    stuck = [s for s, t in truth.items() if t["job_status"] != "SUCCESS"]
+    assert stuck and len(stuck) < len(ids)
+    for server_id, ended in outcomes.items():
+        if server_id in stuck:  # the cloud still runs it: timed out
+            assert (ended.state, ended.error_code) == ("failed", "Timeout")
+        else:  # it ended before we looked: its real outcome, not a timeout
+            assert ended.state == "succeeded"
 
 
-async def test_success_that_left_the_server_broken_is_a_failure(
-    aiohttp_server: Callable[..., Any], database_url: str, redis_url: str
-) -> None:
-    server = await aiohttp_server(
-        create_simulator_app(
-            SimulatorConfig(
-                ak=AK, sk=SK, project_id=PROJECT, job_seconds=0.2, error_after_success_ratio=1.0
-            )
+async def test_success_that_left_the_server_broken_is_a_failure(make_world: WorldMaker) -> None:
+    world = await make_world(job_seconds=0.2, error_after_success_ratio=1.0)
+    rt = world.make_runtime()
+    batch_id, ids = new_batch(rt, 2)
+    tick(rt, ListDispatcher())
+    for row_id in ids:
+        assert await submit_server(rt, row_id) == "accepted"
+    await wait_settled(rt, ids)
+    for row_id in ids:
+        broken = row(rt, row_id)
+        assert (broken.state, broken.broken, broken.error_code) == (
+            "failed",
+            True,
+            "ServerError",
         )
-    )
-    settings = load_settings(
-        database_url=database_url,
-        redis_url=redis_url,
-        cloud_ak=AK,
-        cloud_sk=SK,
-        ecs_endpoint=str(server.make_url("")).rstrip("/"),
-        ecs_rate=1000,
-        ecs_burst=1000,
-    )
-    rt = Runtime.build(settings)
-    try:
-        batch_id, ids = new_batch(rt, 2)
-        tick(rt, ListDispatcher())
-        for row_id in ids:
-            assert await submit_server(rt, row_id) == "accepted"
-        await wait_settled(rt, ids)
-        for row_id in ids:
-            broken = row(rt, row_id)
-            assert (broken.state, broken.broken, broken.error_code) == (
-                "failed",
-                True,
-                "ServerError",
-            )
-            assert reasons(rt, row_id)[-1] == "broken_after_success"
-        tick(rt, ListDispatcher())
-        with rt.sessions() as session:
-            batch = session.get_one(Batch, batch_id)
-        assert (batch.n_failed, batch.n_broken, batch.state) == (2, 2, "partially_failed")
-    finally:
-        rt.dispose()
+        assert reasons(rt, row_id)[-1] == "broken_after_success"
+    tick(rt, ListDispatcher())
+    with rt.sessions() as session:
+        batch = session.get_one(Batch, batch_id)
+    assert (batch.n_failed, batch.n_broken, batch.state) == (2, 2, "partially_failed")
