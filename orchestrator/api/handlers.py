@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ SERVICE_TIMEOUT_S = 20.0
 MAX_SERVERS = 100_000
 # Who did it, in history and events; becomes the token's name once tokens have names.
 ACTOR = "api"
+_SERVER_PREFIX = re.compile(r"[0-9a-f-]{1,36}")
 
 
 async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -280,11 +282,17 @@ async def list_batch_servers(request: web.Request) -> web.Response:
             "invalid request",
             {"state": "one of " + ", ".join(s.value for s in ServerState)},
         )
+    server_prefix = request.query.get("server", "").lower() or None
+    if server_prefix is not None and not _SERVER_PREFIX.fullmatch(server_prefix):
+        raise RequestInvalid(
+            "invalid request", {"server": "up to 36 characters of a server UUID (0-9, a-f, -)"}
+        )
     page = await _in_thread(
         batches.list_batch_servers,
         rt.sessions,
         _batch_id(request),
         state=state,
+        server_prefix=server_prefix,
         limit=_limit(request),
         cursor=request.query.get("cursor"),
     )

@@ -390,8 +390,10 @@ def list_batch_servers(
     state: str | None,
     limit: int,
     cursor: str | None,
+    server_prefix: str | None = None,
 ) -> dict[str, Any]:
-    """A batch's servers in submission order, keyset-paged on the row id."""
+    """A batch's servers in submission order, keyset-paged on the row id; optionally only
+    those in one state or whose id starts with `server_prefix` (the search box of the page)."""
     query = (
         select(BatchServer)
         .where(BatchServer.batch_id == batch_id)
@@ -400,6 +402,8 @@ def list_batch_servers(
     )
     if state:
         query = query.where(BatchServer.state == state)
+    if server_prefix:
+        query = query.where(BatchServer.server_id.startswith(server_prefix, autoescape=True))
     if cursor:
         query = query.where(BatchServer.id > _decode_int_cursor(cursor))
     else:
