@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -44,6 +46,37 @@ class Settings(BaseSettings):
     reconcile_grace_s: float = Field(20.0, ge=0, validation_alias="ORCH_RECONCILE_GRACE_S")
     # A task message that has not made progress after this long is sent again (it was lost).
     task_lease_s: float = Field(120.0, gt=0, validation_alias="ORCH_TASK_LEASE_S")
+
+    # Observability: one JSON object per log line (or plain text for a terminal).
+    log_format: Literal["json", "text"] = Field("json", validation_alias="ORCH_LOG_FORMAT")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", validation_alias="ORCH_LOG_LEVEL"
+    )
+
+    # Webhooks: a URL called for every batch (besides each batch's own notify_url), the key
+    # that signs every delivery, how many attempts before giving up.
+    notify_url: str | None = Field(None, validation_alias="ORCH_NOTIFY_URL")
+    webhook_secret: SecretStr | None = Field(None, validation_alias="ORCH_WEBHOOK_SECRET")
+    webhook_max_attempts: int = Field(8, ge=1, le=50, validation_alias="ORCH_WEBHOOK_MAX_ATTEMPTS")
+    # Hosts a notify_url may point at (exact names or "*.example.com"); empty: any host.
+    notify_allowed_hosts: list[str] = Field(
+        default_factory=list, validation_alias="ORCH_NOTIFY_ALLOWED_HOSTS"
+    )
+
+    # Hostile input: the largest request body and the most servers one batch may hold.
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, validation_alias="ORCH_MAX_BODY_BYTES")
+    max_servers_per_batch: int = Field(
+        100_000, ge=1, le=1_000_000, validation_alias="ORCH_MAX_SERVERS_PER_BATCH"
+    )
+    # Cloud credentials per project: a JSON file readable by its owner only.
+    credentials_file: str | None = Field(None, validation_alias="ORCH_CREDENTIALS_FILE")
+
+    @field_validator("notify_url")
+    @classmethod
+    def _http_notify_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
 
     @field_validator("database_url")
     @classmethod
