@@ -18,6 +18,12 @@ class NotFound(ServiceError):
     code = "not_found"
 
 
+class Forbidden(ServiceError):
+    """The caller is known but may not do this (a project outside its token's scope)."""
+
+    code = "forbidden"
+
+
 class Conflict(ServiceError):
     code = "conflict"
 

@@ -12,8 +12,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from orchestrator.api.schemas import RequestInvalid
 from orchestrator.ecs.errors import EcsError, Retryable
-from orchestrator.errors import Conflict, NotFound, ServiceError, Unavailable
+from orchestrator.errors import Conflict, Forbidden, NotFound, ServiceError, Unavailable
 from orchestrator.services.batches import BadCursor, IdempotencyMismatch, RequestInvalidError
+from orchestrator.services.tokens import TokenInvalid
 
 log = logging.getLogger("reimage.api")
 
@@ -37,6 +38,10 @@ def response_for(exc: Exception) -> web.Response | None:
         return json_error(400, exc.code, exc.message, fields=dict(exc.fields))
     if isinstance(exc, BadCursor):
         return json_error(400, exc.code, exc.message, fields={"cursor": exc.message})
+    if isinstance(exc, TokenInvalid):
+        return json_error(400, exc.code, exc.message, fields=dict(exc.fields))
+    if isinstance(exc, Forbidden):
+        return json_error(403, exc.code, exc.message)
     if isinstance(exc, NotFound):
         return json_error(404, exc.code, exc.message)
     if isinstance(exc, Conflict):

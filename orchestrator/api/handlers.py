@@ -13,18 +13,20 @@ from typing import Any, TypeVar
 from aiohttp import web
 from sqlalchemy import text
 
-from orchestrator.api.keys import REDIS, RUNTIME
+from orchestrator.api.keys import AUDIT_BATCH, AUDIT_PROJECT, PRINCIPAL, REDIS, RUNTIME
 from orchestrator.api.schemas import BatchRequest, RequestInvalid, parse_batch_request
+from orchestrator.auth import Principal
 from orchestrator.domain.states import ServerState
+from orchestrator.errors import Forbidden, NotFound
 from orchestrator.services import batches, control
 from orchestrator.services import targets as targets_service
 
 T = TypeVar("T")
 SERVICE_TIMEOUT_S = 20.0
-MAX_SERVERS = 100_000
-# Who did it, in history and events; becomes the token's name once tokens have names.
-ACTOR = "api"
 _SERVER_PREFIX = re.compile(r"[0-9a-f-]{1,36}")
+_UUID_TEXT = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 
 
 async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -135,10 +137,11 @@ async def _targets(request: web.Request, parsed: BatchRequest) -> tuple[str, ...
         targets += [server for server in found if server not in listed]
         if not targets:
             raise RequestInvalid("invalid request", {"selector": "matched no servers"})
-    if len(targets) > MAX_SERVERS:
+    limit = request.app[RUNTIME].settings.max_servers_per_batch
+    if len(targets) > limit:
         raise RequestInvalid(
             "invalid request",
-            {"selector": f"matched {len(targets)} servers, at most {MAX_SERVERS}"},
+            {"selector": f"matched {len(targets)} servers, at most {limit} per batch"},
         )
     return tuple(targets)
 
@@ -147,6 +150,10 @@ async def _submit(
     request: web.Request, parsed: BatchRequest, *, parent_id: str | None = None
 ) -> web.Response:
     rt = request.app[RUNTIME]
+    principal = request[PRINCIPAL]
+    request[AUDIT_PROJECT] = parsed.project_id
+    if not principal.sees(parsed.project_id):
+        raise Forbidden(f"this token may not act on project {parsed.project_id}")
     spec = _Spec(parsed, await _targets(request, parsed))
     if _flag(request, "dry_run"):
         report = await targets_service.dry_run(
@@ -176,28 +183,32 @@ async def _submit(
     return web.json_response(result.batch, status=202 if result.created else 200)
 
 
-async def create_batch(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
-    payload = await _json_body(request)
-    parsed = parse_batch_request(
+def _parse(request: web.Request, payload: Any) -> BatchRequest:
+    settings = request.app[RUNTIME].settings
+    return parse_batch_request(
         payload,
-        secret_key_configured=rt.settings.secret_key is not None,
-        max_servers=MAX_SERVERS,
+        secret_key_configured=settings.secret_key is not None,
+        max_servers=settings.max_servers_per_batch,
+        notify_allowed_hosts=settings.notify_allowed_hosts,
     )
-    return await _submit(request, parsed)
+
+
+async def create_batch(request: web.Request) -> web.Response:
+    return await _submit(request, _parse(request, await _json_body(request)))
 
 
 async def pause_batch(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    body = await _json_body(request, optional=True)
-    reason = body.get("reason") if isinstance(body, dict) else None
+    batch_id = await _visible_batch_id(request)
+    body = _object_with(await _json_body(request, optional=True), {"reason"})
+    reason = body.get("reason")
     if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
         raise RequestInvalid("invalid request", {"reason": "a string of at most 500 characters"})
     view = await _in_thread(
         control.pause_batch,
         rt.sessions,
-        _batch_id(request),
-        actor=ACTOR,
+        batch_id,
+        actor=_actor(request),
         reason=reason,
         now=rt.clock(),
     )
@@ -206,16 +217,20 @@ async def pause_batch(request: web.Request) -> web.Response:
 
 async def resume_batch(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
+    batch_id = await _visible_batch_id(request)
+    _object_with(await _json_body(request, optional=True), set())
     view = await _in_thread(
-        control.resume_batch, rt.sessions, _batch_id(request), actor=ACTOR, now=rt.clock()
+        control.resume_batch, rt.sessions, batch_id, actor=_actor(request), now=rt.clock()
     )
     return web.json_response(view)
 
 
 async def cancel_batch(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
+    batch_id = await _visible_batch_id(request)
+    _object_with(await _json_body(request, optional=True), set())
     view = await _in_thread(
-        control.cancel_batch, rt.sessions, _batch_id(request), actor=ACTOR, now=rt.clock()
+        control.cancel_batch, rt.sessions, batch_id, actor=_actor(request), now=rt.clock()
     )
     return web.json_response(view)
 
@@ -224,21 +239,14 @@ async def retry_batch(request: web.Request) -> web.Response:
     """A new batch (child of this one) of the servers in the given states, same change unless
     overridden."""
     rt = request.app[RUNTIME]
-    body = await _json_body(request, optional=True)
-    if not isinstance(body, dict):
-        raise RequestInvalid("invalid request", {"body": "must be a JSON object"})
-    parent_id = _batch_id(request)
+    parent_id = await _visible_batch_id(request)
+    body = _object_with(await _json_body(request, optional=True), batches.RETRY_FIELDS)
     source = await _in_thread(batches.retry_source, rt.sessions, parent_id, body.get("states"))
     payload = batches.retry_payload(source, body)
-    parsed = parse_batch_request(
-        payload,
-        secret_key_configured=rt.settings.secret_key is not None,
-        max_servers=MAX_SERVERS,
-    )
-    return await _submit(request, parsed, parent_id=parent_id)
+    return await _submit(request, _parse(request, payload), parent_id=parent_id)
 
 
-def _limit(request: web.Request, default: int = 100, maximum: int = 1000) -> int:
+def limit_param(request: web.Request, default: int = 100, maximum: int = 1000) -> int:
     raw = request.query.get("limit")
     if raw is None:
         return default
@@ -247,15 +255,41 @@ def _limit(request: web.Request, default: int = 100, maximum: int = 1000) -> int
     return int(raw)
 
 
+def _actor(request: web.Request) -> str:
+    """Who did it, in history rows and batch events: the token's name."""
+    return request[PRINCIPAL].name
+
+
+def _object_with(body: Any, allowed: set[str] | frozenset[str]) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise RequestInvalid("invalid request", {"body": "must be a JSON object"})
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise RequestInvalid("invalid request", {name: "unknown field" for name in unknown})
+    return body
+
+
 def _batch_id(request: web.Request) -> str:
     raw = request.match_info["batch_id"]
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise web.HTTPNotFound(
-            text=json.dumps({"error": {"code": "not_found", "message": "no such batch"}}),
-            content_type="application/json",
-        ) from None
+    if not _UUID_TEXT.fullmatch(raw):
+        raise NotFound("no such batch")
+    batch_id = str(uuid.UUID(raw))
+    request[AUDIT_BATCH] = batch_id
+    return batch_id
+
+
+async def _visible_batch_id(request: web.Request) -> str:
+    """The batch of the URL, if the caller's projects include it; otherwise 404, exactly as for
+    a batch that does not exist, so that a scoped token cannot learn other projects' batches."""
+    batch_id = _batch_id(request)
+    principal: Principal = request[PRINCIPAL]
+    if principal.projects is None and request.method == "GET":
+        return batch_id  # an unscoped read needs no lookup; the service answers 404 itself
+    project = await _in_thread(batches.batch_project, request.app[RUNTIME].sessions, batch_id)
+    if project is None or not principal.sees(project):
+        raise NotFound("no such batch")
+    request[AUDIT_PROJECT] = project
+    return batch_id
 
 
 async def list_batches(request: web.Request) -> web.Response:
@@ -263,7 +297,8 @@ async def list_batches(request: web.Request) -> web.Response:
     page = await _in_thread(
         batches.list_batches,
         rt.sessions,
-        limit=_limit(request, 50, 500),
+        projects=request[PRINCIPAL].project_filter(),
+        limit=limit_param(request, 50, 500),
         cursor=request.query.get("cursor"),
     )
     return web.json_response(page)
@@ -271,11 +306,13 @@ async def list_batches(request: web.Request) -> web.Response:
 
 async def get_batch(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    return web.json_response(await _in_thread(batches.get_batch, rt.sessions, _batch_id(request)))
+    batch_id = await _visible_batch_id(request)
+    return web.json_response(await _in_thread(batches.get_batch, rt.sessions, batch_id))
 
 
 async def list_batch_servers(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
+    batch_id = await _visible_batch_id(request)
     state = request.query.get("state") or None
     if state is not None and state not in {s.value for s in ServerState}:
         raise RequestInvalid(
@@ -290,10 +327,10 @@ async def list_batch_servers(request: web.Request) -> web.Response:
     page = await _in_thread(
         batches.list_batch_servers,
         rt.sessions,
-        _batch_id(request),
+        batch_id,
         state=state,
         server_prefix=server_prefix,
-        limit=_limit(request),
+        limit=limit_param(request),
         cursor=request.query.get("cursor"),
     )
     return web.json_response(page)
@@ -302,11 +339,14 @@ async def list_batch_servers(request: web.Request) -> web.Response:
 async def server_history(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     server_id = request.match_info["server_id"].lower()
+    if not _UUID_TEXT.fullmatch(server_id):
+        raise RequestInvalid("invalid request", {"server_id": "not a server UUID"})
     page = await _in_thread(
         batches.server_history,
         rt.sessions,
         server_id,
-        limit=_limit(request, 1000, 10000),
+        projects=request[PRINCIPAL].project_filter(),
+        limit=limit_param(request, 1000, 10000),
         cursor=request.query.get("cursor"),
     )
     return web.json_response(page)

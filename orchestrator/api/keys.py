@@ -5,7 +5,13 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from orchestrator.auth import Principal
 from orchestrator.runtime import Runtime
 
 RUNTIME = web.AppKey("runtime", Runtime)
 REDIS = web.AppKey("redis", aioredis.Redis)
+# The caller of a request, set by the auth middleware for every /api/ request it lets through.
+PRINCIPAL = web.RequestKey("principal", Principal)
+# What a request turned out to be about, set by the handlers for the audit row.
+AUDIT_BATCH = web.RequestKey("audit_batch", str)
+AUDIT_PROJECT = web.RequestKey("audit_project", str)

@@ -49,6 +49,7 @@ NO_SECRET_KEY = "cannot be accepted: ORCH_SECRET_KEY is not configured on the se
 
 _CTX_SECRET_KEY = "secret_key_configured"
 _CTX_MAX_SERVERS = "max_servers"
+_CTX_ALLOWED_HOSTS = "notify_allowed_hosts"
 _DEFAULT_MAX_SERVERS = 100_000
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
@@ -339,11 +340,14 @@ class BatchRequest(BaseModel):
 
     @field_validator("notify_url")
     @classmethod
-    def _http_url_without_credentials(cls, value: str | None) -> str | None:
+    def _http_url_without_credentials(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
             problem = _url_problem(value)
             if problem:
                 _fail(problem)
+            allowed = _context(info).get(_CTX_ALLOWED_HOSTS, ())
+            if allowed and not host_allowed(urlsplit(value).hostname or "", allowed):
+                _fail("host is not in ORCH_NOTIFY_ALLOWED_HOSTS: " + ", ".join(allowed))
         return value
 
     @model_validator(mode="wrap")
@@ -426,6 +430,18 @@ def _dedupe_uuids(items: Iterable[object]) -> tuple[tuple[str, ...], list[tuple[
             errors.append(((index,), f"duplicate of servers[{first}]"))
         servers.append(server)
     return tuple(servers), errors
+
+
+def host_allowed(host: str, allowed: Iterable[str]) -> bool:
+    """`host` equals an allowed name, or ends with the suffix of a `*.example.com` entry."""
+    host = host.lower().rstrip(".")
+    for pattern in allowed:
+        pattern = pattern.lower().rstrip(".")
+        if pattern.startswith("*.") and host.endswith(pattern[1:]) and host != pattern[2:]:
+            return True
+        if host == pattern:
+            return True
+    return False
 
 
 def _url_problem(url: str) -> str | None:
@@ -532,7 +548,11 @@ def _raise_errors(errors: Iterable[tuple[Loc, str]]) -> NoReturn:
 
 
 def parse_batch_request(
-    payload: object, *, secret_key_configured: bool, max_servers: int = _DEFAULT_MAX_SERVERS
+    payload: object,
+    *,
+    secret_key_configured: bool,
+    max_servers: int = _DEFAULT_MAX_SERVERS,
+    notify_allowed_hosts: Iterable[str] = (),
 ) -> BatchRequest:
     """Validate a decoded JSON body; raise `RequestInvalid` listing every problem."""
     if max_servers < 1:
@@ -541,7 +561,11 @@ def parse_batch_request(
         raise RequestInvalid(
             "request body must be a JSON object", {"body": "must be a JSON object"}
         )
-    context = {_CTX_SECRET_KEY: secret_key_configured, _CTX_MAX_SERVERS: max_servers}
+    context = {
+        _CTX_SECRET_KEY: secret_key_configured,
+        _CTX_MAX_SERVERS: max_servers,
+        _CTX_ALLOWED_HOSTS: tuple(notify_allowed_hosts),
+    }
     problems: list[tuple[Loc, str]] = []
     try:
         return BatchRequest.model_validate(payload, context=context)

@@ -360,11 +360,23 @@ def get_batch(sessions: sessionmaker[Session], batch_id: str) -> dict[str, Any]:
     return view
 
 
+def batch_project(sessions: sessionmaker[Session], batch_id: str) -> str | None:
+    """The project a batch belongs to, or None when there is no such batch."""
+    with sessions() as session:
+        return session.scalar(select(Batch.project_id).where(Batch.id == batch_id))
+
+
 def list_batches(
-    sessions: sessionmaker[Session], *, limit: int, cursor: str | None
+    sessions: sessionmaker[Session],
+    *,
+    limit: int,
+    cursor: str | None,
+    projects: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Newest first, keyset-paged on (created_at, id)."""
+    """Newest first, keyset-paged on (created_at, id); only `projects`' batches when given."""
     query = select(Batch).order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit + 1)
+    if projects is not None:
+        query = query.where(Batch.project_id.in_(projects))
     if cursor:
         created_at, batch_id = _decode_batch_cursor(cursor)
         query = query.where(
@@ -423,15 +435,25 @@ def list_batch_servers(
 
 
 def server_history(
-    sessions: sessionmaker[Session], server_id: str, *, limit: int, cursor: str | None
+    sessions: sessionmaker[Session],
+    server_id: str,
+    *,
+    limit: int,
+    cursor: str | None,
+    projects: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Every recorded change of one server across all batches, oldest first."""
+    """Every recorded change of one server across all batches, oldest first; only the rows of
+    `projects`' batches when given."""
     query = (
         select(ServerHistory)
         .where(ServerHistory.server_id == server_id)
         .order_by(ServerHistory.id)
         .limit(limit + 1)
     )
+    if projects is not None:
+        query = query.where(
+            ServerHistory.batch_id.in_(select(Batch.id).where(Batch.project_id.in_(projects)))
+        )
     if cursor:
         query = query.where(ServerHistory.id > _decode_int_cursor(cursor))
     with sessions() as session:
@@ -490,6 +512,12 @@ class RetrySource:
     states: list[str]
 
 
+# What a retry request may say: which states to take, and what to change for the new batch.
+RETRY_FIELDS = frozenset(
+    {"states", "os_change", "policy", "cloud_init", "on_conflict", "notify_url"}
+)
+
+
 def retry_source(sessions: sessionmaker[Session], batch_id: str, states: object) -> RetrySource:
     """The parent batch and its servers in `states` (default: failed), in their order."""
     wanted = ["failed"] if states is None else states
@@ -523,14 +551,7 @@ def retry_source(sessions: sessionmaker[Session], batch_id: str, states: object)
 def retry_payload(source: RetrySource, overrides: dict[str, Any]) -> dict[str, Any]:
     """The request a retry amounts to: the parent's change and policy, with overrides."""
     parent = source.batch
-    unknown = set(overrides) - {
-        "states",
-        "os_change",
-        "policy",
-        "cloud_init",
-        "on_conflict",
-        "notify_url",
-    }
+    unknown = set(overrides) - RETRY_FIELDS
     if unknown:
         raise RequestInvalidError({name: "unknown field" for name in sorted(unknown)})
     os_change = overrides.get("os_change")

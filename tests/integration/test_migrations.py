@@ -16,6 +16,10 @@ TABLES = {
     "batch_wave_counts",
     "server_history",
     "batch_events",
+    "webhook_deliveries",
+    "webhook_attempts",
+    "api_tokens",
+    "audit_log",
     "alembic_version",
 }
 
