@@ -15,6 +15,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from orchestrator.db.models import Batch, BatchEvent, BatchServer, BatchWaveCount, ServerHistory
+from orchestrator.db.webhook_outbox import enqueue_batch_event
 from orchestrator.domain.states import (
     BatchState,
     ServerState,
@@ -226,6 +227,8 @@ def record_batch_transition(
         now=now,
         details=details,
     )
+    # The webhook rows commit or roll back with the change they report.
+    enqueue_batch_event(session, batch_id, previous=expected, state=to, reason=reason, now=now)
     return True
 
 

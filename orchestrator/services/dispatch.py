@@ -22,6 +22,7 @@ from orchestrator.db.transitions import (
     record_batch_transition,
     record_server_transitions,
 )
+from orchestrator.db.webhook_outbox import enqueue_wave_finished
 from orchestrator.domain.policy import in_flight_limit
 from orchestrator.domain.rollout import WaveStatus, budget_spent, may_open_next_wave, pauses_after
 from orchestrator.domain.states import ACTIVE_SERVER_STATES, BatchState, ServerState
@@ -251,6 +252,7 @@ def _wave_open(session: Session, batch: Batch, *, now: datetime) -> bool:
             now=now,
             details={"wave": batch.current_wave},
         )
+        enqueue_wave_finished(session, batch.id, wave=batch.current_wave, now=now)
         session.commit()
     following = {"current_wave": batch.current_wave + 1, "wave_ended_at": None}
     if pauses_after(batch.current_wave, policy.get("pause_after_waves"), batch.waves_total):
@@ -369,6 +371,9 @@ def _finish_if_done(session: Session, batch: Batch, report: TickReport, *, now: 
     details: dict[str, Any] = {
         "counts": {s.value: int(getattr(batch, f"n_{s.value}")) for s in ServerState}
     }
+    if batch.wave_ended_at is None:
+        # The last wave (or the one a cancel cut short) ends with the batch; it is told first.
+        enqueue_wave_finished(session, batch.id, wave=batch.current_wave, now=now)
     if record_batch_transition(
         session,
         batch.id,
@@ -380,7 +385,9 @@ def _finish_if_done(session: Session, batch: Batch, report: TickReport, *, now: 
         details=details,
     ):
         report.batches_finished.append(batch.id)
-    session.commit()
+        session.commit()
+    else:
+        session.rollback()  # someone else ended it, and told of its last wave
 
 
 def _lease_expired(column: Any, now: datetime, lease_s: float) -> Any:
