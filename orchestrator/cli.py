@@ -6,7 +6,6 @@ Every failure a user can cause ends in one line on stderr and a non-zero exit, n
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -31,18 +30,28 @@ class CliError(Exception):
 
 
 def _settings() -> Settings:
+    from orchestrator.credentials import load_credentials
+
     try:
-        return load_settings()
+        settings = load_settings()
+        # A credentials file open to others is refused before anything starts.
+        load_credentials(settings)
+        return settings
     except SettingsError as exc:
         raise CliError(str(exc)) from None
 
 
-def _configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+def _configure_logging(settings: Settings | None = None, log_format: str | None = None) -> None:
+    """Logs of long-running commands: JSON or text (ORCH_LOG_FORMAT), secrets redacted. A
+    command that runs without our settings (the simulator) still logs, with the defaults."""
+    from orchestrator.logs import configure_logging
+
+    if settings is None:
+        try:
+            settings = load_settings()
+        except SettingsError:
+            settings = Settings.model_construct()  # the defaults, unvalidated env aside
+    configure_logging(settings, log_format=log_format)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -62,7 +71,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     settings = _settings()
     if settings.api_token is None:
         raise CliError("ORCH_API_TOKEN is not set: the API refuses to start without a token")
-    _configure_logging()
+    _configure_logging(settings)
     web.run_app(create_app(settings), host=args.host, port=args.port, print=None, access_log=None)
     return 0
 
@@ -70,7 +79,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     """Celery workers: by default one for submissions and polls, and one process of its own for
     the tick queue, so ticks and list sweeps never wait behind a backlog of cloud calls."""
-    _settings()
+    _configure_logging(_settings())
     from orchestrator.supervise import supervise
     from workers.app import POLL_QUEUE, SUBMIT_QUEUE, TICK_QUEUE
 
@@ -108,7 +117,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_beat(args: argparse.Namespace) -> int:
-    _settings()
+    _configure_logging(_settings())
     from workers.app import app
 
     # The leader-elected scheduler keeps its schedule in memory; the file is only a formality.
@@ -120,6 +129,7 @@ def cmd_beat(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from orchestrator.ecs.simulator.cli import run_simulator
 
+    _configure_logging()
     run_simulator(args)
     return 0
 
@@ -127,6 +137,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from orchestrator.demo import DemoError, run_demo
 
+    _configure_logging(log_format="text")  # for the person watching, beside its live bars
     try:
         return run_demo(args)
     except DemoError as exc:
@@ -195,8 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from orchestrator.bench import add_bench_arguments
     from orchestrator.cli_ops import add_operator_commands
+    from orchestrator.cli_tokens import add_token_commands
 
     add_operator_commands(sub)
+    add_token_commands(sub, _settings, CliError)
 
     p = sub.add_parser("bench", help="measure the full stack against the lower bound and the peer")
     add_bench_arguments(p)

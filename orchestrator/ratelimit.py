@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import redis
 
+from orchestrator.metrics import Metrics
+
 # KEYS[1] bucket hash. ARGV: rate/s, burst, tokens wanted, penalty factor.
 # Returns milliseconds to wait (0 = granted).
 _TAKE = """
@@ -61,9 +63,14 @@ class FleetRateLimiter:
     """Shared token buckets keyed by cloud project and region."""
 
     def __init__(
-        self, client: redis.Redis, budget: RateBudget, prefix: str = "reimage:rate"
+        self,
+        client: redis.Redis,
+        budget: RateBudget,
+        prefix: str = "reimage:rate",
+        metrics: Metrics | None = None,
     ) -> None:
         self._client = client
+        self._metrics = metrics
         self._budget = budget
         self._prefix = prefix
         self._take = client.register_script(_TAKE)
@@ -86,6 +93,8 @@ class FleetRateLimiter:
         while True:
             wait = self.try_take(project_id, region)
             if wait <= 0:
+                if waited > 0 and self._metrics is not None:
+                    self._metrics.rate_wait(waited)
                 return waited
             # A refused take costs no token; sleeping the computed time is fair among waiters.
             await asyncio.sleep(wait)

@@ -11,9 +11,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.clock import Clock, utcnow
 from orchestrator.config import Settings
+from orchestrator.credentials import CredentialStore, load_credentials
 from orchestrator.db.engine import make_engine, make_session_factory
 from orchestrator.ecs.client import Credentials, EcsClient, RateGate, Timeouts
 from orchestrator.facts import FactsCache
+from orchestrator.metrics import Metrics
 from orchestrator.ratelimit import FleetRateLimiter, RateBudget
 
 
@@ -25,28 +27,31 @@ class Runtime:
     rate_gate: RateGate | None
     facts: FactsCache | None = None
     clock: Clock = field(default=utcnow)
+    # Counters shared by every process (in the same Redis as the rate budget); None: not kept.
+    metrics: Metrics | None = None
+    # Read once, when first needed; commands check the file at startup (check_credentials).
+    _credentials: CredentialStore | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, settings: Settings, *, with_rate_limit: bool = True) -> Runtime:
         engine = make_engine(settings.database_url)
         gate: RateGate | None = None
         facts: FactsCache | None = None
+        metrics: Metrics | None = None
         if with_rate_limit:
             client = redis.Redis.from_url(settings.client_redis_url, socket_timeout=5)
-            gate = FleetRateLimiter(client, RateBudget(settings.ecs_rate, settings.ecs_burst))
+            metrics = Metrics(client)
+            gate = FleetRateLimiter(
+                client, RateBudget(settings.ecs_rate, settings.ecs_burst), metrics=metrics
+            )
             facts = FactsCache(client)
-        return cls(settings, engine, make_session_factory(engine), gate, facts)
+        return cls(settings, engine, make_session_factory(engine), gate, facts, metrics=metrics)
 
-    def credentials(self) -> Credentials:
-        s = self.settings
-        return Credentials(
-            access_key=s.cloud_ak.get_secret_value() if s.cloud_ak else None,
-            secret_key=s.cloud_sk.get_secret_value() if s.cloud_sk else None,
-            security_token=(
-                s.cloud_security_token.get_secret_value() if s.cloud_security_token else None
-            ),
-            auth_token=s.cloud_auth_token.get_secret_value() if s.cloud_auth_token else None,
-        )
+    def credentials(self, project_id: str) -> Credentials:
+        """The project's own credentials (ORCH_CREDENTIALS_FILE), else the default ones."""
+        if self._credentials is None:
+            self._credentials = load_credentials(self.settings)
+        return self._credentials.for_project(project_id)
 
     def ecs_client(self, http: aiohttp.ClientSession, *, project_id: str, region: str) -> EcsClient:
         return EcsClient(
@@ -54,11 +59,12 @@ class Runtime:
             endpoint=self.settings.endpoint_for(region),
             project_id=project_id,
             region=region,
-            credentials=self.credentials(),
+            credentials=self.credentials(project_id),
             timeouts=Timeouts(
                 self.settings.ecs_connect_timeout_s, self.settings.ecs_read_timeout_s
             ),
             rate_gate=self.rate_gate,
+            metrics=self.metrics,
         )
 
     def dispose(self) -> None:

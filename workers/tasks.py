@@ -12,6 +12,7 @@ from celery import shared_task
 from celery.signals import worker_process_init
 
 from orchestrator.config import load_settings
+from orchestrator.logs import log_context
 from orchestrator.runtime import Runtime
 from orchestrator.services.dispatch import run_tick
 from orchestrator.services.polling import poll_servers
@@ -101,6 +102,9 @@ def tick_task() -> None:
         )
         if report.claimed or report.batches_finished:
             log.info("tick %s", report)
+        for batch_id in report.batches_finished:
+            with log_context(batch_id=batch_id):
+                log.info("batch finished")
     finally:
         with contextlib.suppress(redis.exceptions.LockError):
             lock.release()

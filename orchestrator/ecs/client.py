@@ -18,6 +18,14 @@ import aiohttp
 from orchestrator.ecs import signer
 from orchestrator.ecs.errors import EcsError, OutcomeUnknown, Retryable, classify
 from orchestrator.ecs.models import Job, OsChange, Server
+from orchestrator.metrics import (
+    CHANGEOS_CALLS,
+    ECS_REQUESTS,
+    THROTTLED,
+    Definition,
+    Metrics,
+    changeos_result,
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,7 @@ class EcsClient:
         credentials: Credentials,
         timeouts: Timeouts | None = None,
         rate_gate: RateGate | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._session = session
         self._endpoint = endpoint.rstrip("/")
@@ -74,12 +83,24 @@ class EcsClient:
             total=None, sock_connect=timeouts.connect_s, sock_read=timeouts.read_s
         )
         self._rate_gate = rate_gate
+        self._metrics = metrics
 
     async def change_os(self, server_id: str, change: OsChange, *, cloud_init: bool) -> str:
         """Send changeos; answer the cloud's job id. The OS is changed only when the job ends."""
         version = "v2" if cloud_init else "v1"
         path = f"/{version}/{self._project_id}/cloudservers/{quote(server_id, safe='')}/changeos"
-        status, body, headers = await self._call("POST", path, body=change.to_body())
+        try:
+            job_id = await self._change_os(path, change)
+        except EcsError as exc:
+            self._count(CHANGEOS_CALLS, {"result": changeos_result(exc)})
+            raise
+        self._count(CHANGEOS_CALLS, {"result": changeos_result(None)})
+        return job_id
+
+    async def _change_os(self, path: str, change: OsChange) -> str:
+        status, body, headers = await self._call(
+            "POST", path, body=change.to_body(), operation="changeos"
+        )
         job_id = body.get("job_id") if isinstance(body, dict) else None
         if isinstance(job_id, str) and job_id:
             return job_id
@@ -97,12 +118,12 @@ class EcsClient:
 
     async def show_job(self, job_id: str) -> Job:
         path = f"/v1/{self._project_id}/jobs/{quote(job_id, safe='')}"
-        _, body, _ = await self._call("GET", path)
+        _, body, _ = await self._call("GET", path, operation="job")
         return Job.from_body(body if isinstance(body, dict) else {})
 
     async def show_server(self, server_id: str) -> Server:
         path = f"/v1/{self._project_id}/cloudservers/{quote(server_id, safe='')}"
-        _, body, _ = await self._call("GET", path)
+        _, body, _ = await self._call("GET", path, operation="server")
         server = body.get("server") if isinstance(body, dict) else None
         return Server.from_body(server if isinstance(server, dict) else {})
 
@@ -116,7 +137,7 @@ class EcsClient:
             query = [*sorted((filters or {}).items()), ("limit", str(page_size))]
             if marker:
                 query.append(("marker", marker))
-            _, body, _ = await self._call("GET", path, query=query)
+            _, body, _ = await self._call("GET", path, query=query, operation="list")
             page = body.get("servers") if isinstance(body, dict) else None
             servers = [Server.from_body(s) for s in page if isinstance(s, dict)] if page else []
             for server in servers:
@@ -158,6 +179,7 @@ class EcsClient:
         *,
         query: list[tuple[str, str]] | None = None,
         body: dict[str, Any] | None = None,
+        operation: str,
     ) -> tuple[int, Any, dict[str, str]]:
         query = query or []
         raw = json.dumps(body).encode() if body is not None else b""
@@ -173,11 +195,14 @@ class EcsClient:
                 status = response.status
                 response_headers = {k: v for k, v in response.headers.items()}
         except aiohttp.ClientConnectorError as exc:
+            self._count(ECS_REQUESTS, {"operation": operation, "status": "error"})
             # Refused or unreachable before a byte was sent: safe to retry any call.
             raise Retryable(code="Connection.Failed", message=type(exc).__name__) from None
         except (TimeoutError, aiohttp.ClientError) as exc:
+            self._count(ECS_REQUESTS, {"operation": operation, "status": "error"})
             cls = OutcomeUnknown if method == "POST" else Retryable
             raise cls(code="Connection.Lost", message=type(exc).__name__ or "timeout") from None
+        self._count(ECS_REQUESTS, {"operation": operation, "status": str(status)})
         request_id = response_headers.get("X-Request-Id")
         if 200 <= status < 300:
             return status, _json_or_empty(payload), response_headers
@@ -187,7 +212,13 @@ class EcsClient:
         throttled = status == 429 or error.code in ("APIGW.0308", "APIG.0308", "Common.1503")
         if throttled and self._rate_gate is not None:
             self._rate_gate.penalise(self._project_id, self._region)
+        if status == 429:
+            self._count(THROTTLED, {})
         raise error
+
+    def _count(self, definition: Definition, labels: dict[str, str]) -> None:
+        if self._metrics is not None:
+            self._metrics.inc(definition, labels)
 
 
 def _json_or_empty(payload: bytes) -> Any:

@@ -7,9 +7,10 @@ lost answer, or whose job the cloud already purged) is followed through the serv
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -23,6 +24,7 @@ from orchestrator.ecs.client import EcsClient
 from orchestrator.ecs.errors import ConfigError, JobGone, Rejected, Retryable
 from orchestrator.ecs.models import Job, Server
 from orchestrator.facts import SERVERS_PER_PAGE_WORTH_IT
+from orchestrator.logs import log_context
 from orchestrator.runtime import Runtime
 from orchestrator.services.control import pause_for_config_error
 
@@ -30,6 +32,8 @@ MAX_CONCURRENT_POLLS = 32
 # A finished job's server check waits this long at most for a list sweep, asking again so often.
 MAX_WAIT_FOR_SWEEP_S = 15.0
 SWEEP_RETRY_S = 1.5
+
+log = logging.getLogger("reimage.polling")
 
 
 async def poll_servers(rt: Runtime, batch_server_ids: list[int]) -> dict[str, int]:
@@ -60,7 +64,8 @@ async def poll_servers(rt: Runtime, batch_server_ids: list[int]) -> dict[str, in
             if key not in clients:
                 clients[key] = rt.ecs_client(http, project_id=key[0], region=key[1])
             async with limit:
-                return await poll_one(rt, clients[key], row, batch)
+                with log_context(batch_id=batch.id, server_id=row.server_id, job_id=row.job_id):
+                    return await poll_one(rt, clients[key], row, batch)
 
         for outcome in await asyncio.gather(*(one(r) for r in rows)):
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
@@ -351,6 +356,16 @@ def _end(
                 update(Batch).where(Batch.id == row.batch_id).values(n_broken=Batch.n_broken + 1)
             )
         session.commit()
+    if moved:
+        log.info(
+            "job ended",
+            extra={"state": to.value, "reason": reason, "code": values.get("error_code")},
+        )
+        if isinstance(job, dict) and rt.metrics is not None:
+            # Noticed when the final job body was first seen (kept before the server check).
+            seen = (row.job_result or {}).get("seen_at")
+            noticed = datetime.fromtimestamp(float(seen), UTC) if seen else now
+            rt.metrics.job_ended(job, noticed_at=noticed, submitted_at=row.submitted_at)
     return to.value
 
 

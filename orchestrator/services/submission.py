@@ -9,6 +9,7 @@ call goes out only when the server is idle and still on its old image.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from orchestrator.domain.timing import first_poll_delay_s, retry_delay_s
 from orchestrator.ecs.client import EcsClient
 from orchestrator.ecs.errors import ConfigError, EcsError, OutcomeUnknown, Rejected, Retryable
 from orchestrator.ecs.models import OsChange, Server
+from orchestrator.logs import log_context
 from orchestrator.runtime import Runtime
 from orchestrator.sealing import SealError, unseal
 from orchestrator.services.control import pause_for_config_error
@@ -34,6 +36,8 @@ from orchestrator.services.control import pause_for_config_error
 PREFLIGHT_MAX_AGE_S = 30.0
 # With backoff capped at two minutes, about an hour of trying before a server is given up.
 MAX_SUBMIT_RETRIES = 30
+
+log = logging.getLogger("reimage.submission")
 
 
 @dataclass(frozen=True)
@@ -68,11 +72,12 @@ async def submit_server(rt: Runtime, batch_server_id: int) -> str:
     if row.next_attempt_at is not None and row.next_attempt_at > now:
         _release_dispatch(rt, row.id)
         return "not_due"
-    async with aiohttp.ClientSession() as http:
-        client = rt.ecs_client(http, project_id=batch.project_id, region=batch.region)
-        if row.call_started_at is not None:
-            return await reconcile(rt, client, row, batch)
-        return await _send_changeos(rt, client, row, batch)
+    with log_context(batch_id=batch.id, server_id=row.server_id):
+        async with aiohttp.ClientSession() as http:
+            client = rt.ecs_client(http, project_id=batch.project_id, region=batch.region)
+            if row.call_started_at is not None:
+                return await reconcile(rt, client, row, batch)
+            return await _send_changeos(rt, client, row, batch)
 
 
 def _release_dispatch(rt: Runtime, row_id: int) -> None:
@@ -179,15 +184,20 @@ async def _send_changeos(rt: Runtime, client: EcsClient, row: BatchServer, batch
     try:
         job_id = await client.change_os(row.server_id, change, cloud_init=batch.cloud_init)
     except OutcomeUnknown as exc:
+        _log_refused(exc, attempt)
         return _record_unknown(rt, row, attempt, exc)
     except Retryable as exc:
+        _log_refused(exc, attempt)
         return _schedule_retry(rt, row, attempt, exc)
     except ConfigError as exc:
+        _log_refused(exc, attempt)
         pause_for_config_error(rt, batch.id, f"cloud refused our credentials: {exc}")
         _release(rt, row, "config_error", exc.as_details(), guard_attempt=attempt)
         return "config_error"
     except Rejected as exc:
+        _log_refused(exc, attempt)
         return _fail(rt, row, exc, reason="rejected", attempt=attempt)
+    log.info("server submitted", extra={"job_id": job_id, "attempt": attempt})
     now = rt.clock()
     poll_in = first_poll_delay_s(
         float(batch.policy.get("poll_interval_s", 10)), batch.expected_job_s
@@ -213,6 +223,16 @@ async def _send_changeos(rt: Runtime, client: EcsClient, row: BatchServer, batch
         details={"job_id": job_id, "attempt": attempt},
     )
     return "accepted"
+
+
+def _log_refused(exc: EcsError, attempt: int) -> None:
+    """The cloud's code and class only: its message may quote our request, never a secret."""
+    level = logging.INFO if isinstance(exc, Retryable) else logging.WARNING
+    log.log(
+        level,
+        "changeos refused",
+        extra={"code": exc.code, "error_class": type(exc).__name__, "attempt": attempt},
+    )
 
 
 async def _preflight(rt: Runtime, client: EcsClient, row: BatchServer, batch: Batch) -> str | None:
