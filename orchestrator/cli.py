@@ -81,7 +81,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     the tick queue, so ticks and list sweeps never wait behind a backlog of cloud calls."""
     _configure_logging(_settings())
     from orchestrator.supervise import supervise
-    from workers.app import POLL_QUEUE, SUBMIT_QUEUE, TICK_QUEUE
+    from workers.app import POLL_QUEUE, SUBMIT_QUEUE, TICK_QUEUE, WEBHOOK_QUEUE
 
     def celery(queues: str, concurrency: int, name: str) -> tuple[str, list[str]]:
         return name, [
@@ -101,7 +101,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             f"{name}@%h",
         ]
 
-    everything = f"{SUBMIT_QUEUE},{POLL_QUEUE},{TICK_QUEUE}"
+    everything = f"{SUBMIT_QUEUE},{POLL_QUEUE},{TICK_QUEUE},{WEBHOOK_QUEUE}"
     if not args.supervise:
         import os
 
@@ -112,6 +112,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         [
             celery(f"{SUBMIT_QUEUE},{POLL_QUEUE}", args.concurrency, "work"),
             celery(TICK_QUEUE, 1, "control"),
+            # Its own process: a slow webhook receiver delays neither ticks nor cloud calls.
+            celery(WEBHOOK_QUEUE, 1, "webhooks"),
         ]
     )
 

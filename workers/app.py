@@ -20,7 +20,10 @@ from orchestrator.logs import configure_logging
 SUBMIT_QUEUE = "reimage.submit"
 POLL_QUEUE = "reimage.poll"
 TICK_QUEUE = "reimage.tick"
-ALL_QUEUES = (SUBMIT_QUEUE, POLL_QUEUE, TICK_QUEUE)
+# Webhook sends wait on other people's servers (up to 10 s each): never in front of a tick.
+WEBHOOK_QUEUE = "reimage.webhooks"
+ALL_QUEUES = (SUBMIT_QUEUE, POLL_QUEUE, TICK_QUEUE, WEBHOOK_QUEUE)
+WEBHOOK_INTERVAL_S = 2.0
 
 
 def create_celery_app(settings: Settings) -> Celery:
@@ -47,6 +50,7 @@ def create_celery_app(settings: Settings) -> Celery:
             # Sweeps are few and others wait on them: the short tick queue, not behind polls.
             "reimage.sweep_facts": {"queue": TICK_QUEUE, "routing_key": TICK_QUEUE},
             "reimage.tick": {"queue": TICK_QUEUE, "routing_key": TICK_QUEUE},
+            "reimage.deliver_webhooks": {"queue": WEBHOOK_QUEUE, "routing_key": WEBHOOK_QUEUE},
         },
         # Far above the longest task (one HTTP call, or one round of polls): a message is
         # redelivered only when its worker really vanished.
@@ -62,7 +66,13 @@ def create_celery_app(settings: Settings) -> Celery:
                 "schedule": timedelta(seconds=settings.tick_seconds),
                 # A tick nobody ran in time is worthless: the next one does the same work.
                 "options": {"expires": max(1.0, settings.tick_seconds * 5)},
-            }
+            },
+            "reimage-webhooks": {
+                "task": "reimage.deliver_webhooks",
+                "schedule": timedelta(seconds=WEBHOOK_INTERVAL_S),
+                # The next run sends whatever a dropped one would have: no backlog of runs.
+                "options": {"expires": WEBHOOK_INTERVAL_S * 5},
+            },
         },
     )
     return app

@@ -12,15 +12,18 @@ from celery import shared_task
 from celery.signals import worker_process_init
 
 from orchestrator.config import load_settings
+from orchestrator.db.webhook_outbox import configure_global_url
 from orchestrator.logs import log_context
 from orchestrator.runtime import Runtime
 from orchestrator.services.dispatch import run_tick
 from orchestrator.services.polling import poll_servers
 from orchestrator.services.submission import submit_server, submit_servers
 from orchestrator.services.sweep import sweep_facts
+from orchestrator.services.webhooks import deliver_due
 
 log = logging.getLogger("reimage.worker")
 
+WEBHOOKS_PER_RUN = 200
 _runtime: Runtime | None = None
 _runtime_pid: int | None = None
 
@@ -30,6 +33,7 @@ def runtime() -> Runtime:
     global _runtime, _runtime_pid
     if _runtime is None or _runtime_pid != os.getpid():
         _runtime = Runtime.build(load_settings())
+        configure_global_url(_runtime.sessions, _runtime.settings.notify_url)
         _runtime_pid = os.getpid()
     return _runtime
 
@@ -77,6 +81,16 @@ def sweep_facts_task(project_id: str, region: str) -> int:
     seen = asyncio.run(sweep_facts(runtime(), project_id, region))
     log.info("sweep %s/%s servers=%d", project_id, region, seen)
     return seen
+
+
+@shared_task(name="reimage.deliver_webhooks")
+def deliver_webhooks_task() -> dict[str, int]:
+    """Send the webhook deliveries that are due; overlapping runs are safe (claims are CAS)."""
+    rt = runtime()
+    report = deliver_due(rt, now=rt.clock(), limit=WEBHOOKS_PER_RUN)
+    if report.sent:
+        log.info("webhooks %s", report)
+    return {"delivered": report.delivered, "retrying": report.retrying, "failed": report.failed}
 
 
 @shared_task(name="reimage.tick")

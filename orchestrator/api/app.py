@@ -15,6 +15,7 @@ from orchestrator.api.keys import REDIS, RUNTIME
 from orchestrator.api.metrics_handler import metrics
 from orchestrator.api.routes import route_defs
 from orchestrator.config import Settings
+from orchestrator.db.webhook_outbox import configure_global_url
 from orchestrator.runtime import Runtime
 from orchestrator.web import add_web_routes
 
@@ -27,6 +28,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         rt = runtime or Runtime.build(settings)
+        configure_global_url(rt.sessions, settings.notify_url)  # batches it changes notify it
         app[RUNTIME] = rt
         app[REDIS] = aioredis.Redis.from_url(
             settings.client_redis_url, socket_timeout=2, socket_connect_timeout=2

@@ -22,11 +22,13 @@ from orchestrator.db.models import (
     UtcDateTime,
 )
 from orchestrator.db.transitions import record_batch_event
+from orchestrator.db.webhook_outbox import enqueue_batch_event
 from orchestrator.domain.rollout import wave_of_each
 from orchestrator.domain.states import ACTIVE_SERVER_STATES, BatchState, ServerState
 from orchestrator.errors import Conflict, NotFound, ServiceError
 from orchestrator.sealing import seal
 from orchestrator.services.views import batch_view, history_view, server_view
+from orchestrator.services.webhooks import delivery_counts
 
 CHUNK = 1000
 
@@ -165,6 +167,7 @@ def _insert_batch(
             current_wave=1,
             waves_total=max(waves, default=1),
             selector=spec.selector_json(),
+            notify_url=_notify_url(spec),
             parent_id=parent_id,
             idempotency_key=idempotency_key,
             request_fingerprint=fingerprint,
@@ -182,6 +185,18 @@ def _insert_batch(
         now=now,
         details={"total": total, "skipped_conflicts": len(skipped), "parent_id": parent_id},
     )
+    enqueue_batch_event(
+        session, batch_id, previous=None, state=BatchState.PENDING, reason="accepted", now=now
+    )
+
+
+def _notify_url(spec: BatchSpec) -> str | None:
+    # The API's spec wraps the validated request, which holds notify_url; accept either.
+    for source in (spec, getattr(spec, "request", None)):
+        url = getattr(source, "notify_url", None)
+        if isinstance(url, str) and url:
+            return url
+    return None
 
 
 def _insert_servers(
@@ -350,6 +365,7 @@ def get_batch(sessions: sessionmaker[Session], batch_id: str) -> dict[str, Any]:
             )
         ).all()
         view = batch_view(batch)
+        view["webhooks"] = delivery_counts(session, batch_id)
     waves: dict[int, dict[str, int]] = {}
     for wave, state, n in per_wave:
         waves.setdefault(wave, {s.value: 0 for s in ServerState})[state] = int(n)
@@ -578,6 +594,8 @@ def retry_payload(source: RetrySource, overrides: dict[str, Any]) -> dict[str, A
     for name in ("on_conflict", "notify_url"):
         if name in overrides:
             payload[name] = overrides[name]
+    if "notify_url" not in overrides and parent.get("notify_url"):
+        payload["notify_url"] = parent["notify_url"]  # the child reports where its parent did
     return payload
 
 

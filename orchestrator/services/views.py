@@ -42,6 +42,7 @@ def batch_view(batch: Batch) -> dict[str, Any]:
         "abort_reason": batch.abort_reason,
         "selector": batch.selector,
         "parent_id": batch.parent_id,
+        "notify_url": batch.notify_url,
         "has_secrets": batch.sealed_secrets is not None,
         "created_at": iso(batch.created_at),
         "updated_at": iso(batch.updated_at),

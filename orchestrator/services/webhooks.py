@@ -258,9 +258,7 @@ def _record(
     elif final:
         changes["state"] = FAILED
     else:
-        changes["next_attempt_at"] = now + timedelta(
-            seconds=retry_delay_s(claimed.attempt, jitter)
-        )
+        changes["next_attempt_at"] = now + timedelta(seconds=retry_delay_s(claimed.attempt, jitter))
     with sessions() as session:
         # Only the claimer of this attempt may settle it (the attempt count is the guard).
         session.execute(
