@@ -113,8 +113,6 @@ class Batch(Base):
     expected_job_s: Mapped[float | None] = mapped_column(Float)
     # Called (besides ORCH_NOTIFY_URL) on every state change and wave end; see webhooks.
     notify_url: Mapped[str | None] = mapped_column(String(2048))
-    # Called (besides ORCH_NOTIFY_URL) on every state change and wave end; see webhooks.
-    notify_url: Mapped[str | None] = mapped_column(String(2048))
     parent_id: Mapped[str | None] = mapped_column(String(36))
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
@@ -240,51 +238,6 @@ class BatchEvent(Base):
     details: Mapped[dict[str, Any]]
 
     __table_args__ = (Index("ix_batch_events_batch_id_id", "batch_id", "id"),)
-
-
-class WebhookDelivery(Base):
-    """The outbox: one event for one URL, written with the change it reports, sent later."""
-
-    __tablename__ = "webhook_deliveries"
-
-    # Increasing, so deliveries of one batch to one URL go out in the order they were written.
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
-    url: Mapped[str] = mapped_column(String(2048))
-    event: Mapped[str] = mapped_column(String(40))
-    payload: Mapped[dict[str, Any]]
-    # pending (to send, or being sent), delivered, failed (gave up).
-    state: Mapped[str] = mapped_column(String(16))
-    # Attempts started, counted when an attempt is claimed (before the request is sent).
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime]
-    last_status: Mapped[int | None] = mapped_column(Integer)
-    last_error: Mapped[str | None] = mapped_column(String(200))
-    created_at: Mapped[datetime]
-    delivered_at: Mapped[datetime | None]
-
-    __table_args__ = (
-        Index("ix_webhook_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
-        Index("ix_webhook_deliveries_batch_id_id", "batch_id", "id"),
-    )
-
-
-class WebhookAttempt(Base):
-    """Append-only: one row per attempt to send a delivery, and what came of it."""
-
-    __tablename__ = "webhook_attempts"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    delivery_id: Mapped[int] = mapped_column(
-        ForeignKey("webhook_deliveries.id", ondelete="CASCADE")
-    )
-    attempt: Mapped[int] = mapped_column(Integer)
-    at: Mapped[datetime]
-    status_code: Mapped[int | None] = mapped_column(Integer)
-    error: Mapped[str | None] = mapped_column(String(200))
-    duration_ms: Mapped[int] = mapped_column(Integer)
-
-    __table_args__ = (Index("ix_webhook_attempts_delivery_id_id", "delivery_id", "id"),)
 
 
 class WebhookDelivery(Base):

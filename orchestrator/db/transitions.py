@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 
 from orchestrator.db.models import Batch, BatchEvent, BatchServer, BatchWaveCount, ServerHistory
 from orchestrator.db.webhook_outbox import enqueue_batch_event
-from orchestrator.db.webhook_outbox import enqueue_batch_event
 from orchestrator.domain.states import (
     BatchState,
     ServerState,

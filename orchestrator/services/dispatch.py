@@ -23,7 +23,6 @@ from orchestrator.db.transitions import (
     record_server_transitions,
 )
 from orchestrator.db.webhook_outbox import enqueue_wave_finished
-from orchestrator.db.webhook_outbox import enqueue_wave_finished
 from orchestrator.domain.policy import in_flight_limit
 from orchestrator.domain.rollout import WaveStatus, budget_spent, may_open_next_wave, pauses_after
 from orchestrator.domain.states import ACTIVE_SERVER_STATES, BatchState, ServerState
