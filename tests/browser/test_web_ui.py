@@ -1,0 +1,398 @@
+"""The operator page in a real browser: Debian's Chromium driven by Playwright against the real
+stack (API, worker, beat and simulator processes, PostgreSQL, Redis).
+
+The tests run in file order and share one browser page, one stack and one batch: they follow an
+operator through sign-in, a batch mid-run (pause, explore the failures while paused, resume to
+the end, retry) and a second batch they cancel. Each step's screenshot goes to
+test-artifacts/screenshots/; two of them are kept in docs/screenshots/ for the README.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from sqlalchemy import create_engine, text
+
+from orchestrator.db.migrate import upgrade
+from orchestrator.ecs.simulator.shared import unit_hash
+from tests.conftest import PG_ADMIN_URL, REDIS_TEST_URL, _pg_database
+from tests.integration.stack import FullStack, http, start_full_stack
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+DOCS_SHOTS = ROOT / "docs" / "screenshots"
+TOKEN = "web-ui-token-abcdefghijklmnop"
+AK, SK = "WEBUIACCESSKEY000001", "web-ui-secret-key-00000000000000000000001"
+PROJECT = "0605767bd8b5d3f92f0ac0123456789a"
+SEED, FAIL_RATIO = 7, 0.25
+JOB_FAIL_CODE = "Ecs.0202"  # what the simulator's failing jobs answer
+TERMINAL = {"succeeded", "partially_failed", "aborted", "cancelled"}
+# Batch A: 18 servers in waves of 6, 9 and 3, three at a time; these positions fail.
+A_SIZE, A_FAILING = 18, {1, 4, 10, 15}
+UI_TIMEOUT_MS = 15_000
+
+
+def servers_where(size: int, failing: set[int]) -> list[str]:
+    """Fresh server ids, those at `failing` positions being ones the simulator fails."""
+    chosen: list[str] = []
+    while len(chosen) < size:
+        candidate = str(uuid.uuid4())
+        fails = unit_hash(SEED, candidate, "fail") < FAIL_RATIO
+        if fails == (len(chosen) in failing):
+            chosen.append(candidate)
+    return chosen
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FullStack]:
+    directory = tmp_path_factory.mktemp("web-ui")
+    name = f"reimage_w_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    database_url = _pg_database(name)
+    upgrade(database_url)
+    redis_url = REDIS_TEST_URL.rsplit("/", 1)[0] + "/12"  # a database of its own: own queues
+    redis.Redis.from_url(redis_url).flushdb()
+    full = start_full_stack(
+        directory,
+        database_url=database_url,
+        redis_url=redis_url,
+        token=TOKEN,
+        ak=AK,
+        sk=SK,
+        project_id=PROJECT,
+        simulator_args=[
+            *("--job-seconds", "2.5", "--job-seconds-spread", "0.2"),
+            *("--fail-ratio", str(FAIL_RATIO), "--seed", str(SEED)),
+        ],
+        extra_env={"ORCH_ECS_RATE": "500", "ORCH_ECS_BURST": "500"},
+    )
+    try:
+        yield full
+    finally:
+        full.processes.stop_all()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def api(stack: FullStack, method: str, path: str, body: Any = None) -> Any:
+    status, answer = http(method, f"{stack.api_url}/api/v1{path}", token=TOKEN, body=body)
+    assert status in (200, 202), (status, answer)
+    return answer
+
+
+def submit(stack: FullStack, servers: list[str], **policy: Any) -> dict[str, Any]:
+    body = {
+        "project_id": PROJECT,
+        "region": "cn-north-4",
+        "servers": servers,
+        "os_change": {
+            "imageid": "e215580f-73ad-429d-b6f2-5433947433b0",
+            "keyname": "KeyPair-web",
+            "mode": "withStopServer",
+        },
+        "policy": {"poll_interval_s": 1, "job_timeout_s": 300, **policy},
+    }
+    return api(stack, "POST", "/batches", body)  # type: ignore[no-any-return]
+
+
+def accepted(stack: FullStack, servers: list[str]) -> int:
+    stats = http("GET", f"{stack.sim_url}/_sim/stats")[1]
+    return sum(stats["changeos_accepted"].get(s, 0) for s in servers)
+
+
+def wait_api(stack: FullStack, batch_id: str, ok: Any, timeout_s: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stack.processes.assert_alive()
+        batch = api(stack, "GET", f"/batches/{batch_id}")
+        if ok(batch):
+            return batch  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, batch
+        time.sleep(0.25)
+
+
+@pytest.fixture(scope="module")
+def batch_a(stack: FullStack) -> dict[str, Any]:
+    """Started before the browser opens, so it is running by the time the operator looks."""
+    servers = servers_where(A_SIZE, A_FAILING)
+    batch = submit(stack, servers, max_in_flight=3, waves=[6, "50%"])
+    return {"id": batch["id"], "servers": servers}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing (CI installs Debian's chromium)")
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser: Browser, stack: FullStack, batch_a: dict[str, Any]) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    expect.set_options(timeout=UI_TIMEOUT_MS)
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda exc: errors.append(str(exc)))
+    opened.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    opened.goto(stack.api_url + "/")
+    yield opened
+    context.close()
+    # A script error or a CSP violation shows up on the console: the page must have none.
+    # The browser itself logs the answers the tests provoke (the wrong token, the conflict).
+    expected = re.compile(r"status of (401 \(Unauthorized\)|409 \(Conflict\))")
+    assert [e for e in errors if not expected.search(e)] == []
+
+
+def shot(page: Page, name: str, *, docs: str | None = None) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+    if docs:
+        DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(DOCS_SHOTS / docs))
+
+
+def sign_in(page: Page) -> None:
+    if page.get_by_test_id("sign-in").is_visible():
+        page.get_by_test_id("token-input").fill(TOKEN)
+        page.get_by_test_id("sign-in-submit").click()
+    expect(page.get_by_test_id("sign-out")).to_be_visible()
+
+
+def count(page: Page, state: str) -> int:
+    return int(page.get_by_test_id(f"count-{state}").inner_text())
+
+
+def test_page_and_api_answers_carry_the_security_headers(stack: FullStack) -> None:
+    with urllib.request.urlopen(stack.api_url + "/", timeout=5) as response:
+        headers = response.headers
+        body = response.read().decode()
+    csp = headers["Content-Security-Policy"]
+    assert "default-src 'self'" in csp and "script-src 'self'" in csp
+    assert "frame-ancestors 'none'" in csp and "style-src 'self'" in csp
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert headers["Content-Type"].startswith("text/html")
+    assert "<script>" not in body and "style=" not in body  # nothing inline for the CSP to block
+    with urllib.request.urlopen(stack.api_url + "/static/app.js", timeout=5) as response:
+        assert response.headers["Content-Type"].startswith("text/javascript")
+        assert response.headers["Cache-Control"] == "no-cache"
+    for path in ("/static/..%2F__init__.py", "/static/nope.js", "/static/%2e%2e"):
+        status, _ = http("GET", stack.api_url + path)
+        assert status == 404, path
+    request = urllib.request.Request(stack.api_url + "/api/v1/batches")
+    try:
+        urllib.request.urlopen(request, timeout=5)
+        raise AssertionError("the API answered without a token")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 401
+        assert exc.headers["X-Frame-Options"] == "DENY"
+
+
+def test_sign_in_refuses_a_wrong_token_then_lists_the_batch(
+    page: Page, batch_a: dict[str, Any]
+) -> None:
+    expect(page.get_by_test_id("sign-in")).to_be_visible()
+    page.get_by_test_id("token-input").fill("not-the-token")
+    page.get_by_test_id("sign-in-submit").click()
+    expect(page.get_by_test_id("sign-in-message")).to_contain_text("not accepted")
+    shot(page, "01-sign-in-refused")
+    sign_in(page)
+    assert page.evaluate("sessionStorage.getItem('reimage.api-token')") == TOKEN
+    assert page.context.cookies() == []  # the token is never a cookie
+    row = page.locator(f"[data-testid=batch-row][data-batch-id='{batch_a['id']}']")
+    expect(row).to_be_visible()
+    expect(row.get_by_test_id("batch-link")).to_have_text(batch_a["id"][:8])
+    expect(row.get_by_test_id("state-badge")).to_have_text(re.compile("pending|running"))
+    expect(row.get_by_test_id("progress-bar")).to_be_visible()
+    shot(page, "02-batch-list")
+
+
+def test_batch_page_mid_run_then_pause_freezes_submissions(
+    page: Page, stack: FullStack, batch_a: dict[str, Any]
+) -> None:
+    sign_in(page)
+    page.locator(f"[data-testid=batch-row][data-batch-id='{batch_a['id']}']").get_by_test_id(
+        "batch-link"
+    ).click()
+    expect(page).to_have_url(re.compile(f"#/batches/{batch_a['id']}$"))
+    expect(page.get_by_test_id("batch-id")).to_have_text(batch_a["id"])
+    expect(page.get_by_test_id("waves-total")).to_have_text("3")
+    expect(page.get_by_test_id("max-in-flight")).to_have_text("3")
+    expect(page.get_by_test_id("budget-allowed")).to_have_text("no limit")
+    # Live updates: the page follows the run without a reload until two servers have failed.
+    expect(page.get_by_test_id("count-failed")).to_have_text(re.compile("[2-9]"), timeout=30_000)
+    expect(page.get_by_test_id("batch-state")).to_have_text("running")
+    expect(page.get_by_test_id("action-resume")).to_be_hidden()
+    expect(page.get_by_test_id("action-retry")).to_be_hidden()
+    shot(page, "03-batch-running", docs="batch.png")
+
+    page.get_by_test_id("action-pause").click()
+    expect(page.get_by_test_id("batch-state")).to_have_text("paused")
+    expect(page.get_by_test_id("pause-reason")).to_contain_text("Paused")
+    expect(page.get_by_test_id("action-pause")).to_be_hidden()
+    expect(page.get_by_test_id("action-resume")).to_be_visible()
+    shot(page, "04-batch-paused")
+    # What was in flight ends; nothing new is sent to the cloud while paused.
+    paused = wait_api(
+        stack, batch_a["id"], lambda b: b["counts"]["submitting"] + b["counts"]["running"] == 0
+    )
+    assert paused["state"] == "paused"
+    sent = accepted(stack, batch_a["servers"])
+    time.sleep(3)
+    assert accepted(stack, batch_a["servers"]) == sent < A_SIZE
+    later = api(stack, "GET", f"/batches/{batch_a['id']}")
+    assert later["counts"] == paused["counts"] and later["state"] == "paused"
+    expect(page.get_by_test_id("count-pending")).to_have_text(str(later["counts"]["pending"]))
+
+
+def test_filter_search_and_a_failed_servers_timeline(
+    page: Page, stack: FullStack, batch_a: dict[str, Any]
+) -> None:
+    sign_in(page)
+    page.goto(f"{stack.api_url}/#/batches/{batch_a['id']}")
+    rows = page.get_by_test_id("server-row")
+    expect(rows).to_have_count(A_SIZE)
+    failed = [
+        s
+        for s in api(stack, "GET", f"/batches/{batch_a['id']}/servers?state=failed")["items"]
+        if s["state"] == "failed"
+    ]
+    assert len(failed) >= 2
+
+    page.get_by_test_id("state-filter").select_option("failed")
+    expect(rows).to_have_count(len(failed))
+    for state in rows.evaluate_all("rows => rows.map(r => r.dataset.state)"):
+        assert state == "failed"
+    expect(rows.first.get_by_test_id("error-code")).to_have_text(JOB_FAIL_CODE)
+
+    target = failed[-1]["server_id"]
+    prefix = target[:6]
+    expected = [s for s in failed if s["server_id"].startswith(prefix)]
+    page.get_by_test_id("server-search").fill(prefix)
+    expect(rows).to_have_count(len(expected))
+    expect(rows.first).to_have_attribute("data-server-id", expected[0]["server_id"])
+    shot(page, "05-servers-filtered")
+    # The batch is paused, not ended: the page keeps polling; what was typed stays.
+    page.wait_for_timeout(2500)
+    expect(page.get_by_test_id("server-search")).to_have_value(prefix)
+    expect(page.get_by_test_id("state-filter")).to_have_value("failed")
+    expect(rows).to_have_count(len(expected))
+
+    page.get_by_test_id("server-search").fill("zz")
+    expect(page.get_by_test_id("search-hint")).to_be_visible()
+    page.get_by_test_id("server-search").fill(target)
+    expect(rows).to_have_count(1)
+    rows.first.get_by_test_id("server-link").click()
+
+    expect(page).to_have_url(re.compile(f"#/servers/{target}$"))
+    expect(page.get_by_test_id("server-id")).to_have_text(target)
+    history = api(stack, "GET", f"/servers/{target}/history")["items"]
+    expect(page.get_by_test_id("history-row")).to_have_count(len(history))
+    ending = page.locator("[data-testid=history-row][data-to-state=failed]")
+    expect(ending.get_by_test_id("cloud-code")).to_have_text(JOB_FAIL_CODE)
+    expect(ending.get_by_test_id("cloud-message")).to_contain_text("system disk")
+    expect(ending.get_by_test_id("history-reason")).to_have_text("job failed")
+    expect(page.get_by_test_id("server-state")).to_have_text("failed")
+    shot(page, "06-server-timeline", docs="timeline.png")
+
+    page.go_back()  # hash routing: the browser's back returns to the batch
+    expect(page).to_have_url(re.compile(f"#/batches/{batch_a['id']}$"))
+    expect(page.get_by_test_id("batch-state")).to_have_text("paused")
+
+
+def test_resume_runs_the_batch_to_its_end_then_retry_opens_the_new_batch(
+    page: Page, stack: FullStack, batch_a: dict[str, Any]
+) -> None:
+    sign_in(page)
+    page.goto(f"{stack.api_url}/#/batches/{batch_a['id']}")
+    page.get_by_test_id("action-resume").click()
+    expect(page.get_by_test_id("batch-state")).to_have_text("running")
+    expect(page.get_by_test_id("batch-state")).to_have_text("partially failed", timeout=60_000)
+    final = api(stack, "GET", f"/batches/{batch_a['id']}")
+    assert final["state"] == "partially_failed"
+    assert final["counts"]["succeeded"] == A_SIZE - len(A_FAILING)
+    expect(page.get_by_test_id("count-succeeded")).to_have_text(str(A_SIZE - len(A_FAILING)))
+    expect(page.get_by_test_id("count-failed")).to_have_text(str(len(A_FAILING)))
+    expect(page.get_by_test_id("done-count")).to_have_text(f"{A_SIZE} of {A_SIZE}")
+    for action in ("pause", "resume", "cancel"):
+        expect(page.get_by_test_id(f"action-{action}")).to_be_hidden()
+    shot(page, "07-batch-finished")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_test_id("action-retry").click()
+    expect(page).not_to_have_url(re.compile(f"#/batches/{batch_a['id']}$"))
+    expect(page.get_by_test_id("parent-link")).to_have_text(batch_a["id"][:8])
+    child_id = page.get_by_test_id("batch-page").get_attribute("data-batch-id")
+    child = api(stack, "GET", f"/batches/{child_id}")
+    assert child["parent_id"] == batch_a["id"] and child["total"] == len(A_FAILING)
+    shot(page, "08-retry-batch")
+
+
+def test_cancel_a_second_batch_and_hostile_text_stays_text(page: Page, stack: FullStack) -> None:
+    sign_in(page)
+    servers = servers_where(8, set())
+    batch = submit(stack, servers, max_in_flight=1)
+    deadline = time.monotonic() + 20
+    while accepted(stack, servers) < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    hostile = '<img src=x data-testid="injected"><script>window.owned=1</script>'
+    api(stack, "POST", f"/batches/{batch['id']}/pause", {"reason": hostile})
+    page.goto(f"{stack.api_url}/#/batches/{batch['id']}")
+    expect(page.get_by_test_id("pause-reason")).to_contain_text(hostile)
+    assert page.locator("[data-testid=injected]").count() == 0
+    assert page.evaluate("window.owned") is None
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_test_id("action-cancel").click()
+    expect(page.get_by_test_id("action-cancel")).to_be_hidden()
+    expect(page.get_by_test_id("batch-state")).to_have_text("cancelled", timeout=30_000)
+    done = api(stack, "GET", f"/batches/{batch['id']}")
+    assert done["state"] == "cancelled" and done["cancel_requested"] is True
+    assert done["counts"]["cancelled"] == len(servers) - accepted(stack, servers) > 0
+    expect(page.get_by_test_id("count-cancelled")).to_have_text(str(done["counts"]["cancelled"]))
+    shot(page, "09-batch-cancelled")
+
+    # An API refusal is shown with its own message: retrying servers that another active
+    # batch has claimed meanwhile is a conflict (409).
+    cancelled = [s for s in servers if not accepted(stack, [s])]
+    submit(stack, cancelled, max_in_flight=1)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_test_id("action-retry").click()
+    expect(page.get_by_test_id("action-error")).to_have_text(
+        f"Retry failed: {len(cancelled)} server(s) already belong to an active batch"
+    )
+    expect(page).to_have_url(re.compile(f"#/batches/{batch['id']}$"))
+    shot(page, "10-retry-conflict")
+
+    page.get_by_test_id("sign-out").click()
+    expect(page.get_by_test_id("sign-in-message")).to_have_text("Signed out.")
+    assert page.evaluate("sessionStorage.getItem('reimage.api-token')") is None
+    page.goto(f"{stack.api_url}/#/batches/{batch['id']}")
+    expect(page.get_by_test_id("sign-in")).to_be_visible()
+    shot(page, "11-signed-out")
