@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     max_servers_per_batch: int = Field(
         100_000, ge=1, le=1_000_000, validation_alias="ORCH_MAX_SERVERS_PER_BATCH"
     )
+    # Bad tokens one client address may present per minute before it is refused (429).
+    auth_failure_limit: int = Field(20, ge=1, validation_alias="ORCH_AUTH_FAILURE_LIMIT")
     # Cloud credentials per project: a JSON file readable by its owner only.
     credentials_file: str | None = Field(None, validation_alias="ORCH_CREDENTIALS_FILE")
 

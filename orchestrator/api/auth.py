@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import time
+import uuid
 from typing import Any
 
 from aiohttp import web
@@ -30,11 +31,11 @@ from orchestrator.services import tokens as tokens_service
 log = logging.getLogger("reimage.api.auth")
 
 BOOTSTRAP_NAME = "bootstrap"
-# Bad tokens from one address: each answer is delayed, and past the limit the address gets
-# 429 until the window ends. Online guessing of a 256-bit token is hopeless anyway; this keeps a
+# Bad tokens from one address: each answer is delayed, and past ORCH_AUTH_FAILURE_LIMIT the
+# address gets 429 until the window ends, valid token or not (a guesser must not learn when it
+# guessed right). Online guessing of a 256-bit token is hopeless anyway; this keeps a
 # scanner from using the API as a free oracle and keeps its noise out of the database.
 FAILURE_DELAY_S = 0.2
-FAILURE_LIMIT = 20
 FAILURE_WINDOW_S = 60
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -109,7 +110,7 @@ def _unauthorized() -> web.Response:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not request.path.startswith("/api/"):
         return await handler(request)
-    if await _failures(request) >= FAILURE_LIMIT:
+    if await _failures(request) >= request.app[RUNTIME].settings.auth_failure_limit:
         response = json_error(
             429, "too_many_failures", "too many bad tokens from this address; try again later"
         )
@@ -142,13 +143,21 @@ def _created_batch(response: web.StreamResponse) -> tuple[str | None, str | None
     return None, None
 
 
+def _uuid_or_none(raw: str | None) -> str | None:
+    try:
+        return str(uuid.UUID(raw)) if raw and len(raw) == 36 else None
+    except ValueError:
+        return None
+
+
 def _audit_entry(
     request: web.Request, status: int, response: web.StreamResponse | None
 ) -> dict[str, Any]:
     principal = request.get(PRINCIPAL)
     spec = route_spec(request)
     details: dict[str, Any] = {}
-    batch_id = request.get(AUDIT_BATCH)
+    # Refused before a handler ran, the batch is still the one the URL names.
+    batch_id = request.get(AUDIT_BATCH) or _uuid_or_none(request.match_info.get("batch_id"))
     project_id = request.get(AUDIT_PROJECT)
     if response is not None and spec is not None and spec.creates_batch:
         created, created_project = _created_batch(response)

@@ -9,7 +9,7 @@ from typing import Literal
 
 from aiohttp import web
 
-from orchestrator.api import admin_handlers, handlers
+from orchestrator.api import admin_handlers, handlers, webhook_handlers
 from orchestrator.api.errors import Handler
 from orchestrator.auth import Role
 
@@ -68,6 +68,15 @@ ROUTES: tuple[RouteSpec, ...] = (
         "A batch's servers",
         scope="batch",
         query=("state", "server", "limit", "cursor"),
+    ),
+    RouteSpec(
+        "GET",
+        BATCH + "/webhooks",
+        webhook_handlers.list_batch_webhooks,
+        VIEWER,
+        "A batch's webhook deliveries and every attempt",
+        scope="batch",
+        query=("limit",),
     ),
     RouteSpec(
         "POST",
