@@ -81,14 +81,16 @@ def test_secrets_and_credential_headers_are_redacted(stream: io.StringIO) -> Non
     log.warning("token %s, key %s", API_TOKEN, SECRET_KEY)
     log.warning("headers {'Authorization': 'SDK-HMAC-SHA256 Access=X, Signature=abc'}")
     log.warning("X-Auth-Token: MIIEtoken.value\nnext line")
+    log.info("task received", extra={"data": {"args": [f"ak={AK}"], "kwargs": {"sk": SK}}})
     text = stream.getvalue()
     for secret in (AK, SK, API_TOKEN, SECRET_KEY, "Signature=abc", "MIIEtoken"):
         assert secret not in text
-    first, second, third, fourth = lines(stream)
+    first, second, third, fourth, fifth = lines(stream)
     assert first["msg"] == f"signed with {REDACTED} and {REDACTED}"
     assert second["msg"] == f"token {REDACTED}, key {REDACTED}"
     assert third["msg"] == f"headers {{'Authorization': '{REDACTED}'}}"
     assert fourth["msg"] == f"X-Auth-Token: {REDACTED}\nnext line"
+    assert fifth["data"] == {"args": [f"ak={REDACTED}"], "kwargs": {"sk": REDACTED}}
 
 
 def test_an_exception_is_formatted_and_redacted(stream: io.StringIO) -> None:
