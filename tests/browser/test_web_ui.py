@@ -4,7 +4,8 @@ stack (API, worker, beat and simulator processes, PostgreSQL, Redis).
 The tests run in file order and share one browser page, one stack and one batch: they follow an
 operator through sign-in, a batch mid-run (pause, explore the failures while paused, resume to
 the end, retry) and a second batch they cancel. Each step's screenshot goes to
-test-artifacts/screenshots/; two of them are kept in docs/screenshots/ for the README.
+test-artifacts/screenshots/. With REIMAGE_DOCS_SCREENSHOTS=1 two of them also replace the
+committed pictures in docs/screenshots/ (opt-in: a plain test run leaves tracked files alone).
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Request, expect, sync_playwright
 from sqlalchemy import create_engine, text
 
 from orchestrator.db.migrate import upgrade
@@ -170,7 +172,7 @@ def page(browser: Browser, stack: FullStack, batch_a: dict[str, Any]) -> Iterato
 def shot(page: Page, name: str, *, docs: str | None = None) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"))
-    if docs:
+    if docs and os.environ.get("REIMAGE_DOCS_SCREENSHOTS") == "1":
         DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(DOCS_SHOTS / docs))
 
@@ -182,8 +184,20 @@ def sign_in(page: Page) -> None:
     expect(page.get_by_test_id("sign-out")).to_be_visible()
 
 
-def count(page: Page, state: str) -> int:
-    return int(page.get_by_test_id(f"count-{state}").inner_text())
+@contextmanager
+def api_requests(page: Page) -> Iterator[list[str]]:
+    """The URLs of the API calls the page makes meanwhile."""
+    urls: list[str] = []
+
+    def seen(request: Request) -> None:
+        if "/api/" in request.url:
+            urls.append(request.url)
+
+    page.on("request", seen)
+    try:
+        yield urls
+    finally:
+        page.remove_listener("request", seen)
 
 
 def test_page_and_api_answers_carry_the_security_headers(stack: FullStack) -> None:
@@ -298,7 +312,9 @@ def test_filter_search_and_a_failed_servers_timeline(
     expect(rows.first).to_have_attribute("data-server-id", expected[0]["server_id"])
     shot(page, "05-servers-filtered")
     # The batch is paused, not ended: the page keeps polling; what was typed stays.
-    page.wait_for_timeout(2500)
+    with api_requests(page) as polled:
+        page.wait_for_timeout(2500)
+    assert any(f"server={prefix}" in url for url in polled), polled
     expect(page.get_by_test_id("server-search")).to_have_value(prefix)
     expect(page.get_by_test_id("state-filter")).to_have_value("failed")
     expect(rows).to_have_count(len(expected))
@@ -341,6 +357,10 @@ def test_resume_runs_the_batch_to_its_end_then_retry_opens_the_new_batch(
     expect(page.get_by_test_id("done-count")).to_have_text(f"{A_SIZE} of {A_SIZE}")
     for action in ("pause", "resume", "cancel"):
         expect(page.get_by_test_id(f"action-{action}")).to_be_hidden()
+    with api_requests(page) as polled:  # an ended batch changes no more: no polling
+        page.wait_for_timeout(2500)
+    assert polled == []
+    expect(page.get_by_test_id("live-indicator")).to_be_hidden()
     shot(page, "07-batch-finished")
 
     page.once("dialog", lambda dialog: dialog.accept())

@@ -56,7 +56,8 @@
   }
 
   const short = (id) => (id ? String(id).slice(0, 8) : "");
-  const dash = (value) => (value === null || value === undefined || value === "" ? "—" : value);
+  const dash = (value) =>
+    value === null || value === undefined || value === "" ? el("span", { class: "muted" }, "—") : value;
   const words = (code) => String(code).replace(/_/g, " ");
 
   function time(iso) {
@@ -478,7 +479,7 @@
         el("section", { class: "card stat stat-wide" }, el("h2", {}, "Progress"), progress, legend),
         el("section", { class: "card stat" }, el("h2", {}, "Error budget"), budget),
         el("section", { class: "card stat" }, el("h2", {}, "In flight"), flight),
-        el("section", { class: "card stat" }, el("h2", {}, "Waves"), wave),
+        el("section", { class: "card stat" }, el("h2", {}, "Current wave"), wave),
       ),
       el("section", { class: "card" }, el("h2", {}, "Waves"), waves),
       servers.root,
@@ -517,7 +518,7 @@
     }
 
     function fact(term, value, testid) {
-      return [el("dt", {}, term), el("dd", { testid }, value)];
+      return el("div", { class: "fact" }, el("dt", {}, term), el("dd", { testid }, value));
     }
 
     function drawMeta(b) {
@@ -533,7 +534,7 @@
       if (b.parent_id) {
         items.push(fact("Retry of", el("a", { href: `#/batches/${b.parent_id}`, class: "mono", testid: "parent-link" }, short(b.parent_id))));
       }
-      meta.replaceChildren(...items.flat());
+      meta.replaceChildren(...items);
     }
 
     function drawNotes(b) {
@@ -731,7 +732,7 @@
         el("td", { class: "num" }, s.attempt),
         el("td", { class: "mono", title: s.job_id || "" }, s.job_id ? short(s.job_id) : dash(null)),
         el("td", {}, dash(s.job_status)),
-        el("td", { class: "mono code", testid: "error-code" }, dash(s.error_code)),
+        el("td", { class: s.error_code ? "mono code" : "mono", testid: "error-code" }, dash(s.error_code)),
         el("td", { class: "wide ellipsis", title: s.error_message || "", testid: "error-message" }, dash(s.error_message)),
       );
     }
@@ -832,14 +833,14 @@
           el("span", { class: "arrow", "aria-label": "to" }, "→"),
           badge(h.to_state, "to-state"),
         ),
-        el("td", { testid: "history-reason" }, words(h.reason)),
+        el("td", { class: "nowrap", testid: "history-reason" }, words(h.reason)),
         el("td", { class: "num" }, h.attempt),
         el("td", { class: "mono", title: h.job_id || "" }, h.job_id ? short(h.job_id) : dash(null)),
-        el("td", { class: "mono code", testid: "cloud-code" }, dash(error.code)),
+        el("td", { class: error.code ? "mono code" : "mono", testid: "cloud-code" }, dash(error.code)),
         el("td", { class: "wide", testid: "cloud-message" }, dash(error.message)),
         el(
           "td",
-          {},
+          { class: "nowrap" },
           hasDetails
             ? el("details", {}, el("summary", {}, "details"), el("pre", { class: "json" }, JSON.stringify(h.details, null, 2)))
             : null,
