@@ -110,7 +110,7 @@ _BY_NAME = {d.name: d for d in RECORDED}
 _CODE = re.compile(r"^[A-Za-z0-9_.\-]{1,40}$")
 # The Celery queues (workers/app.py; importing it would build the Celery app, and a unit test
 # keeps the two equal).
-CELERY_QUEUES = ("reimage.submit", "reimage.poll", "reimage.tick")
+CELERY_QUEUES = ("reimage.submit", "reimage.poll", "reimage.tick", "reimage.webhooks")
 # kombu's Redis transport: a queue is a list named after it, priorities as suffixed lists.
 _PRIORITY_SEP = "\x06\x16"
 _PRIORITY_STEPS = (3, 6, 9)
