@@ -122,7 +122,7 @@
   async function api(method, path, body) {
     const token = sessionStorage.getItem(TOKEN_KEY);
     if (!token) {
-      showSignIn("Sign in to continue.");
+      showSignIn("Sign in to continue.", "info");
       throw new ApiError(401, "unauthorized", "not signed in");
     }
     const headers = { Authorization: `Bearer ${token}`, Accept: "application/json" };
@@ -166,7 +166,7 @@
 
   // ---- session ---------------------------------------------------------------------------
 
-  function showSignIn(message) {
+  function showSignIn(message, tone = "error") {
     stopView();
     $("view").replaceChildren();
     hideBanner();
@@ -174,13 +174,14 @@
     $("sign-in").hidden = false;
     const notice = $("sign-in-message");
     notice.textContent = message || "";
+    notice.className = tone === "info" ? "notice" : "notice error";
     notice.hidden = !message;
     $("token").focus();
   }
 
-  function signOut(message) {
+  function signOut(message, tone) {
     sessionStorage.removeItem(TOKEN_KEY);
-    showSignIn(message);
+    showSignIn(message, tone);
   }
 
   async function signIn(event) {
@@ -883,7 +884,7 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     $("sign-in-form").addEventListener("submit", signIn);
-    $("sign-out").addEventListener("click", () => signOut("Signed out."));
+    $("sign-out").addEventListener("click", () => signOut("Signed out.", "info"));
     window.addEventListener("hashchange", route);
     route();
   });
