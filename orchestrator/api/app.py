@@ -12,7 +12,6 @@ from aiohttp import web
 from orchestrator.api.auth import audit_middleware, auth_middleware
 from orchestrator.api.errors import error_middleware
 from orchestrator.api.keys import REDIS, RUNTIME
-from orchestrator.api.metrics_handler import metrics
 from orchestrator.api.routes import route_defs
 from orchestrator.config import Settings
 from orchestrator.db.webhook_outbox import configure_global_url
@@ -46,7 +45,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     app.router.add_routes(
         [
             *route_defs(),
-            web.get("/metrics", metrics),  # public: aggregates only, for scrapers
         ]
     )
     add_web_routes(app)

@@ -108,7 +108,8 @@ def _unauthorized() -> web.Response:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith("/api/"):
+    spec = route_spec(request)
+    if not request.path.startswith("/api/") or (spec is not None and spec.role is None):
         return await handler(request)
     if await _failures(request) >= request.app[RUNTIME].settings.auth_failure_limit:
         response = json_error(
@@ -123,7 +124,6 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         await asyncio.sleep(FAILURE_DELAY_S)
         return _unauthorized()
     request[PRINCIPAL] = principal
-    spec = route_spec(request)
     # A route without a spec is an admin's until someone decides otherwise.
     needed = spec.role if spec is not None and spec.role is not None else Role.ADMIN
     if not principal.role.allows(needed):

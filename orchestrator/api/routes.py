@@ -9,7 +9,7 @@ from typing import Literal
 
 from aiohttp import web
 
-from orchestrator.api import admin_handlers, handlers, webhook_handlers
+from orchestrator.api import admin_handlers, docs, handlers, metrics_handler, webhook_handlers
 from orchestrator.api.errors import Handler
 from orchestrator.auth import Role
 
@@ -39,6 +39,9 @@ BATCH = "/api/v1/batches/{batch_id}"
 ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET", "/healthz", handlers.healthz, None, "Liveness", tag="health"),
     RouteSpec("GET", "/readyz", handlers.readyz, None, "Readiness", tag="health"),
+    RouteSpec("GET", "/metrics", metrics_handler.metrics, None, "Prometheus metrics", tag="health"),
+    RouteSpec("GET", "/api/v1/openapi.json", docs.openapi_json, None, "This document", tag="docs"),
+    RouteSpec("GET", "/api/v1/docs", docs.docs_page, None, "This document, to read", tag="docs"),
     RouteSpec(
         "POST",
         "/api/v1/batches",

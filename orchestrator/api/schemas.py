@@ -36,6 +36,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import WithJsonSchema
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 Loc = tuple[int | str, ...]
@@ -138,21 +139,35 @@ CountOrPercent = Annotated[
     int | Percent, PlainValidator(_at_least_one_or_percent), _CountSerializer
 ]
 FailureLimit = Annotated[int | Percent, PlainValidator(_zero_or_more_or_percent), _CountSerializer]
-Uuid = Annotated[StrictStr, AfterValidator(_uuid)]
+
+
+def _documented(pattern: str) -> WithJsonSchema:
+    """The pattern a validator enforces, stated in the OpenAPI document too."""
+    return WithJsonSchema({"type": "string", "pattern": f"^{pattern}$"})
+
+
+UUID_PATTERN = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+Uuid = Annotated[StrictStr, AfterValidator(_uuid), _documented(UUID_PATTERN)]
 ProjectId = Annotated[
-    StrictStr, _matching(r"[A-Za-z0-9_-]{1,64}", "must be 1-64 characters of A-Z a-z 0-9 _ -")
+    StrictStr,
+    _matching(r"[A-Za-z0-9_-]{1,64}", "must be 1-64 characters of A-Z a-z 0-9 _ -"),
+    _documented(r"[A-Za-z0-9_-]{1,64}"),
 ]
 Region = Annotated[
     StrictStr,
     _matching(r"[a-z]{2,3}(-[a-z]+)+-[0-9]{1,3}", 'must be a region name like "cn-north-4"'),
+    _documented(r"[a-z]{2,3}(-[a-z]+)+-[0-9]{1,3}"),
 ]
 KeyName = Annotated[
-    StrictStr, _matching(r"[A-Za-z0-9_.-]{1,64}", "must be 1-64 characters of A-Z a-z 0-9 _ . -")
+    StrictStr,
+    _matching(r"[A-Za-z0-9_.-]{1,64}", "must be 1-64 characters of A-Z a-z 0-9 _ . -"),
+    _documented(r"[A-Za-z0-9_.-]{1,64}"),
 ]
 UserId = Annotated[
     StrictStr,
     _matching(r"[0-9a-fA-F]{32}", "must be 32 hexadecimal characters"),
     AfterValidator(str.lower),
+    _documented(r"[0-9a-fA-F]{32}"),
 ]
 WaveNumber = Annotated[StrictInt, Field(ge=1)]
 Seconds = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -308,14 +323,36 @@ class TargetSelector(BaseModel):
         return filters
 
 
+EXAMPLE_BATCH: dict[str, Any] = {
+    "project_id": "0605767bd8b5d3f92f0ac0123456789a",
+    "region": "cn-north-4",
+    "servers": [
+        "1b6f3f5e-4d0c-4f55-9a53-2f1c3f0d6a01",
+        "1b6f3f5e-4d0c-4f55-9a53-2f1c3f0d6a02",
+    ],
+    "os_change": {"imageid": "e215580f-73ad-429d-b6f2-5433947433b0", "keyname": "ops-key"},
+    "policy": {"waves": [1, "50%"], "max_in_flight": 10, "max_failures": "10%"},
+}
+
+
 class BatchRequest(BaseModel):
     """A validated `POST /api/v1/batches` body."""
 
-    model_config = _FROZEN
+    model_config = ConfigDict(**_FROZEN, json_schema_extra={"examples": [EXAMPLE_BATCH]})
 
     project_id: ProjectId
     region: Region
-    servers: tuple[str, ...] = ()
+    servers: Annotated[
+        tuple[str, ...],
+        WithJsonSchema(
+            {
+                "type": "array",
+                "items": {"type": "string", "pattern": f"^{UUID_PATTERN}$"},
+                "uniqueItems": True,
+                "description": "server UUIDs; at most ORCH_MAX_SERVERS_PER_BATCH",
+            }
+        ),
+    ] = ()
     selector: TargetSelector | None = None
     on_conflict: Literal["reject", "skip"] = "reject"
     os_change: OsChangeSpec

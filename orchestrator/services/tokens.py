@@ -60,7 +60,7 @@ def validate_token_request(
     problems: dict[str, str] = {}
     if not isinstance(name, str) or not TOKEN_NAME.fullmatch(name):
         problems["name"] = "1-64 characters of A-Z a-z 0-9 _ . @ -"
-    if role not in {r.value for r in Role}:
+    if not isinstance(role, str) or role not in {r.value for r in Role}:
         problems["role"] = "one of " + ", ".join(r.value for r in Role)
     scope: list[str] | None = None
     if projects is not None:

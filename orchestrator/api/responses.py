@@ -1,0 +1,226 @@
+"""What the API answers, as pydantic models: they exist to describe the responses in the
+OpenAPI document (the services build plain dicts), and the schemathesis run in CI checks every
+answer against them, so a view that drifts from its description fails the build."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.domain.states import BatchState, ServerState
+
+Time = str  # ISO 8601 UTC, e.g. "2026-11-27T08:21:58.756494Z"
+
+
+class _Open(BaseModel):
+    # Responses may grow fields; clients must ignore what they do not know.
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorDetail(_Open):
+    code: str = Field(description="machine-readable, e.g. invalid_request, not_found, conflict")
+    message: str
+    fields: dict[str, str] | None = Field(None, description="field path -> reason (400 only)")
+
+
+class ErrorResponse(_Open):
+    error: ErrorDetail
+
+
+class Health(_Open):
+    status: str
+    checks: dict[str, str] | None = None
+
+
+class ErrorBudget(_Open):
+    allowed: int | None
+    used: int
+    left: int | None
+
+
+class WaveView(_Open):
+    wave: int
+    size: int
+    counts: dict[str, int]
+
+
+class BatchView(_Open):
+    id: str
+    state: BatchState
+    project_id: str
+    region: str
+    cloud_init: bool
+    os_change: dict[str, Any] = Field(description="the change, without adminpass or user_data")
+    policy: dict[str, Any]
+    total: int
+    counts: dict[ServerState, int]
+    broken: int
+    current_wave: int | None
+    waves_total: int | None
+    max_in_flight: int | None
+    error_budget: ErrorBudget
+    pause_reason: str | None
+    paused_by: str | None
+    cancel_requested: bool
+    abort_reason: str | None
+    selector: dict[str, Any] | None
+    parent_id: str | None
+    has_secrets: bool
+    created_at: Time
+    updated_at: Time
+    finished_at: Time | None
+    waves: list[WaveView] | None = Field(None, description="only on GET of one batch")
+
+
+class DryRunReport(_Open):
+    dry_run: Literal[True]
+    total: int
+    plan: dict[str, Any]
+    verdicts: dict[str, int]
+    conflicts: list[dict[str, str]]
+    servers: list[dict[str, Any]]
+
+
+class BatchPage(_Open):
+    items: list[BatchView]
+    next_cursor: str | None
+
+
+class ServerView(_Open):
+    server_id: str
+    state: ServerState
+    wave: int | None
+    attempt: int
+    job_id: str | None
+    job_status: str | None
+    error_code: str | None
+    error_message: str | None
+    broken: bool
+    submitted_at: Time | None
+    finished_at: Time | None
+    updated_at: Time
+
+
+class ServerPage(_Open):
+    items: list[ServerView]
+    next_cursor: str | None
+
+
+class HistoryRow(_Open):
+    batch_id: str
+    server_id: str
+    from_state: str | None
+    to_state: str
+    at: Time
+    reason: str
+    attempt: int
+    job_id: str | None
+    details: dict[str, Any] = Field(description="the cloud's words: error code, message, job")
+
+
+class HistoryPage(_Open):
+    items: list[HistoryRow]
+    next_cursor: str | None
+
+
+class WebhookAttemptView(_Open):
+    attempt: int
+    at: Time
+    status_code: int | None
+    error: str | None
+    duration_ms: int | None
+
+
+class WebhookDeliveryView(_Open):
+    id: int
+    batch_id: str
+    url: str
+    event: str
+    state: str
+    attempt_count: int
+    next_attempt_at: Time | None
+    last_status: int | None
+    last_error: str | None
+    created_at: Time
+    delivered_at: Time | None
+    payload: dict[str, Any]
+    attempts: list[WebhookAttemptView]
+
+
+class WebhookPage(_Open):
+    items: list[WebhookDeliveryView]
+    counts: dict[str, int] | None = None
+
+
+class TokenView(_Open):
+    id: str
+    name: str
+    role: Literal["viewer", "operator", "admin"]
+    projects: list[str] | None
+    token_prefix: str
+    created_at: Time
+    created_by: str
+    last_used_at: Time | None
+    revoked_at: Time | None
+
+
+class TokenCreated(TokenView):
+    token: str = Field(description="shown only in this answer; only its hash is kept")
+
+
+class TokenList(_Open):
+    items: list[TokenView]
+
+
+class TokenRequest(BaseModel):
+    """`POST /api/v1/tokens` (validated by services/tokens.py; described here)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
+    role: Literal["viewer", "operator", "admin"]
+    projects: list[str] | None = Field(None, description="null: every project")
+
+
+class AuditView(_Open):
+    id: int
+    at: Time
+    actor: str
+    role: str | None
+    action: str
+    method: str
+    path: str
+    batch_id: str | None
+    project_id: str | None
+    remote_addr: str | None
+    status: int
+    outcome: Literal["ok", "denied", "error"]
+    details: dict[str, Any]
+
+
+class AuditPage(_Open):
+    items: list[AuditView]
+    next_cursor: str | None
+
+
+class PauseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(None, max_length=500)
+
+
+class RetryRequest(BaseModel):
+    """`POST .../retry`: which states to take again, and what to change for the new batch."""
+
+    model_config = ConfigDict(extra="forbid")
+    states: list[Literal["failed", "cancelled", "skipped", "succeeded"]] | None = Field(
+        None, description='default: ["failed"]'
+    )
+    os_change: dict[str, Any] | None = None
+    policy: dict[str, Any] | None = None
+    cloud_init: bool | None = None
+    on_conflict: Literal["reject", "skip"] | None = None
+    notify_url: str | None = None
+
+
+class EmptyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
