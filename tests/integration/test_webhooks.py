@@ -311,7 +311,7 @@ def test_a_slow_receiver_does_not_hold_up_the_others(
     make_rt: RuntimeMaker, receiver: Receiver
 ) -> None:
     rt = make_rt()
-    slow = Receiver(delay_s=1.5).start()
+    slow = Receiver(delay_s=2.0).start()
     try:
         slow_batches = [new_batch(rt, slow.url()) for _ in range(2)]
         fast_batches = [new_batch(rt, receiver.url()) for _ in range(6)]
@@ -320,7 +320,7 @@ def test_a_slow_receiver_does_not_hold_up_the_others(
         took = time.monotonic() - started
         assert report.delivered == 8
         # Four senders: the two slow answers overlap each other and the six fast ones.
-        assert took < 2.9
+        assert took < 3.6  # one after the other would take 4 s or more
         for batch_id in slow_batches + fast_batches:
             assert [d.state for d in deliveries(rt, batch_id)] == ["delivered"]
     finally:
