@@ -148,7 +148,10 @@ def test_pause_stops_submissions_and_resume_continues(stack: ProcessStack) -> No
         {"reason": "checking the first servers"},
     )
     assert status == 200 and paused["state"] == "paused"
-    assert paused["pause_reason"] == "checking the first servers" and paused["paused_by"] == "api"
+    assert (
+        paused["pause_reason"] == "checking the first servers"
+        and paused["paused_by"] == "bootstrap"
+    )
     assert api(stack, "POST", f"/api/v1/batches/{batch['id']}/pause")[0] == 200  # idempotent
     time.sleep(1.0)  # one tick, plus tasks already past their check
     accepted = sum(sim_stats(stack)["changeos_accepted"].get(s, 0) for s in servers)

@@ -112,7 +112,9 @@ class Cell:
         return f"{self.route.method} {self.route.path} as {self.role.value} on {where}"
 
 
-API_ROUTES = [r for r in ROUTES if r.path.startswith("/api/")]
+# The routes that need a token; the public ones (health, metrics, the API document) are
+# checked to answer without one in test_public_routes_need_no_token.
+API_ROUTES = [r for r in ROUTES if r.role is not None]
 CELLS = [
     Cell(route, role, project)
     for route in API_ROUTES
@@ -154,6 +156,15 @@ def expected_statuses(cell: Cell) -> set[int]:
 
 def test_the_matrix_covers_every_api_route() -> None:
     assert {(r.method, r.path) for r in API_ROUTES} == set(PERMITTED)
+    public = {r.path for r in ROUTES if r.role is None}
+    assert public == {"/healthz", "/readyz", "/metrics", "/api/v1/openapi.json", "/api/v1/docs"}
+
+
+async def test_public_routes_need_no_token(client: TestClient[Any, Any]) -> None:
+    for route in ROUTES:
+        if route.role is None:
+            response = await client.get(route.path)
+            assert response.status == 200, route.path
 
 
 async def _request_for(
