@@ -34,7 +34,7 @@ TOKEN = "metrics-token-abcdefghijklmnop"
 AK, SK = "METRICSACCESSKEY00001", "metrics-secret-key-00000000000000000001"
 PROJECT = "0605767bd8b5d3f92f0ac0123456789b"
 TERMINAL = {"succeeded", "partially_failed", "aborted", "cancelled"}
-SERVERS = 60
+SERVERS = 40
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -69,14 +69,15 @@ def full(tmp_path: Path, postgres_url: str, own_redis: str) -> Iterator[FullStac
             "--transient-error-ratio",
             "0.1",
             "--rate-limit",
-            "15",
+            "12",
             "--burst",
-            "8",
+            "3",
             "--seed",
             "5",
         ],
-        # Our own budget is above the simulator's (429s happen) with a small burst (waits happen).
-        extra_env={"ORCH_ECS_RATE": "20", "ORCH_ECS_BURST": "5"},
+        # Our budget's burst and rate are above the simulator's, so the first burst of calls
+        # meets 429s; its burst is below the batch's calls, so calls wait for tokens too.
+        extra_env={"ORCH_ECS_RATE": "30", "ORCH_ECS_BURST": "10"},
         worker_concurrency=2,
     )
     # A second worker process on the same queues: its counts must be summed with the first's.
@@ -171,6 +172,7 @@ def test_metrics_add_up_over_worker_processes_and_logs_are_json_without_secrets(
             break
         time.sleep(0.5)
 
+    print(f"\nchangeos results {results}; 429s {throttled_by_sim}; batch {batch['counts']}")
     assert types["reimage_servers"] == "gauge" and types["reimage_job_duration_seconds"] == (
         "histogram"
     )
