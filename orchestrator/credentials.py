@@ -97,4 +97,3 @@ def load_credentials(settings: Settings) -> CredentialStore:
         raise SettingsError('ORCH_CREDENTIALS_FILE: "projects" must be an object')
     per_project = {str(p): _entry(f"projects.{p}", raw) for p, raw in projects.items()}
     return CredentialStore(default, per_project)
-

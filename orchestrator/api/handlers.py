@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import uuid
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from orchestrator.errors import Forbidden, NotFound
 from orchestrator.services import batches, control
 from orchestrator.services import targets as targets_service
 
+log = logging.getLogger("reimage.api")
 T = TypeVar("T")
 SERVICE_TIMEOUT_S = 20.0
 _SERVER_PREFIX = re.compile(r"[0-9a-f-]{1,36}")
@@ -180,6 +182,16 @@ async def _submit(
         idempotency_key=key,
         parent_id=parent_id,
     )
+    if result.created:
+        log.info(
+            "batch accepted",
+            extra={
+                "batch_id": result.batch["id"],
+                "project_id": spec.project_id,
+                "servers": len(spec.servers),
+                "actor": principal.name,
+            },
+        )
     return web.json_response(result.batch, status=202 if result.created else 200)
 
 

@@ -6,6 +6,7 @@ first), it does not raise. An illegal transition is a programming error and rais
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +23,8 @@ from orchestrator.domain.states import (
     check_batch_transition,
     check_server_transition,
 )
+
+log = logging.getLogger("reimage.transitions")
 
 
 def record_server_transition(
@@ -229,6 +232,16 @@ def record_batch_transition(
     )
     # The webhook rows commit or roll back with the change they report.
     enqueue_batch_event(session, batch_id, previous=expected, state=to, reason=reason, now=now)
+    log.info(
+        "batch state change",
+        extra={
+            "batch_id": batch_id,
+            "from_state": expected.value,
+            "to_state": to.value,
+            "reason": reason,
+            "actor": actor,
+        },
+    )
     return True
 
 

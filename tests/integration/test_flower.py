@@ -81,9 +81,7 @@ def test_flower_lists_our_workers_and_queues(tmp_path: Path, redis_url: str) -> 
         else:
             raise AssertionError(f"flower did not see our workers: {workers}")
         assert any(name.startswith("work@") for name in workers), sorted(workers)
-        page = urllib.request.Request(
-            f"http://127.0.0.1:{port}/", headers={"Authorization": BASIC}
-        )
+        page = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Authorization": BASIC})
         with urllib.request.urlopen(page, timeout=10) as response:
             assert response.status == 200
         anonymous = urllib.request.Request(f"http://127.0.0.1:{port}/")
