@@ -8,6 +8,7 @@ errors of `orchestrator.ecs.errors`; a changeos whose answer never arrived is `O
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,6 +27,9 @@ from orchestrator.metrics import (
     Metrics,
     changeos_result,
 )
+
+_PROJECT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_REGION = re.compile(r"[a-z]{2,3}(-[a-z]+)+-[0-9]{1,3}")
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,9 @@ class EcsClient:
         rate_gate: RateGate | None = None,
         metrics: Metrics | None = None,
     ) -> None:
+        # The API already refused anything else; checked again because these go into URLs.
+        if not _PROJECT_ID.fullmatch(project_id) or not _REGION.fullmatch(region):
+            raise ValueError("project_id or region is not well formed")
         self._session = session
         self._endpoint = endpoint.rstrip("/")
         self._host = urlsplit(self._endpoint).netloc
