@@ -6,6 +6,7 @@ Every failure a user can cause ends in one line on stderr and a non-zero exit, n
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -76,9 +77,20 @@ def cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def _apply_loglevel(args: argparse.Namespace) -> str:
+    """--loglevel wins over ORCH_LOG_LEVEL, here and in the Celery processes started from here
+    (they read the environment when Celery sets up logging)."""
+    if args.loglevel:
+        os.environ["ORCH_LOG_LEVEL"] = args.loglevel
+    return str(args.loglevel or os.environ.get("ORCH_LOG_LEVEL") or "INFO")
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
-    """Celery workers: by default one for submissions and polls, and one process of its own for
-    the tick queue, so ticks and list sweeps never wait behind a backlog of cloud calls."""
+    """Celery workers: by default one for submissions and polls, and one of its own for the tick
+    and webhook queues, so ticks, list sweeps and webhooks never wait behind a backlog of cloud
+    calls. It has two pool processes and webhook runs take at most one of them (a Redis lock),
+    so a slow receiver never holds up a tick."""
+    level = _apply_loglevel(args)
     _configure_logging(_settings())
     from orchestrator.supervise import supervise
     from workers.app import POLL_QUEUE, SUBMIT_QUEUE, TICK_QUEUE, WEBHOOK_QUEUE
@@ -94,7 +106,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             "-Q",
             queues,
             f"--concurrency={concurrency}",
-            f"--loglevel={args.loglevel}",
+            f"--loglevel={level}",
             "--without-gossip",
             "--without-mingle",
             "-n",
@@ -103,28 +115,25 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     everything = f"{SUBMIT_QUEUE},{POLL_QUEUE},{TICK_QUEUE},{WEBHOOK_QUEUE}"
     if not args.supervise:
-        import os
-
         os.execv(sys.executable, celery(args.queues or everything, args.concurrency, "reimage")[1])
     if args.queues:
         return supervise([celery(args.queues, args.concurrency, "reimage")])
     return supervise(
         [
             celery(f"{SUBMIT_QUEUE},{POLL_QUEUE}", args.concurrency, "work"),
-            celery(TICK_QUEUE, 1, "control"),
-            # Its own process: a slow webhook receiver delays neither ticks nor cloud calls.
-            celery(WEBHOOK_QUEUE, 1, "webhooks"),
+            celery(f"{TICK_QUEUE},{WEBHOOK_QUEUE}", 2, "control"),
         ]
     )
 
 
 def cmd_beat(args: argparse.Namespace) -> int:
+    level = _apply_loglevel(args)
     _configure_logging(_settings())
     from workers.app import app
 
     # The leader-elected scheduler keeps its schedule in memory; the file is only a formality.
     schedule = Path(tempfile.mkdtemp(prefix="reimage-beat-")) / "schedule"
-    app.start(["beat", f"--loglevel={args.loglevel}", f"--schedule={schedule}"])
+    app.start(["beat", f"--loglevel={level}", f"--schedule={schedule}"])
     return 0
 
 
@@ -176,7 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run a Celery worker (submit, poll, tick queues)")
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--queues", default=None, help="comma-separated queues (default: all)")
-    p.add_argument("--loglevel", default="INFO")
+    p.add_argument(
+        "--loglevel",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default=None,
+        help="overrides ORCH_LOG_LEVEL for this command (default: ORCH_LOG_LEVEL, INFO)",
+    )
     p.add_argument(
         "--supervise",
         action=argparse.BooleanOptionalAction,
@@ -186,7 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("beat", help="run the scheduler tick (Celery beat)")
-    p.add_argument("--loglevel", default="INFO")
+    p.add_argument(
+        "--loglevel",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default=None,
+        help="overrides ORCH_LOG_LEVEL for this command (default: ORCH_LOG_LEVEL, INFO)",
+    )
     p.set_defaults(func=cmd_beat)
 
     p = sub.add_parser("simulate", help="serve an ECS-compatible simulator")

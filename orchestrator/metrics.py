@@ -311,7 +311,7 @@ def state_families(sessions: sessionmaker[Session]) -> list[Family]:
             )
         ).one()
         by_state = dict(
-            session.execute(select(Batch.state, func.count()).group_by(Batch.state)).tuples().all()
+            session.execute(select(Batch.state, func.count()).group_by(Batch.state)).all()
         )
     servers = Family(
         SERVERS,

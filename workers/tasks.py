@@ -24,6 +24,8 @@ from orchestrator.services.webhooks import deliver_due
 log = logging.getLogger("reimage.worker")
 
 WEBHOOKS_PER_RUN = 200
+# Longer than a run normally takes; a run that outlives it lets the next one start (harmless).
+WEBHOOK_RUN_LOCK_S = 120
 _runtime: Runtime | None = None
 _runtime_pid: int | None = None
 
@@ -85,9 +87,20 @@ def sweep_facts_task(project_id: str, region: str) -> int:
 
 @shared_task(name="reimage.deliver_webhooks")
 def deliver_webhooks_task() -> dict[str, int]:
-    """Send the webhook deliveries that are due; overlapping runs are safe (claims are CAS)."""
+    """Send the webhook deliveries that are due. Overlapping runs would be safe (claims are
+    compare-and-set), but one at a time keeps the control worker's other pool process free for
+    ticks however slow a receiver is."""
     rt = runtime()
-    report = deliver_due(rt, now=rt.clock(), limit=WEBHOOKS_PER_RUN)
+    lock = redis.Redis.from_url(rt.settings.client_redis_url).lock(
+        "reimage:webhooks-lock", timeout=WEBHOOK_RUN_LOCK_S, blocking=False
+    )
+    if not lock.acquire(blocking=False):
+        return {"delivered": 0, "retrying": 0, "failed": 0}
+    try:
+        report = deliver_due(rt, now=rt.clock(), limit=WEBHOOKS_PER_RUN)
+    finally:
+        with contextlib.suppress(redis.exceptions.LockError):
+            lock.release()
     if report.sent:
         log.info("webhooks %s", report)
     return {"delivered": report.delivered, "retrying": report.retrying, "failed": report.failed}

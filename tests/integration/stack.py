@@ -116,6 +116,7 @@ def start_full_stack(
     simulator_args: list[str],
     extra_env: dict[str, str] | None = None,
     worker_concurrency: int = 4,
+    loglevel: str = "WARNING",
 ) -> FullStack:
     """Start everything and wait until the simulator and the API answer."""
     sim_port, api_port = free_port(), free_port()
@@ -148,9 +149,9 @@ def start_full_stack(
     )
     processes.start("api", "api", "--port", str(api_port))
     processes.start(
-        "worker", "worker", "--concurrency", str(worker_concurrency), "--loglevel", "WARNING"
+        "worker", "worker", "--concurrency", str(worker_concurrency), "--loglevel", loglevel
     )
-    processes.start("beat", "beat", "--loglevel", "WARNING")
+    processes.start("beat", "beat", "--loglevel", loglevel)
     stack = FullStack(processes, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{sim_port}")
     processes.env["SIM_URL"], processes.env["API_URL"] = stack.sim_url, stack.api_url
     try:

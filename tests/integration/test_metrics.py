@@ -79,6 +79,7 @@ def full(tmp_path: Path, postgres_url: str, own_redis: str) -> Iterator[FullStac
         # meets 429s; its burst is below the batch's calls, so calls wait for tokens too.
         extra_env={"ORCH_ECS_RATE": "30", "ORCH_ECS_BURST": "10"},
         worker_concurrency=2,
+        loglevel="INFO",  # the per-server lines checked below are INFO
     )
     # A second worker process on the same queues: its counts must be summed with the first's.
     stack.processes.start(
@@ -89,7 +90,7 @@ def full(tmp_path: Path, postgres_url: str, own_redis: str) -> Iterator[FullStac
         "--concurrency",
         "2",
         "--loglevel",
-        "WARNING",
+        "INFO",
     )
     try:
         yield stack

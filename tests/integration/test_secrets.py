@@ -75,8 +75,9 @@ def stack(
             "ORCH_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "ORCH_SECRET_KEY": SEALING_KEY,
             "ORCH_NOTIFY_URL": receiver.url("/global"),
-            "ORCH_LOG_LEVEL": "DEBUG",
         },
+        # Every line our processes can write, so the search below covers the most.
+        loglevel="DEBUG",
     )
     try:
         yield full
