@@ -165,6 +165,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
 
 
+def _add_loglevel(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--loglevel",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default=None,
+        help="overrides ORCH_LOG_LEVEL for this command (default: ORCH_LOG_LEVEL, INFO)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from orchestrator.ecs.simulator.cli import add_simulate_arguments
 
@@ -182,16 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     p.set_defaults(func=cmd_api)
 
-    p = sub.add_parser("worker", help="run a Celery worker (submit, poll, tick queues)")
+    p = sub.add_parser(
+        "worker", help="run Celery workers (submit and poll; tick and webhooks apart)"
+    )
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--queues", default=None, help="comma-separated queues (default: all)")
-    p.add_argument(
-        "--loglevel",
-        type=str.upper,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        default=None,
-        help="overrides ORCH_LOG_LEVEL for this command (default: ORCH_LOG_LEVEL, INFO)",
-    )
+    _add_loglevel(p)
     p.add_argument(
         "--supervise",
         action=argparse.BooleanOptionalAction,
@@ -201,13 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("beat", help="run the scheduler tick (Celery beat)")
-    p.add_argument(
-        "--loglevel",
-        type=str.upper,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        default=None,
-        help="overrides ORCH_LOG_LEVEL for this command (default: ORCH_LOG_LEVEL, INFO)",
-    )
+    _add_loglevel(p)
     p.set_defaults(func=cmd_beat)
 
     p = sub.add_parser("simulate", help="serve an ECS-compatible simulator")
