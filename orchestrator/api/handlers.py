@@ -80,6 +80,18 @@ class _Spec:
         return self.request.canonical_fingerprint()
 
 
+async def whoami(request: web.Request) -> web.Response:
+    """The caller as the API sees it: what the web page and CLI show, and what they may offer."""
+    principal: Principal = request[PRINCIPAL]
+    return web.json_response(
+        {
+            "name": principal.name,
+            "role": principal.role.value,
+            "projects": principal.project_filter(),
+        }
+    )
+
+
 async def healthz(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 

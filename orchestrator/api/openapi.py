@@ -51,6 +51,7 @@ _SUCCESS: dict[tuple[str, str], dict[int, tuple[str, list[type[BaseModel]]]]] = 
         200: ("an Idempotency-Key replay, or the dry-run report", [r.BatchView, r.DryRunReport]),
     },
     ("GET", "/api/v1/servers/{server_id}/history"): {200: ("history rows", [r.HistoryPage])},
+    ("GET", "/api/v1/whoami"): {200: ("the caller", [r.WhoAmI])},
     ("GET", "/api/v1/tokens"): {200: ("tokens", [r.TokenList])},
     ("POST", "/api/v1/tokens"): {201: ("the token, shown once", [r.TokenCreated])},
     ("DELETE", "/api/v1/tokens/{token}"): {200: ("the revoked token", [r.TokenView])},

@@ -153,6 +153,12 @@ class WebhookPage(_Open):
     counts: dict[str, int] | None = None
 
 
+class WhoAmI(_Open):
+    name: str
+    role: Literal["viewer", "operator", "admin"]
+    projects: list[str] | None = Field(description="null: every project")
+
+
 class TokenView(_Open):
     id: str
     name: str

@@ -43,6 +43,14 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET", "/api/v1/openapi.json", docs.openapi_json, None, "This document", tag="docs"),
     RouteSpec("GET", "/api/v1/docs", docs.docs_page, None, "This document, to read", tag="docs"),
     RouteSpec(
+        "GET",
+        "/api/v1/whoami",
+        handlers.whoami,
+        VIEWER,
+        "The caller: token name, role and projects",
+        tag="admin",
+    ),
+    RouteSpec(
         "POST",
         "/api/v1/batches",
         handlers.create_batch,

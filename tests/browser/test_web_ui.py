@@ -94,7 +94,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FullStack]:
 
 def api(stack: FullStack, method: str, path: str, body: Any = None) -> Any:
     status, answer = http(method, f"{stack.api_url}/api/v1{path}", token=TOKEN, body=body)
-    assert status in (200, 202), (status, answer)
+    assert status in (200, 201, 202), (status, answer)
     return answer
 
 
@@ -416,3 +416,29 @@ def test_cancel_a_second_batch_and_hostile_text_stays_text(page: Page, stack: Fu
     page.goto(f"{stack.api_url}/#/batches/{batch['id']}")
     expect(page.get_by_test_id("sign-in")).to_be_visible()
     shot(page, "11-signed-out")
+
+
+def test_a_viewer_sees_who_it_is_and_no_controls(page: Page, stack: FullStack) -> None:
+    viewer = api(
+        stack, "POST", "/tokens", {"name": "web-viewer", "role": "viewer", "projects": [PROJECT]}
+    )["token"]
+    running = submit(stack, servers_where(4, set()), max_in_flight=1)
+    page.goto(f"{stack.api_url}/#/")
+    page.get_by_test_id("token-input").fill(viewer)
+    page.get_by_test_id("sign-in-submit").click()
+    expect(page.get_by_test_id("whoami")).to_have_text("web-viewer · viewer · 1 project(s)")
+    page.goto(f"{stack.api_url}/#/batches/{running['id']}")
+    expect(page.get_by_test_id("batch-state")).to_be_visible()
+    for action in ("pause", "resume", "cancel", "retry"):
+        expect(page.get_by_test_id(f"action-{action}")).to_be_hidden()
+    shot(page, "12-viewer-no-controls")
+
+    # The operator sees the controls on the same page (the bootstrap token is an admin).
+    page.get_by_test_id("sign-out").click()
+    sign_in(page)
+    expect(page.get_by_test_id("whoami")).to_have_text("bootstrap · admin")
+    page.goto(f"{stack.api_url}/#/batches/{running['id']}")
+    expect(page.get_by_test_id("action-cancel")).to_be_visible()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_test_id("action-cancel").click()
+    expect(page.get_by_test_id("batch-state")).to_have_text("cancelled", timeout=30_000)

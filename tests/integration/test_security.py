@@ -135,6 +135,7 @@ PERMITTED: dict[tuple[str, str], set[int]] = {
     # A fresh batch has no failed server to retry: the request is understood and refused.
     ("POST", "/api/v1/batches/{batch_id}/retry"): {400},
     ("GET", "/api/v1/servers/{server_id}/history"): {200},
+    ("GET", "/api/v1/whoami"): {200},
     ("GET", "/api/v1/tokens"): {200},
     ("POST", "/api/v1/tokens"): {201},
     ("DELETE", "/api/v1/tokens/{token}"): {200},

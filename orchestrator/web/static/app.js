@@ -118,6 +118,22 @@
   }
 
   let signingIn = false;
+  // The signed-in token as the API describes it (GET /whoami): its name, role and projects.
+  let me = null;
+
+  /** Whether the controls are worth showing: a viewer's clicks would only get 403s. */
+  function canOperate() {
+    return me !== null && me.role !== "viewer";
+  }
+
+  async function loadMe() {
+    me = await api("GET", "/whoami");
+    const who = $("whoami");
+    const scope = me.projects ? ` · ${me.projects.length} project(s)` : "";
+    who.textContent = `${me.name} · ${me.role}${scope}`;
+    who.hidden = false;
+    if (current && current.view.onIdentity) current.view.onIdentity();
+  }
 
   async function api(method, path, body) {
     const token = sessionStorage.getItem(TOKEN_KEY);
@@ -181,6 +197,8 @@
 
   function signOut(message, tone) {
     sessionStorage.removeItem(TOKEN_KEY);
+    me = null;
+    $("whoami").hidden = true;
     showSignIn(message, tone);
   }
 
@@ -194,7 +212,7 @@
     button.disabled = true;
     signingIn = true;
     try {
-      await api("GET", "/batches?limit=1"); // proves the token before showing anything
+      await loadMe(); // proves the token before showing anything
       input.value = "";
       route();
     } catch (error) {
@@ -243,6 +261,8 @@
     $("sign-in").hidden = true;
     $("sign-out").hidden = false;
     hideBanner();
+    // After a reload the token is still in this tab, but who it belongs to must be asked again.
+    if (me === null) loadMe().catch(() => {});
     const r = parseRoute();
     const view =
       r.name === "batch" ? batchView(r.id) : r.name === "server" ? serverView(r.id) : listView();
@@ -512,7 +532,7 @@
     function drawButtons() {
       for (const action of ACTIONS) {
         const button = buttons[action.name];
-        button.hidden = !batch || !action.shows(batch);
+        button.hidden = !batch || !canOperate() || !action.shows(batch);
         button.disabled = pending.size > 0;
         button.classList.toggle("working", pending.has(action.name));
       }
@@ -623,6 +643,7 @@
       root,
       title: `Batch ${short(batchId)}`,
       refresh,
+      onIdentity: drawButtons,
       live: () => batch === null || !TERMINAL_BATCH_STATES.has(batch.state) || pending.size > 0,
     };
   }
