@@ -17,6 +17,8 @@ class PostOutcome:
     status: int | None  # None: no HTTP answer at all
     error: str | None  # short: "timeout", "connection refused", "HTTP 500"
     duration_ms: int
+    # The receiver's Retry-After in seconds (the delta form only), when it sent one.
+    retry_after_s: float | None = None
 
 
 def post(
@@ -45,6 +47,7 @@ def post(
         _limit(connection, deadline)
         response = connection.getresponse()
         status = response.status
+        retry_after = _seconds(response.getheader("Retry-After"))
     except TimeoutError:
         return PostOutcome(None, "timeout", elapsed_ms())
     except OSError as exc:
@@ -53,7 +56,15 @@ def post(
         return PostOutcome(None, "invalid HTTP response", elapsed_ms())
     finally:
         connection.close()
-    return PostOutcome(status, None if 200 <= status < 300 else f"HTTP {status}", elapsed_ms())
+    error = None if 200 <= status < 300 else f"HTTP {status}"
+    return PostOutcome(status, error, elapsed_ms(), retry_after)
+
+
+def _seconds(value: str | None) -> float | None:
+    # An HTTP-date is rare from webhook receivers; only the delta-seconds form is read.
+    if value is None or not value.strip().isdigit():
+        return None
+    return float(value.strip())
 
 
 def _connection(

@@ -39,6 +39,8 @@ from pydantic import (
 from pydantic.json_schema import WithJsonSchema
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from orchestrator.domain.webhooks import host_allowed
+
 Loc = tuple[int | str, ...]
 
 USER_DATA_MAX_BYTES = 32768
@@ -383,7 +385,7 @@ class BatchRequest(BaseModel):
             if problem:
                 _fail(problem)
             allowed = _context(info).get(_CTX_ALLOWED_HOSTS, ())
-            if allowed and not host_allowed(urlsplit(value).hostname or "", allowed):
+            if not host_allowed(value, allowed):
                 _fail("host is not in ORCH_NOTIFY_ALLOWED_HOSTS: " + ", ".join(allowed))
         return value
 
@@ -467,18 +469,6 @@ def _dedupe_uuids(items: Iterable[object]) -> tuple[tuple[str, ...], list[tuple[
             errors.append(((index,), f"duplicate of servers[{first}]"))
         servers.append(server)
     return tuple(servers), errors
-
-
-def host_allowed(host: str, allowed: Iterable[str]) -> bool:
-    """`host` equals an allowed name, or ends with the suffix of a `*.example.com` entry."""
-    host = host.lower().rstrip(".")
-    for pattern in allowed:
-        pattern = pattern.lower().rstrip(".")
-        if pattern.startswith("*.") and host.endswith(pattern[1:]) and host != pattern[2:]:
-            return True
-        if host == pattern:
-            return True
-    return False
 
 
 def _url_problem(url: str) -> str | None:

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from orchestrator.config import Settings
 from orchestrator.db.models import Batch, WebhookAttempt, WebhookDelivery
 from orchestrator.domain.webhooks import (
+    BACKOFF_CAP_S,
     Verdict,
     canonical_body,
     full_jitter,
@@ -258,7 +259,11 @@ def _record(
     elif final:
         changes["state"] = FAILED
     else:
-        changes["next_attempt_at"] = now + timedelta(seconds=retry_delay_s(claimed.attempt, jitter))
+        wait = retry_delay_s(claimed.attempt, jitter)
+        if outcome.retry_after_s is not None:
+            # The receiver said when to come back (429/503): not sooner, and never past the cap.
+            wait = min(BACKOFF_CAP_S, max(wait, outcome.retry_after_s))
+        changes["next_attempt_at"] = now + timedelta(seconds=wait)
     with sessions() as session:
         # Only the claimer of this attempt may settle it (the attempt count is the guard).
         session.execute(

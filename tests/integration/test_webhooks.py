@@ -218,6 +218,22 @@ def test_the_secret_key_signs_when_no_webhook_secret_is_set(
     assert got.signed_by(derived)
 
 
+def test_a_429_waits_as_long_as_retry_after_says(make_rt: RuntimeMaker, receiver: Receiver) -> None:
+    rt = make_rt()
+    receiver.fail_first, receiver.fail_status, receiver.retry_after = 1, 429, "120"
+    batch_id = new_batch(rt, receiver.url())
+
+    deliver_due(rt, now=T0, jitter=at_most)
+    [row] = deliveries(rt, batch_id)
+    assert (row.state, row.last_status) == ("pending", 429)
+    # Our own backoff would have come back after 5 s; the receiver asked for 120.
+    assert row.next_attempt_at == T0 + timedelta(seconds=120)
+    assert deliver_due(rt, now=T0 + timedelta(seconds=119), jitter=at_most).sent == 0
+    deliver_due(rt, now=T0 + timedelta(seconds=120), jitter=at_most)
+    [row] = deliveries(rt, batch_id)
+    assert row.state == "delivered" and row.attempts == 2
+
+
 def test_a_500_is_retried_with_growing_waits_until_delivered(
     make_rt: RuntimeMaker, receiver: Receiver
 ) -> None:

@@ -39,6 +39,7 @@ class Received:
 class Receiver:
     fail_first: int = 0
     fail_status: int = 500
+    retry_after: str | None = None  # sent with the failing answers when set
     status: int = 200
     delay_s: float = 0.0
     requests: list[Received] = field(default_factory=list)
@@ -57,6 +58,8 @@ class Receiver:
                 time.sleep(receiver.delay_s)
                 status = receiver.fail_status if n <= receiver.fail_first else receiver.status
                 self.send_response(status)
+                if receiver.retry_after is not None and n <= receiver.fail_first:
+                    self.send_header("Retry-After", receiver.retry_after)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
