@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import UTC, datetime
-from typing import Any
 
 from aiohttp import web
 
 from orchestrator.api import token_cache
-from orchestrator.api.handlers import limit_param
+from orchestrator.api.handlers import json_body, limit_param, object_with
 from orchestrator.api.keys import PRINCIPAL, RUNTIME
 from orchestrator.api.schemas import RequestInvalid
 from orchestrator.services import audit
@@ -19,19 +18,6 @@ from orchestrator.services import tokens as tokens_service
 
 _ACTION = re.compile(r"[a-z]+\.[a-z]+|unknown")
 _ALLOWED_TOKEN_FIELDS = frozenset({"name", "role", "projects"})
-
-
-async def _body_object(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise RequestInvalid("the body is not valid JSON", {"body": "not valid JSON"}) from None
-    if not isinstance(body, dict):
-        raise RequestInvalid("invalid request", {"body": "must be a JSON object"})
-    unknown = sorted(set(body) - _ALLOWED_TOKEN_FIELDS)
-    if unknown:
-        raise RequestInvalid("invalid request", {name: "unknown field" for name in unknown})
-    return body
 
 
 async def list_tokens(request: web.Request) -> web.Response:
@@ -42,7 +28,7 @@ async def list_tokens(request: web.Request) -> web.Response:
 
 async def create_token(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    body = await _body_object(request)
+    body = object_with(await json_body(request), _ALLOWED_TOKEN_FIELDS)
     created = await asyncio.to_thread(
         tokens_service.create_token,
         rt.sessions,
@@ -89,19 +75,16 @@ async def list_audit(request: web.Request) -> web.Response:
     outcome = _short(request, "outcome")
     if outcome is not None and outcome not in ("ok", "denied", "error"):
         raise RequestInvalid("invalid request", {"outcome": "one of ok, denied, error"})
-    try:
-        page = await asyncio.to_thread(
-            audit.list_audit,
-            rt.sessions,
-            actor=_short(request, "actor"),
-            action=_short(request, "action", _ACTION),
-            batch_id=_short(request, "batch_id"),
-            outcome=outcome,
-            since=_time(request, "since"),
-            until=_time(request, "until"),
-            limit=limit_param(request, 100, 1000),
-            cursor=request.query.get("cursor"),
-        )
-    except audit.BadAuditCursor as exc:
-        raise RequestInvalid("invalid request", {"cursor": str(exc)}) from None
+    page = await asyncio.to_thread(
+        audit.list_audit,
+        rt.sessions,
+        actor=_short(request, "actor"),
+        action=_short(request, "action", _ACTION),
+        batch_id=_short(request, "batch_id"),
+        outcome=outcome,
+        since=_time(request, "since"),
+        until=_time(request, "until"),
+        limit=limit_param(request, 100, 1000),
+        cursor=request.query.get("cursor"),
+    )
     return web.json_response(page)

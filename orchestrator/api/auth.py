@@ -15,7 +15,6 @@ import hmac
 import json
 import logging
 import time
-import uuid
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +24,7 @@ from orchestrator.api.errors import Handler, json_error
 from orchestrator.api.keys import AUDIT_BATCH, AUDIT_PROJECT, PRINCIPAL, REDIS, RUNTIME
 from orchestrator.api.routes import ROUTE_SPECS, RouteSpec
 from orchestrator.auth import TOKEN_PREFIX, Principal, Role, hash_token
+from orchestrator.ids import canonical_uuid
 from orchestrator.services import audit
 from orchestrator.services import tokens as tokens_service
 
@@ -143,13 +143,6 @@ def _created_batch(response: web.StreamResponse) -> tuple[str | None, str | None
     return None, None
 
 
-def _uuid_or_none(raw: str | None) -> str | None:
-    try:
-        return str(uuid.UUID(raw)) if raw and len(raw) == 36 else None
-    except ValueError:
-        return None
-
-
 def _audit_entry(
     request: web.Request, status: int, response: web.StreamResponse | None
 ) -> dict[str, Any]:
@@ -157,7 +150,7 @@ def _audit_entry(
     spec = route_spec(request)
     details: dict[str, Any] = {}
     # Refused before a handler ran, the batch is still the one the URL names.
-    batch_id = request.get(AUDIT_BATCH) or _uuid_or_none(request.match_info.get("batch_id"))
+    batch_id = request.get(AUDIT_BATCH) or canonical_uuid(request.match_info.get("batch_id"))
     project_id = request.get(AUDIT_PROJECT)
     if response is not None and spec is not None and spec.creates_batch:
         created, created_project = _created_batch(response)

@@ -13,7 +13,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from orchestrator.api.schemas import RequestInvalid
 from orchestrator.ecs.errors import EcsError, Retryable
 from orchestrator.errors import Conflict, Forbidden, NotFound, ServiceError, Unavailable
-from orchestrator.services.batches import BadCursor, IdempotencyMismatch, RequestInvalidError
+from orchestrator.services.batches import IdempotencyMismatch, RequestInvalidError
+from orchestrator.services.cursors import BadCursor
 from orchestrator.services.tokens import TokenInvalid
 
 log = logging.getLogger("reimage.api")

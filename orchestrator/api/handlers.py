@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -19,6 +18,7 @@ from orchestrator.api.schemas import BatchRequest, RequestInvalid, parse_batch_r
 from orchestrator.auth import Principal
 from orchestrator.domain.states import ServerState
 from orchestrator.errors import Forbidden, NotFound
+from orchestrator.ids import canonical_uuid
 from orchestrator.services import batches, control
 from orchestrator.services import targets as targets_service
 
@@ -26,9 +26,6 @@ log = logging.getLogger("reimage.api")
 T = TypeVar("T")
 SERVICE_TIMEOUT_S = 20.0
 _SERVER_PREFIX = re.compile(r"[0-9a-f-]{1,36}")
-_UUID_TEXT = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-)
 
 
 async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -128,7 +125,7 @@ def _flag(request: web.Request, name: str) -> bool:
     return raw in ("true", "1")
 
 
-async def _json_body(request: web.Request, *, optional: bool = False) -> Any:
+async def json_body(request: web.Request, *, optional: bool = False) -> Any:
     if optional and not request.can_read_body:
         return {}
     try:
@@ -218,13 +215,13 @@ def _parse(request: web.Request, payload: Any) -> BatchRequest:
 
 
 async def create_batch(request: web.Request) -> web.Response:
-    return await _submit(request, _parse(request, await _json_body(request)))
+    return await _submit(request, _parse(request, await json_body(request)))
 
 
 async def pause_batch(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     batch_id = await _visible_batch_id(request)
-    body = _object_with(await _json_body(request, optional=True), {"reason"})
+    body = object_with(await json_body(request, optional=True), {"reason"})
     reason = body.get("reason")
     if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
         raise RequestInvalid("invalid request", {"reason": "a string of at most 500 characters"})
@@ -242,7 +239,7 @@ async def pause_batch(request: web.Request) -> web.Response:
 async def resume_batch(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     batch_id = await _visible_batch_id(request)
-    _object_with(await _json_body(request, optional=True), set())
+    object_with(await json_body(request, optional=True), set())
     view = await _in_thread(
         control.resume_batch, rt.sessions, batch_id, actor=_actor(request), now=rt.clock()
     )
@@ -252,7 +249,7 @@ async def resume_batch(request: web.Request) -> web.Response:
 async def cancel_batch(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     batch_id = await _visible_batch_id(request)
-    _object_with(await _json_body(request, optional=True), set())
+    object_with(await json_body(request, optional=True), set())
     view = await _in_thread(
         control.cancel_batch, rt.sessions, batch_id, actor=_actor(request), now=rt.clock()
     )
@@ -264,7 +261,7 @@ async def retry_batch(request: web.Request) -> web.Response:
     overridden."""
     rt = request.app[RUNTIME]
     parent_id = await _visible_batch_id(request)
-    body = _object_with(await _json_body(request, optional=True), batches.RETRY_FIELDS)
+    body = object_with(await json_body(request, optional=True), batches.RETRY_FIELDS)
     source = await _in_thread(batches.retry_source, rt.sessions, parent_id, body.get("states"))
     payload = batches.retry_payload(source, body)
     return await _submit(request, _parse(request, payload), parent_id=parent_id)
@@ -284,7 +281,7 @@ def _actor(request: web.Request) -> str:
     return request[PRINCIPAL].name
 
 
-def _object_with(body: Any, allowed: set[str] | frozenset[str]) -> dict[str, Any]:
+def object_with(body: Any, allowed: set[str] | frozenset[str]) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise RequestInvalid("invalid request", {"body": "must be a JSON object"})
     unknown = sorted(set(body) - set(allowed))
@@ -294,10 +291,9 @@ def _object_with(body: Any, allowed: set[str] | frozenset[str]) -> dict[str, Any
 
 
 def _batch_id(request: web.Request) -> str:
-    raw = request.match_info["batch_id"]
-    if not _UUID_TEXT.fullmatch(raw):
+    batch_id = canonical_uuid(request.match_info["batch_id"])
+    if batch_id is None:
         raise NotFound("no such batch")
-    batch_id = str(uuid.UUID(raw))
     request[AUDIT_BATCH] = batch_id
     return batch_id
 
@@ -362,8 +358,8 @@ async def list_batch_servers(request: web.Request) -> web.Response:
 
 async def server_history(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    server_id = request.match_info["server_id"].lower()
-    if not _UUID_TEXT.fullmatch(server_id):
+    server_id = canonical_uuid(request.match_info["server_id"])
+    if server_id is None:
         raise RequestInvalid("invalid request", {"server_id": "not a server UUID"})
     page = await _in_thread(
         batches.server_history,

@@ -14,12 +14,12 @@ from orchestrator import __version__
 from orchestrator.api import responses as r
 from orchestrator.api.schemas import BatchRequest
 from orchestrator.domain.states import ServerState
+from orchestrator.ids import UUID_PATTERN
 
 if TYPE_CHECKING:
     from orchestrator.api.routes import RouteSpec
 
 REF = "#/components/schemas/{model}"
-UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 _BODIES: dict[tuple[str, str], type[BaseModel]] = {
     ("POST", "/api/v1/batches"): BatchRequest,
@@ -109,8 +109,8 @@ _QUERY: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 _PATH_PARAMS: dict[str, dict[str, Any]] = {
-    "batch_id": {"type": "string", "format": "uuid", "pattern": UUID_PATTERN},
-    "server_id": {"type": "string", "format": "uuid", "pattern": UUID_PATTERN},
+    "batch_id": {"type": "string", "format": "uuid", "pattern": f"^{UUID_PATTERN}$"},
+    "server_id": {"type": "string", "format": "uuid", "pattern": f"^{UUID_PATTERN}$"},
     "token": {"type": "string", "pattern": "^[A-Za-z0-9_.@-]{1,64}$"},
 }
 

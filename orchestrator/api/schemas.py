@@ -40,6 +40,7 @@ from pydantic.json_schema import WithJsonSchema
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from orchestrator.domain.webhooks import host_allowed
+from orchestrator.ids import PROJECT_ID_PATTERN, REGION_PATTERN, UUID_PATTERN, canonical_uuid
 
 Loc = tuple[int | str, ...]
 
@@ -55,7 +56,6 @@ _CTX_MAX_SERVERS = "max_servers"
 _CTX_ALLOWED_HOSTS = "notify_allowed_hosts"
 _DEFAULT_MAX_SERVERS = 100_000
 
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 _PERCENT = re.compile(r"([0-9]{1,3})%")
 
 
@@ -98,14 +98,8 @@ def _matching(pattern: str, reason: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _canonical_uuid(value: object) -> str | None:
-    if isinstance(value, str) and _UUID.fullmatch(value):
-        return value.lower()
-    return None
-
-
 def _uuid(value: str) -> str:
-    return _canonical_uuid(value) or _fail("not a UUID")
+    return canonical_uuid(value) or _fail("not a UUID")
 
 
 def _is_wave_number(value: object) -> bool:
@@ -148,17 +142,16 @@ def _documented(pattern: str) -> WithJsonSchema:
     return WithJsonSchema({"type": "string", "pattern": f"^{pattern}$"})
 
 
-UUID_PATTERN = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 Uuid = Annotated[StrictStr, AfterValidator(_uuid), _documented(UUID_PATTERN)]
 ProjectId = Annotated[
     StrictStr,
-    _matching(r"[A-Za-z0-9_-]{1,64}", "must be 1-64 characters of A-Z a-z 0-9 _ -"),
-    _documented(r"[A-Za-z0-9_-]{1,64}"),
+    _matching(PROJECT_ID_PATTERN, "must be 1-64 characters of A-Z a-z 0-9 _ -"),
+    _documented(PROJECT_ID_PATTERN),
 ]
 Region = Annotated[
     StrictStr,
-    _matching(r"[a-z]{2,3}(-[a-z]+)+-[0-9]{1,3}", 'must be a region name like "cn-north-4"'),
-    _documented(r"[a-z]{2,3}(-[a-z]+)+-[0-9]{1,3}"),
+    _matching(REGION_PATTERN, 'must be a region name like "cn-north-4"'),
+    _documented(REGION_PATTERN),
 ]
 KeyName = Annotated[
     StrictStr,
@@ -460,7 +453,7 @@ def _dedupe_uuids(items: Iterable[object]) -> tuple[tuple[str, ...], list[tuple[
     servers: list[str] = []
     errors: list[tuple[Loc, str]] = []
     for index, item in enumerate(items):
-        server = _canonical_uuid(item)
+        server = canonical_uuid(item)
         if server is None:
             errors.append(((index,), "not a UUID"))
             continue

@@ -8,7 +8,6 @@ errors of `orchestrator.ecs.errors`; a changeos whose answer never arrived is `O
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,6 +15,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 
+from orchestrator import ids
 from orchestrator.ecs import signer
 from orchestrator.ecs.errors import EcsError, OutcomeUnknown, Retryable, classify
 from orchestrator.ecs.models import Job, OsChange, Server
@@ -27,9 +27,6 @@ from orchestrator.metrics import (
     Metrics,
     changeos_result,
 )
-
-_PROJECT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_REGION = re.compile(r"[a-z]{2,3}(-[a-z]+)+-[0-9]{1,3}")
 
 
 @dataclass(frozen=True)
@@ -77,7 +74,7 @@ class EcsClient:
         metrics: Metrics | None = None,
     ) -> None:
         # The API already refused anything else; checked again because these go into URLs.
-        if not _PROJECT_ID.fullmatch(project_id) or not _REGION.fullmatch(region):
+        if not ids.PROJECT_ID.fullmatch(project_id) or not ids.REGION.fullmatch(region):
             raise ValueError("project_id or region is not well formed")
         self._session = session
         self._endpoint = endpoint.rstrip("/")

@@ -3,7 +3,6 @@ from where, outcome), and the filtered, keyset-paged reading of it for admins.""
 
 from __future__ import annotations
 
-import base64
 from datetime import datetime
 from typing import Any
 
@@ -11,11 +10,8 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.db.models import AuditEntry
+from orchestrator.services.cursors import decode_int, encode
 from orchestrator.services.views import iso
-
-
-class BadAuditCursor(ValueError):
-    pass
 
 
 def record(sessions: sessionmaker[Session], entry: dict[str, Any]) -> None:
@@ -69,24 +65,9 @@ def list_audit(
     if until is not None:
         query = query.where(AuditEntry.at < until)
     if cursor:
-        query = query.where(AuditEntry.id < decode_cursor(cursor))
+        query = query.where(AuditEntry.id < decode_int(cursor))
     with sessions() as session:
         rows = list(session.scalars(query))
     page = rows[:limit]
-    next_cursor = encode_cursor(page[-1].id) if len(rows) > limit else None
+    next_cursor = encode(str(page[-1].id)) if len(rows) > limit else None
     return {"items": [audit_view(r) for r in page], "next_cursor": next_cursor}
-
-
-def encode_cursor(row_id: int) -> str:
-    return base64.urlsafe_b64encode(f"audit:{row_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        kind, _, number = text.partition(":")
-        if kind != "audit" or not number.isdigit():
-            raise ValueError
-        return int(number)
-    except ValueError:
-        raise BadAuditCursor("not a cursor this endpoint returned") from None

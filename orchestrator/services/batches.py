@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from orchestrator.domain.rollout import wave_of_each
 from orchestrator.domain.states import ACTIVE_SERVER_STATES, BatchState, ServerState
 from orchestrator.errors import Conflict, NotFound, ServiceError
 from orchestrator.sealing import seal
+from orchestrator.services.cursors import BadCursor, decode, decode_int, encode
 from orchestrator.services.views import batch_view, history_view, server_view
 from orchestrator.services.webhooks import delivery_counts
 
@@ -407,7 +407,7 @@ def list_batches(
     next_cursor = None
     if len(rows) > limit:
         last = page[-1]
-        next_cursor = _encode(f"{last.created_at.isoformat()}|{last.id}")
+        next_cursor = encode(f"{last.created_at.isoformat()}|{last.id}")
     return {"items": [batch_view(b) for b in page], "next_cursor": next_cursor}
 
 
@@ -433,7 +433,7 @@ def list_batch_servers(
     if server_prefix:
         query = query.where(BatchServer.server_id.startswith(server_prefix, autoescape=True))
     if cursor:
-        query = query.where(BatchServer.id > _decode_int_cursor(cursor))
+        query = query.where(BatchServer.id > decode_int(cursor))
     else:
         # Start at the batch's first row: otherwise PostgreSQL may walk the primary key from
         # the oldest batch's rows to reach a new batch's first page.
@@ -446,7 +446,7 @@ def list_batch_servers(
             raise NotFound(f"batch {batch_id} does not exist")
         rows = list(session.scalars(query))
     page = rows[:limit]
-    next_cursor = _encode(str(page[-1].id)) if len(rows) > limit else None
+    next_cursor = encode(str(page[-1].id)) if len(rows) > limit else None
     return {"items": [server_view(r) for r in page], "next_cursor": next_cursor}
 
 
@@ -471,38 +471,16 @@ def server_history(
             ServerHistory.batch_id.in_(select(Batch.id).where(Batch.project_id.in_(projects)))
         )
     if cursor:
-        query = query.where(ServerHistory.id > _decode_int_cursor(cursor))
+        query = query.where(ServerHistory.id > decode_int(cursor))
     with sessions() as session:
         rows = list(session.scalars(query))
     page = rows[:limit]
-    next_cursor = _encode(str(page[-1].id)) if len(rows) > limit else None
+    next_cursor = encode(str(page[-1].id)) if len(rows) > limit else None
     return {"items": [history_view(r) for r in page], "next_cursor": next_cursor}
 
 
-class BadCursor(ServiceError):
-    code = "invalid_cursor"
-
-
-def _encode(text: str) -> str:
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, UnicodeDecodeError):
-        raise BadCursor("cursor is not one this API gave out") from None
-
-
-def _decode_int_cursor(cursor: str) -> int:
-    text = _decode(cursor)
-    if not text.isdigit():
-        raise BadCursor("cursor is not one this API gave out")
-    return int(text)
-
-
 def _decode_batch_cursor(cursor: str) -> tuple[datetime, str]:
-    created, sep, batch_id = _decode(cursor).partition("|")
+    created, sep, batch_id = decode(cursor).partition("|")
     try:
         if not sep:
             raise ValueError

@@ -15,13 +15,13 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from orchestrator import ids
 from orchestrator.auth import Principal, Role, hash_token, new_token, shown_prefix
 from orchestrator.db.models import ApiToken
 from orchestrator.errors import Conflict, NotFound, ServiceError
 from orchestrator.services.views import iso
 
 TOKEN_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
-PROJECT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # last_used_at is a hint for humans; writing it on every request would make reads write.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -67,7 +67,7 @@ def validate_token_request(
         if not isinstance(projects, list) or not projects:
             problems["projects"] = "a non-empty list of project ids, or null for every project"
         else:
-            bad = [p for p in projects if not isinstance(p, str) or not PROJECT_ID.fullmatch(p)]
+            bad = [p for p in projects if not isinstance(p, str) or not ids.PROJECT_ID.fullmatch(p)]
             if bad:
                 problems["projects"] = "project ids are 1-64 characters of A-Z a-z 0-9 _ -"
             scope = sorted({p for p in projects if isinstance(p, str)})
