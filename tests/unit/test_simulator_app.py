@@ -205,6 +205,31 @@ async def test_rate_limit_answers_429_apigw_0308_but_not_on_control_paths(
     assert (await call(client, "GET", path))[0] == 200
 
 
+async def test_every_changeos_received_is_listed_with_its_time_and_answer(
+    aiohttp_client: ClientFactory, clock: FakeClock
+) -> None:
+    """Throttled ones too: the gateway turned them away, but the client did send them."""
+    client = await aiohttp_client(make_app(clock, rate_limit=1.0, burst=1))
+    assert (await call(client, "POST", CHANGEOS, BODY))[0] == 200
+    clock.now += 0.5
+    assert (await call(client, "POST", CHANGEOS, BODY))[0] == 429
+    clock.now += 1.0
+    assert (await call(client, "POST", CHANGEOS, BODY))[0] == 501
+    async with client.get("/_sim/changeos") as resp:
+        calls = (await resp.json())["calls"]
+    assert [(c["server_id"], c["answer"]) for c in calls] == [
+        (SERVER, "accepted"),
+        (SERVER, "APIGW.0308"),
+        (SERVER, "Ecs.0603"),
+    ]
+    assert [round(c["at"] - calls[0]["at"], 3) for c in calls] == [0.0, 0.5, 1.5]
+    async with client.get(f"/_sim/changeos?since={calls[1]['at']}") as resp:
+        assert (await resp.json())["calls"] == calls[1:]
+    async with client.get("/_sim/changeos?since=soon") as resp:
+        assert resp.status == 400
+        assert "since" in (await resp.json())["error"]
+
+
 # --- the ECS API -----------------------------------------------------------------------------
 
 

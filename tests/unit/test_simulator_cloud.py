@@ -240,16 +240,35 @@ def test_server_rebuilds_while_the_job_runs_then_shows_the_new_image() -> None:
     assert after["metadata"]["metering.image_id"] == IMAGE
 
 
-def test_failed_change_leaves_the_image_and_restores_the_status() -> None:
+def system_disk(body: dict[str, Any]) -> str:
+    volumes = body["os-extended-volumes:volumes_attached"]
+    return str(next(v["id"] for v in volumes if v["bootIndex"] == "0"))
+
+
+def test_failed_change_leaves_the_image_and_the_server_in_error_on_a_new_disk() -> None:
     cloud = make_cloud(fail_ratio=1.0)
     cloud.add_server(now=0.0, server_id=SERVER, status="SHUTOFF")
-    old_image = server(cloud, 0.0)["image"]["id"]
-    accepted_job_id(submit(cloud, os_change(mode=None)))
-    assert server(cloud, 5.0)["status"] == "REBUILD"
-    after = server(cloud, 10.0)
-    assert after["status"] == "SHUTOFF"
-    assert after["OS-EXT-STS:vm_state"] == "stopped"
-    assert after["image"]["id"] == old_image
+    before = server(cloud, 0.0)
+    accepted_job_id(submit(cloud, os_change(mode=None), now=2.0))
+    running = server(cloud, 5.0)
+    assert running["status"] == "REBUILD"
+    after = server(cloud, 13.0)
+    assert (after["status"], after["OS-EXT-STS:vm_state"]) == ("ERROR", "error")
+    assert after["OS-EXT-STS:task_state"] == ""
+    assert after["image"]["id"] == before["image"]["id"]
+    # The old system disk is gone with the attempt, and the server says when it changed.
+    assert system_disk(running) == system_disk(after) != system_disk(before)
+    assert before["updated"] < running["updated"] < after["updated"]
+
+
+def test_a_successful_change_replaces_the_system_disk_and_moves_updated() -> None:
+    cloud = make_cloud()
+    before = server(cloud, 0.0)
+    accepted_job_id(submit(cloud, now=2.0))
+    after = server(cloud, 13.0)
+    assert after["image"]["id"] == IMAGE
+    assert system_disk(after) != system_disk(before)
+    assert before["updated"] < after["updated"]
 
 
 def test_a_second_change_while_one_runs_is_busy_ecs_0603() -> None:
@@ -426,11 +445,30 @@ def test_duplicate_submissions_count_a_second_change_to_the_same_image() -> None
     assert stats["changeos_accepted"] == {SERVER: 3}
 
 
-def test_resubmitting_after_a_failed_job_is_not_a_duplicate() -> None:
+def test_resubmitting_after_a_failed_job_is_a_duplicate_too() -> None:
+    """Only an operator may send a change again after a failure: the server is in ERROR on a
+    half-built disk, so the simulator counts a second change however the first one ended."""
     cloud = make_cloud(fail_ratio=1.0)
     accepted_job_id(submit(cloud, now=0.0))
+    assert cloud.stats(10.0)["duplicate_submissions"] == 0
     accepted_job_id(submit(cloud, now=10.0))
-    assert cloud.stats(20.0)["duplicate_submissions"] == 0
+    assert cloud.stats(20.0)["duplicate_submissions"] == 1
+
+
+def test_changeos_calls_are_logged_with_time_and_answer() -> None:
+    cloud = make_cloud(rate_limit=1.0, burst=1)
+    accepted_job_id(submit(cloud, now=0.0))
+    assert error_of(submit(cloud, now=1.0)) == (501, "Ecs.0603")
+    cloud.changeos_turned_away(SERVER, "APIGW.0308", now=1.5)
+    calls = cloud.changeos_calls()
+    assert [(c["server_id"], c["answer"]) for c in calls] == [
+        (SERVER, "accepted"),
+        (SERVER, "Ecs.0603"),
+        (SERVER, "APIGW.0308"),
+    ]
+    assert [round(c["at"] - calls[0]["at"], 3) for c in calls] == [0.0, 1.0, 1.5]
+    assert cloud.changeos_calls(since=calls[1]["at"]) == calls[1:]
+    assert cloud.stats(2.0)["changeos_received_by_server"] == {SERVER: 3}
 
 
 def test_stats_report_requests_concurrency_and_truth() -> None:
@@ -482,6 +520,7 @@ def test_stats_report_requests_concurrency_and_truth() -> None:
             "transient": 0,
             "flow_control": 0,
             "dropped": 0,
+            "dropped_failing": 0,
             "slow": 0,
             "stuck": 0,
             "purged": 0,

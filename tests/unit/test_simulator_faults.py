@@ -134,6 +134,20 @@ def test_dropped_changeos_still_creates_its_job() -> None:
     assert stats["faults"]["dropped"] == 2
 
 
+def test_answers_of_failing_changes_can_be_dropped_more_often() -> None:
+    """`drop_failing_ratio` targets the hardest case: the job fails, the answer is lost, and the
+    server ends in ERROR on its old image."""
+    servers = [f"{i:08d}-0000-4000-8000-000000000000" for i in range(200)]
+    cloud = make_cloud(fail_ratio=0.5, drop_failing_ratio=1.0, seed=7)
+    drops = {sid: answer(cloud, sid).drop for sid in servers}
+    truth = cloud.stats(20.0)["truth"]
+    failing = {sid for sid in servers if truth[sid]["job_status"] == "FAIL"}
+    assert 50 < len(failing) < 150
+    assert {sid for sid, dropped in drops.items() if dropped} == failing
+    assert all(truth[sid]["status"] == "ERROR" for sid in failing)
+    assert faults(cloud, 20.0)["dropped_failing"] == faults(cloud, 20.0)["dropped"] == len(failing)
+
+
 def test_only_accepted_changeos_are_dropped() -> None:
     cloud = make_cloud(drop_ratio=1.0)
     cloud.add_server(now=0.0, server_id=SERVER, locked=True)
@@ -234,7 +248,7 @@ def test_error_after_success_leaves_the_server_broken_on_its_old_image() -> None
 def test_a_failed_job_is_never_counted_broken() -> None:
     cloud = make_cloud(error_after_success_ratio=1.0, fail_ratio=1.0)
     accepted_job_id(submit(cloud))
-    assert server(cloud, 10.0)["status"] == "ACTIVE"
+    assert server(cloud, 10.0)["status"] == "ERROR"  # as every failed change leaves it
     assert faults(cloud, 10.0)["broken"] == 0
 
 

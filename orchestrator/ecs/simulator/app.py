@@ -79,6 +79,7 @@ def create_simulator_app(
             web.get("/v1/{project_id}/cloudservers/detail", list_servers),
             web.get("/v1/{project_id}/cloudservers/{server_id}", show_server),
             web.get("/_sim/stats", sim_stats),
+            web.get("/_sim/changeos", sim_changeos),
             web.post("/_sim/reset", sim_reset),
             web.post("/_sim/servers", sim_servers),
             web.get("/_sim/faults", sim_faults),
@@ -106,7 +107,9 @@ async def _gateway(request: web.Request, handler: Handler) -> web.StreamResponse
     if error is not None:
         # A changeos turned away here still reached the simulator: the client did send it.
         if request.match_info.route.name in CHANGEOS_ROUTES:
-            simulator.cloud.count_changeos_received(request.match_info["server_id"])
+            simulator.cloud.changeos_turned_away(
+                request.match_info["server_id"], error.code, now=simulator.clock()
+            )
         return _error_response(request, error)
     return await handler(request)
 
@@ -244,6 +247,16 @@ async def _deliver(request: web.Request, answer: Answer) -> web.Response:
 async def sim_stats(request: web.Request) -> web.Response:
     simulator = request.app[SIMULATOR]
     return web.json_response(simulator.cloud.stats(simulator.clock()))
+
+
+async def sim_changeos(request: web.Request) -> web.Response:
+    """Every changeos received (`?since=<Unix time>`: from then on) with its time and answer."""
+    simulator = request.app[SIMULATOR]
+    try:
+        since = float(request.query.get("since") or 0)
+    except ValueError:
+        return _control_error("since must be a Unix time in seconds")
+    return web.json_response({"calls": simulator.cloud.changeos_calls(since)})
 
 
 async def sim_reset(request: web.Request) -> web.Response:

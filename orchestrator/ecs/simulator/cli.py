@@ -83,6 +83,8 @@ def _add_fault_arguments(parser: argparse.ArgumentParser) -> None:
         "--flow-control-ratio": "share of changeos calls answered 202 Common.0024, no job",
         "--drop-ratio": "share of changeos calls whose job is created, then the connection "
         "closed without an answer",
+        "--drop-failing-ratio": "the same, at least this often, for changes whose job will "
+        "fail (the server then ends in ERROR on its old image)",
         "--slow-ratio": "share of API calls answered --slow-seconds late (after the side effect)",
         "--stuck-ratio": "share of jobs that stay RUNNING forever",
         "--error-after-success-ratio": "share of SUCCESS jobs that leave the server ERROR on "
@@ -160,6 +162,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         transient_error_ratio=args.transient_error_ratio,
         flow_control_ratio=args.flow_control_ratio,
         drop_ratio=args.drop_ratio,
+        drop_failing_ratio=args.drop_failing_ratio,
         slow_ratio=args.slow_ratio,
         slow_seconds=args.slow_seconds,
         stuck_ratio=args.stuck_ratio,

@@ -100,7 +100,7 @@ __all__ = [
 
 REQUEST_KINDS = ("changeos", "show_job", "show_server", "list_servers", "rejected_429")
 # Faults counted as they are decided; "purged" and "broken" are read from the jobs instead.
-_DECIDED_FAULTS = ("transient", "flow_control", "dropped", "slow", "stuck")
+_DECIDED_FAULTS = ("transient", "flow_control", "dropped", "dropped_failing", "slow", "stuck")
 
 
 class Cloud:
@@ -137,6 +137,8 @@ class Cloud:
         self._poll_calls: Counter[str] = Counter()  # ShowJob calls per job id
         self._list_calls = 0
         self._duplicates = 0
+        # Every changeos received: (Unix time, server id, "accepted" or the error code).
+        self._changeos_log: list[tuple[float, str, str]] = []
         self._requests: dict[str, int] = dict.fromkeys(REQUEST_KINDS, 0)
         self._errors: Counter[str] = Counter()
         self._faults: Counter[str] = Counter()
@@ -158,6 +160,11 @@ class Cloud:
     def record_error(self, code: str) -> None:
         """Count an error answered outside this model (authentication, unknown routes)."""
         self._errors[code] += 1
+
+    def changeos_turned_away(self, server_id: str, code: str, *, now: float) -> None:
+        """A changeos the gateway refused (authentication, throttling) still reached us."""
+        self.count_changeos_received(server_id)
+        self._changeos_log.append((self._timestamps.unix(now), server_id, code))
 
     def count_changeos_received(self, server_id: str) -> int:
         """Count one more changeos for this server (also those the gateway turned away);
@@ -189,11 +196,20 @@ class Cloud:
             or self._change_os(project_id, server_id, body, cloud_init, now)
         )
         drop = not isinstance(reply, ApiError) and self._draws.hits(
-            "drop", self.config.drop_ratio, *key
+            "drop", self._drop_ratio(server_id), *key
         )
         if drop:
             self._faults["dropped"] += 1
+            self._faults["dropped_failing"] += self._fails(server_id)
+        answer = "accepted" if not isinstance(reply, ApiError) else reply.code
+        self._changeos_log.append((self._timestamps.unix(now), server_id, answer))
         return self._deliver(reply, key, drop=drop)
+
+    def _drop_ratio(self, server_id: str) -> float:
+        config = self.config
+        if config.drop_failing_ratio and self._fails(server_id):
+            return max(config.drop_ratio, config.drop_failing_ratio)
+        return config.drop_ratio
 
     def show_job(self, project_id: str, job_id: str, *, now: float) -> Reply:
         return self.answer_show_job(project_id, job_id, now=now).reply
@@ -280,6 +296,15 @@ class Cloud:
             settled = 0 if spec.id is None else self._settled_job_count(spec.id, now)
             ids.append(self._servers.put(spec, now, first_job=settled).id)
         return ids
+
+    def changeos_calls(self, since: float = 0.0) -> list[JsonObject]:
+        """Every changeos received at or after Unix time `since`, oldest first, with its answer
+        (`accepted`, dropped ones included, or the error code)."""
+        return [
+            {"at": at, "server_id": server_id, "answer": answer}
+            for at, server_id, answer in self._changeos_log
+            if at >= since
+        ]
 
     def faults(self) -> JsonObject:
         """The fault settings in force."""
@@ -404,7 +429,9 @@ class Cloud:
         config, draws = self.config, self._draws
         previous = self._jobs.of_server(server.id)
         number = len(previous)
-        if _repeats_a_standing_change(previous, request.image_id, now):
+        if any(job.image_id.lower() == request.image_id.lower() for job in previous):
+            # A second change to the same image, whatever became of the first: after a success
+            # it reimages a server twice, after a failure it changes a server in ERROR again.
             self._duplicates += 1
         spread = config.job_seconds_spread * (2 * draws.unit("spread", server.id, number) - 1)
         seconds = config.job_seconds * (1 + spread)
@@ -507,11 +534,3 @@ class Cloud:
             ak=self.config.ak,
             timestamps=self._timestamps,
         )
-
-
-def _repeats_a_standing_change(jobs: Sequence[SimJob], image_id: str, now: float) -> bool:
-    """Whether the server's last change to the same image did not fail."""
-    for job in reversed(jobs):
-        if job.image_id.lower() == image_id.lower():
-            return job.status(now) != "FAIL"
-    return False

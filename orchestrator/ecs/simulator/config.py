@@ -17,6 +17,7 @@ RATIO_FIELDS = (
     "transient_error_ratio",
     "flow_control_ratio",
     "drop_ratio",
+    "drop_failing_ratio",
     "slow_ratio",
     "stuck_ratio",
     "error_after_success_ratio",
@@ -43,6 +44,9 @@ class SimulatorConfig:
     transient_error_ratio: float = 0.0  # 500 Ecs.0615 / 503 Common.1503 before any side effect
     flow_control_ratio: float = 0.0  # changeos answers 202 Common.0024 without a job
     drop_ratio: float = 0.0  # changeos creates its job, then the connection is closed unanswered
+    # The same, at least this often, for changes whose job will fail (the hardest case: the
+    # server ends in ERROR on its old image, and a blind resend would change it a second time).
+    drop_failing_ratio: float = 0.0
     slow_ratio: float = 0.0  # the answer comes slow_seconds late (after the side effect)
     slow_seconds: float = 10.0
     stuck_ratio: float = 0.0  # jobs that stay RUNNING forever

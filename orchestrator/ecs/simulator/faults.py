@@ -16,7 +16,16 @@ from orchestrator.ecs.simulator.replies import ApiError, ecs_error, gateway_erro
 from orchestrator.ecs.simulator.shared import JsonObject, unit_hash
 
 # The counters of `/_sim/stats`'s "faults".
-FAULT_KINDS = ("transient", "flow_control", "dropped", "slow", "stuck", "purged", "broken")
+FAULT_KINDS = (
+    "transient",
+    "flow_control",
+    "dropped",
+    "dropped_failing",
+    "slow",
+    "stuck",
+    "purged",
+    "broken",
+)
 # The config fields `POST /_sim/faults` may change while the simulator runs.
 FAULT_FIELDS = (
     "job_seconds",
@@ -27,6 +36,7 @@ FAULT_FIELDS = (
     "transient_error_ratio",
     "flow_control_ratio",
     "drop_ratio",
+    "drop_failing_ratio",
     "slow_ratio",
     "slow_seconds",
     "stuck_ratio",

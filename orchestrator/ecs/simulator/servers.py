@@ -64,27 +64,36 @@ class Observed:
     image_id: str
     key_name: str | None
     updated_at: float
+    # How many system disks the server has had since it was (re)defined: every change of OS,
+    # failed or not, deletes the old one and creates another (fleet-safety-api.md section 11).
+    disk_generation: int = 0
 
 
 def observe(server: SimServer, jobs: Sequence[SimJob], now: float) -> Observed:
     """Replay the server's jobs up to `now` on top of its resting attributes."""
     rest_status, running = server.status, False
     image_id, key_name, updated_at = server.image_id, server.key_name, server.created_at
+    disks = 0
     for job in jobs[server.first_job :]:
+        # Accepted: the server goes into REBUILD at once, and its system disk is replaced.
+        updated_at, disks = job.created_at, disks + 1
         if not job.is_final(now):
             running = True
             continue
         updated_at = job.finished_at
         if job.fails:
-            continue  # a failed change leaves the image and restores the status
+            # A failed change leaves the old image and the server in ERROR, on a disk that was
+            # half built: it is not "untouched", and only an operator may try again.
+            rest_status = "ERROR"
+            continue
         if job.broken:
             rest_status = "ERROR"  # "succeeded", yet the server is broken on its old image
             continue
         rest_status, image_id, key_name = server.status, job.image_id, job.key_name or key_name
     if running:
-        return Observed("REBUILD", rest_status, "rebuilding", image_id, key_name, updated_at)
+        return Observed("REBUILD", rest_status, "rebuilding", image_id, key_name, updated_at, disks)
     task_state = server.busy_task(now) or ""
-    return Observed(rest_status, rest_status, task_state, image_id, key_name, updated_at)
+    return Observed(rest_status, rest_status, task_state, image_id, key_name, updated_at, disks)
 
 
 class ServerRegistry:
@@ -207,7 +216,7 @@ def server_body(
         "os-extended-volumes:volumes_attached": (
             [
                 {
-                    "id": derived_uuid(seed, server.id, "system-disk"),
+                    "id": system_disk_id(seed, server.id, seen.disk_generation),
                     "delete_on_termination": "true",
                     "bootIndex": "0",
                 }
@@ -220,6 +229,13 @@ def server_body(
         "sys_tags": [{"key": "_sys_enterprise_project_id", "value": "0"}],
         "enterprise_project_id": "0",
     }
+
+
+def system_disk_id(seed: int, server_id: str, generation: int) -> str:
+    """The volume id of the server's system disk after `generation` changes of OS."""
+    if generation == 0:
+        return derived_uuid(seed, server_id, "system-disk")
+    return derived_uuid(seed, server_id, "system-disk", generation)
 
 
 def server_filter(

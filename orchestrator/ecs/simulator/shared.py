@@ -41,6 +41,10 @@ class Timestamps:
     def __init__(self, wall_offset: float) -> None:
         self._wall_offset = wall_offset
 
+    def unix(self, now: float) -> float:
+        """Unix time of the model's `now` (what a test compares with its own clock)."""
+        return now + self._wall_offset
+
     def _wall(self, now: float) -> datetime:
         return datetime.fromtimestamp(now + self._wall_offset, UTC)
 
