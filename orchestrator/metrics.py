@@ -121,7 +121,7 @@ def changeos_result(error: EcsError | None) -> str:
     """The `result` label of a changeos call that answered `error` (None: accepted)."""
     if error is None:
         return "accepted"
-    if isinstance(error, OutcomeUnknown):
+    if isinstance(error, OutcomeUnknown) and error.http_status is None:
         return "unknown_outcome"
     if error.code.startswith("Connection."):
         return "transport_error"

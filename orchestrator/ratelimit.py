@@ -100,6 +100,25 @@ class FleetRateLimiter:
             await asyncio.sleep(wait)
             waited += wait
 
+    async def acquire_within(self, project_id: str, region: str, deadline_s: float) -> bool:
+        """Take a token if one can be had within `deadline_s`; False (no token taken) when not.
+
+        The changeos path takes its token this way BEFORE it records the attempt, so that no
+        wait of any length sits between the record and the send (DESIGN.md invariant 3)."""
+        waited = 0.0
+        while True:
+            wait = self.try_take(project_id, region)
+            if wait <= 0:
+                if waited > 0 and self._metrics is not None:
+                    self._metrics.rate_wait(waited)
+                return True
+            if waited + wait > deadline_s:
+                if waited > 0 and self._metrics is not None:
+                    self._metrics.rate_wait(waited)
+                return False
+            await asyncio.sleep(wait)
+            waited += wait
+
     def penalise(self, project_id: str, region: str) -> None:
         """The cloud said 429: slow everyone on this bucket down for a cool-down."""
         self._penalise(

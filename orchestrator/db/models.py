@@ -137,6 +137,12 @@ class BatchServer(Base):
     # Set and committed right before a changeos call; cleared when its outcome is known.
     call_started_at: Mapped[datetime | None]
     outcome_unknown: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The server as the cloud showed it just before the current attempt's call (status, task
+    # state, `updated`, system disk, image): an unknown outcome is settled against it.
+    before_call: Mapped[dict[str, Any] | None]
+    # Facts about the server observed before this moment may not decide its next send (a
+    # resend after a reconcile must look at the server again, never at an older list sweep).
+    facts_not_before: Mapped[datetime | None]
     # When a task was last handed this row; a message lost in the broker is re-sent after a lease.
     dispatched_at: Mapped[datetime | None]
     next_attempt_at: Mapped[datetime | None]

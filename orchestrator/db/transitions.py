@@ -7,10 +7,11 @@ first), it does not raise. An illegal transition is a programming error and rais
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import ColumnElement, insert, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -38,15 +39,21 @@ def record_server_transition(
     details: dict[str, Any] | None = None,
     values: dict[str, Any] | None = None,
     guard: dict[str, Any] | None = None,
+    where: Sequence[ColumnElement[bool]] = (),
 ) -> bool:
     """Move one server from `expected` to `to` if it is still there; False when it is not.
 
     `values` are written with the state; `guard` adds `column == value` conditions to the
-    compare-and-set (e.g. `call_started_at=None` so two tasks cannot both start a call).
+    compare-and-set (e.g. `call_started_at=None` so two tasks cannot both start a call), and
+    `where` any other condition (e.g. that the batch still runs, checked in the same statement).
     The caller commits: the row, its history and the batch counts land together or not at all.
     """
     check_server_transition(expected, to)
-    conditions = [BatchServer.id == batch_server_id, BatchServer.state == expected.value]
+    conditions = [
+        BatchServer.id == batch_server_id,
+        BatchServer.state == expected.value,
+        *where,
+    ]
     for column, value in (guard or {}).items():
         attribute = getattr(BatchServer, column)
         conditions.append(attribute.is_(None) if value is None else attribute == value)

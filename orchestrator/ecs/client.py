@@ -17,7 +17,13 @@ import aiohttp
 
 from orchestrator import ids
 from orchestrator.ecs import signer
-from orchestrator.ecs.errors import EcsError, OutcomeUnknown, Retryable, classify
+from orchestrator.ecs.errors import (
+    EcsError,
+    OutcomeUnknown,
+    Retryable,
+    classify,
+    refused_before_acting,
+)
 from orchestrator.ecs.models import Job, OsChange, Server
 from orchestrator.metrics import (
     CHANGEOS_CALLS,
@@ -55,6 +61,8 @@ class Timeouts:
 class RateGate(Protocol):
     async def acquire(self, project_id: str, region: str) -> float: ...
 
+    async def acquire_within(self, project_id: str, region: str, deadline_s: float) -> bool: ...
+
     def penalise(self, project_id: str, region: str) -> None: ...
 
 
@@ -89,21 +97,45 @@ class EcsClient:
         self._rate_gate = rate_gate
         self._metrics = metrics
 
-    async def change_os(self, server_id: str, change: OsChange, *, cloud_init: bool) -> str:
-        """Send changeos; answer the cloud's job id. The OS is changed only when the job ends."""
+    async def take_rate_token(self, *, within_s: float) -> bool:
+        """Take one token of the fleet's rate budget for a call to come, waiting at most
+        `within_s`; False when none could be had in that time (nothing was taken)."""
+        if self._rate_gate is None:
+            return True
+        return await self._rate_gate.acquire_within(self._project_id, self._region, within_s)
+
+    async def change_os(
+        self, server_id: str, change: OsChange, *, cloud_init: bool, token_taken: bool = False
+    ) -> str:
+        """Send changeos; answer the cloud's job id. The OS is changed only when the job ends.
+
+        `token_taken`: the caller already holds this call's rate token (`take_rate_token`), so
+        the request goes out at once. A server error that does not prove the cloud refused
+        before acting (a 5xx system error) is an `OutcomeUnknown`, like a lost answer."""
         version = "v2" if cloud_init else "v1"
         path = f"/{version}/{self._project_id}/cloudservers/{quote(server_id, safe='')}/changeos"
         try:
-            job_id = await self._change_os(path, change)
+            try:
+                job_id = await self._change_os(path, change, token_taken=token_taken)
+            except Retryable as exc:
+                if refused_before_acting(exc):
+                    raise
+                raise OutcomeUnknown(
+                    code=exc.code,
+                    message=exc.message,
+                    http_status=exc.http_status,
+                    request_id=exc.request_id,
+                    details=exc.details,
+                ) from None
         except EcsError as exc:
             self._count(CHANGEOS_CALLS, {"result": changeos_result(exc)})
             raise
         self._count(CHANGEOS_CALLS, {"result": changeos_result(None)})
         return job_id
 
-    async def _change_os(self, path: str, change: OsChange) -> str:
+    async def _change_os(self, path: str, change: OsChange, *, token_taken: bool) -> str:
         status, body, headers = await self._call(
-            "POST", path, body=change.to_body(), operation="changeos"
+            "POST", path, body=change.to_body(), operation="changeos", token_taken=token_taken
         )
         job_id = body.get("job_id") if isinstance(body, dict) else None
         if isinstance(job_id, str) and job_id:
@@ -184,10 +216,11 @@ class EcsClient:
         query: list[tuple[str, str]] | None = None,
         body: dict[str, Any] | None = None,
         operation: str,
+        token_taken: bool = False,
     ) -> tuple[int, Any, dict[str, str]]:
         query = query or []
         raw = json.dumps(body).encode() if body is not None else b""
-        if self._rate_gate is not None:
+        if self._rate_gate is not None and not token_taken:
             await self._rate_gate.acquire(self._project_id, self._region)
         url = self._endpoint + path + (("?" + urlencode(query, quote_via=quote)) if query else "")
         headers = self._headers(method, path, query, raw)

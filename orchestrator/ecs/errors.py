@@ -18,6 +18,12 @@ RETRYABLE_CODES = frozenset(
         "Ecs.0615",
     }
 )
+# Retryable answers that prove the cloud refused before acting: the gateway's and the
+# service's flow control, "busy", and a connection that was never made. Any other retryable
+# answer to a changeos (a 5xx system error) may come after the change was accepted.
+REFUSED_BEFORE_ACTING_CODES = frozenset(
+    {"APIGW.0308", "APIG.0308", "Common.1503", "Common.0024", "Ecs.0603", "Connection.Failed"}
+)
 CONFIG_CODES = frozenset(
     {
         "APIGW.0301",
@@ -169,3 +175,8 @@ def parse_retry_after(value: str | None) -> float | None:
     except ValueError:
         return None
     return max(0.0, min(seconds, 3600.0))
+
+
+def refused_before_acting(error: Retryable) -> bool:
+    """Whether this retryable answer proves that nothing was applied (see the codes above)."""
+    return error.code in REFUSED_BEFORE_ACTING_CODES or error.http_status == 429

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.domain.verdicts import ServerSnapshot
+
 FINAL_JOB_STATUSES = frozenset({"SUCCESS", "FAIL"})
-REBUILD_TASK_STATES = frozenset({"rebuilding", "rebuild_block_device_mapping", "rebuild_spawning"})
 
 
 @dataclass(frozen=True)
@@ -89,14 +90,27 @@ class Server:
     locked: bool
     has_system_disk: bool
     tags: tuple[str, ...]
+    # The cloud's `updated` timestamp and the system disk's volume id: a change of OS moves
+    # the first and replaces the second (defaults: facts cached by an older version).
+    updated: str | None = None
+    system_disk_id: str | None = None
+
+    def snapshot(self) -> ServerSnapshot:
+        return ServerSnapshot(
+            status=self.status,
+            task_state=self.task_state,
+            image_id=self.image_id,
+            updated=self.updated,
+            system_disk_id=self.system_disk_id,
+        )
 
     @property
     def is_rebuilding(self) -> bool:
-        return self.status == "REBUILD" or (self.task_state or "") in REBUILD_TASK_STATES
+        return self.snapshot().is_rebuilding
 
     @property
     def is_idle(self) -> bool:
-        return not self.task_state and self.status not in ("REBUILD", "BUILD", "RESIZE")
+        return self.snapshot().is_idle
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> Server:
@@ -104,6 +118,11 @@ class Server:
         metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
         volumes = body.get("os-extended-volumes:volumes_attached")
         tags = body.get("tags")
+        system_disks = [
+            v
+            for v in (volumes if isinstance(volumes, list) else [])
+            if isinstance(v, dict) and str(v.get("bootIndex")) == "0"
+        ]
         return cls(
             id=str(body.get("id") or ""),
             name=str(body.get("name") or ""),
@@ -113,11 +132,10 @@ class Server:
             image_id=_opt(image.get("id")) if isinstance(image, dict) else None,
             charging_mode=_opt(metadata.get("charging_mode")) if metadata else None,
             locked=bool(body.get("locked")),
-            has_system_disk=any(
-                isinstance(v, dict) and str(v.get("bootIndex")) == "0"
-                for v in (volumes if isinstance(volumes, list) else [])
-            ),
+            has_system_disk=bool(system_disks),
             tags=tuple(str(t) for t in tags) if isinstance(tags, list) else (),
+            updated=_opt(body.get("updated")),
+            system_disk_id=_opt(system_disks[0].get("id")) if system_disks else None,
         )
 
 

@@ -1,9 +1,10 @@
 """Submitting one server's changeos exactly once, and reconciling when an outcome is unknown.
 
-The order is the guarantee (DESIGN.md invariant 3): the attempt is recorded and committed
-before the call; the call's outcome is recorded after it. A row whose call started but whose
-outcome never arrived is never sent again blindly: the server itself is read first, and a new
-call goes out only when the server is idle and still on its old image.
+The order is the guarantee (DESIGN.md invariant 3): the server is read and its rate token
+taken first; then the attempt is recorded and committed, with the server as it looked and in
+the same statement as the batch's pause/cancel/budget check; then the call goes out at once.
+A row whose call started but whose outcome never arrived is never sent again blindly: the
+server is read, and a new call goes out only when it is exactly as it was before the call.
 """
 
 from __future__ import annotations
@@ -12,21 +13,29 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, select, update
 
 from orchestrator.db.models import Batch, BatchServer
 from orchestrator.db.transitions import record_server_transition
-from orchestrator.domain.rollout import budget_spent
+from orchestrator.domain.rollout import allowed_failures, budget_spent
 from orchestrator.domain.states import TERMINAL_BATCH_STATES, BatchState, ServerState
 from orchestrator.domain.timing import first_poll_delay_s, retry_delay_s
+from orchestrator.domain.verdicts import (
+    Preflight,
+    Reconcile,
+    ServerSnapshot,
+    preflight_verdict,
+    reconcile_verdict,
+)
 from orchestrator.ecs.client import EcsClient
 from orchestrator.ecs.errors import ConfigError, EcsError, OutcomeUnknown, Rejected, Retryable
-from orchestrator.ecs.models import OsChange, Server
+from orchestrator.ecs.models import OsChange
 from orchestrator.logs import log_context
 from orchestrator.runtime import Runtime
 from orchestrator.sealing import SealError, unseal
@@ -36,6 +45,9 @@ from orchestrator.services.control import pause_for_config_error
 PREFLIGHT_MAX_AGE_S = 30.0
 # With backoff capped at two minutes, about an hour of trying before a server is given up.
 MAX_SUBMIT_RETRIES = 30
+# Calls sent for one server whose outcomes were each lost, yet the server showed no change:
+# past this many, something is wrong that a person should look at.
+MAX_ATTEMPTS = 10
 
 log = logging.getLogger("reimage.submission")
 
@@ -89,7 +101,9 @@ def _release_dispatch(rt: Runtime, row_id: int) -> None:
 
 
 def _stop_before_sending(rt: Runtime, row: BatchServer, batch: Batch) -> str | None:
-    """Pause and cancel are checked right before every submission (invariant 6)."""
+    """An early look at pause, cancel and the error budget, before any cloud call is spent on
+    the server. The guarantee is the compare-and-set that records the send (`_batch_may_send`);
+    this is also how a server that lost that compare-and-set to a pause is put back."""
     now = rt.clock()
     over_budget = batch.abort_reason is not None or budget_spent(
         batch.n_failed, batch.policy.get("max_failures"), batch.total
@@ -109,7 +123,7 @@ def _stop_before_sending(rt: Runtime, row: BatchServer, batch: Batch) -> str | N
             )
             session.commit()
             return reason
-        if batch.state == BatchState.PAUSED.value:
+        if batch.state != BatchState.RUNNING.value:
             record_server_transition(
                 session,
                 row.id,
@@ -124,6 +138,21 @@ def _stop_before_sending(rt: Runtime, row: BatchServer, batch: Batch) -> str | N
             session.commit()
             return "released"
     return None
+
+
+def _batch_may_send(batch: Batch) -> ColumnElement[bool]:
+    """The batch, as it is when the send is recorded: running, not cancelled, not aborted and
+    within its error budget (DESIGN.md invariant 6: no send can follow a committed pause)."""
+    conditions: list[ColumnElement[bool]] = [
+        Batch.id == batch.id,
+        Batch.state == BatchState.RUNNING.value,
+        Batch.cancel_requested.is_(False),
+        Batch.abort_reason.is_(None),
+    ]
+    allowed = allowed_failures(batch.policy.get("max_failures"), batch.total)
+    if allowed is not None:
+        conditions.append(Batch.n_failed <= allowed)
+    return select(Batch.id).where(*conditions).exists()
 
 
 def _os_change(rt: Runtime, batch: Batch) -> OsChange:
@@ -147,22 +176,37 @@ def _os_change(rt: Runtime, batch: Batch) -> OsChange:
     )
 
 
+def token_deadline_s(rt: Runtime) -> float:
+    """How long a task may wait for the changeos's rate token before it hands the server back
+    (unsent) to the tick: half the lease, so a task seldom holds a row the tick has already
+    handed to another worker. When it does, nothing is recorded yet, and the compare-and-set
+    that records the send lets only one of them send."""
+    return max(1.0, rt.settings.task_lease_s / 2)
+
+
 async def _send_changeos(rt: Runtime, client: EcsClient, row: BatchServer, batch: Batch) -> str:
     stopped = _stop_before_sending(rt, row, batch)
     if stopped:
         return stopped
-    if batch.policy.get("skip_matching", True):
-        verdict = await _preflight(rt, client, row, batch)
-        if verdict is not None:
-            return verdict
+    looked = await _look_before_sending(rt, client, row, batch)
+    if isinstance(looked, str):
+        return looked
+    before = looked
     try:
         change = _os_change(rt, batch)
     except SealError as exc:
         pause_for_config_error(rt, batch.id, f"secrets unreadable: {exc}")
         _release(rt, row, "config_error", {"error": str(exc)})
         return "config_error"
+    # The rate token BEFORE the attempt is recorded: whatever the wait, it happens while the
+    # row still says "nothing sent", so nothing that can take unbounded time sits between the
+    # record and the send (DESIGN.md invariant 3).
+    if not await client.take_rate_token(within_s=token_deadline_s(rt)):
+        _release_dispatch(rt, row.id)
+        return "rate_wait_expired"
     # Record the attempt and commit BEFORE the call. The guard makes this the one place where
-    # two tasks holding the same id can race; exactly one of them wins and sends.
+    # two tasks holding the same id can race; exactly one of them wins and sends, and only
+    # while the batch may send (read in the same statement).
     started = rt.clock()
     won = _settle(
         rt,
@@ -171,24 +215,33 @@ async def _send_changeos(rt: Runtime, client: EcsClient, row: BatchServer, batch
         reason="changeos_sent",
         now=started,
         guard={"call_started_at": None, "attempt": row.attempt},
-        values={"attempt": row.attempt + 1, "call_started_at": started},
+        where=[_batch_may_send(batch)],
+        values={
+            "attempt": row.attempt + 1,
+            "call_started_at": started,
+            "before_call": before.as_dict(),
+            "facts_not_before": None,
+        },
         details={
             "attempt": row.attempt + 1,
             "imageid": change.imageid,
             "api": "v2" if batch.cloud_init else "v1",
+            "before_call": before.as_dict(),
         },
     )
     if not won:
-        return "lost_race"
+        return _after_lost_send(rt, row)
     attempt = row.attempt + 1
     try:
-        job_id = await client.change_os(row.server_id, change, cloud_init=batch.cloud_init)
+        job_id = await client.change_os(
+            row.server_id, change, cloud_init=batch.cloud_init, token_taken=True
+        )
     except OutcomeUnknown as exc:
         _log_refused(exc, attempt)
         return _record_unknown(rt, row, attempt, exc)
     except Retryable as exc:
         _log_refused(exc, attempt)
-        return _schedule_retry(rt, row, attempt, exc)
+        return _schedule_retry(rt, row, attempt, exc, after_call=True)
     except ConfigError as exc:
         _log_refused(exc, attempt)
         pause_for_config_error(rt, batch.id, f"cloud refused our credentials: {exc}")
@@ -225,6 +278,21 @@ async def _send_changeos(rt: Runtime, client: EcsClient, row: BatchServer, batch
     return "accepted"
 
 
+def _after_lost_send(rt: Runtime, row: BatchServer) -> str:
+    """The compare-and-set that records the send did not match: another task sent first, or
+    the batch stopped (paused, cancelled, over budget) since this task read it."""
+    fresh = load(rt, row.id)
+    if fresh is None or fresh.row.state != ServerState.SUBMITTING.value:
+        return "lost_race"
+    if fresh.row.call_started_at is not None or fresh.row.attempt != row.attempt:
+        return "lost_race"
+    stopped = _stop_before_sending(rt, fresh.row, fresh.batch)
+    if stopped:
+        return stopped
+    _release_dispatch(rt, row.id)  # the batch may send again (resumed meanwhile): next tick
+    return "not_sent"
+
+
 def _log_refused(exc: EcsError, attempt: int) -> None:
     """The cloud's code and class only: its message may quote our request, never a secret."""
     level = logging.INFO if isinstance(exc, Retryable) else logging.WARNING
@@ -235,16 +303,19 @@ def _log_refused(exc: EcsError, attempt: int) -> None:
     )
 
 
-async def _preflight(rt: Runtime, client: EcsClient, row: BatchServer, batch: Batch) -> str | None:
-    """Read the server just before the change (AWS Instance Refresh's skip matching): one
-    already on the target image is skipped; one busy with another operation waits."""
+async def _look_before_sending(
+    rt: Runtime, client: EcsClient, row: BatchServer, batch: Batch
+) -> ServerSnapshot | str:
+    """Read the server just before the change: the snapshot an unknown outcome is settled
+    against, and the pre-flight verdict (skip one already on the target image, wait while it
+    is busy). Answers the snapshot to send with, or what was done instead."""
     server = None
     if rt.facts is not None:  # a recent list sweep saves a call per server
+        observed_after = time.time() - PREFLIGHT_MAX_AGE_S
+        if row.facts_not_before is not None:
+            observed_after = max(observed_after, row.facts_not_before.timestamp())
         server = rt.facts.lookup(
-            batch.project_id,
-            batch.region,
-            row.server_id,
-            observed_after=time.time() - PREFLIGHT_MAX_AGE_S,
+            batch.project_id, batch.region, row.server_id, observed_after=observed_after
         )
     try:
         if server is None:
@@ -257,8 +328,13 @@ async def _preflight(rt: Runtime, client: EcsClient, row: BatchServer, batch: Ba
         return "config_error"
     except Rejected as exc:
         return _fail(rt, row, exc, reason="preflight_rejected", attempt=row.attempt)
-    facts = _server_facts(server)
-    if server.image_id == str(batch.os_change["imageid"]) and server.is_idle:
+    seen = server.snapshot()
+    verdict = preflight_verdict(
+        seen,
+        target_image=str(batch.os_change["imageid"]),
+        skip_matching=bool(batch.policy.get("skip_matching", True)),
+    )
+    if verdict is Preflight.SKIP:
         _settle(
             rt,
             row.id,
@@ -267,15 +343,13 @@ async def _preflight(rt: Runtime, client: EcsClient, row: BatchServer, batch: Ba
             now=rt.clock(),
             guard={"call_started_at": None, "attempt": row.attempt},
             values={"dispatched_at": None},
-            details={"server": facts},
+            details={"server": seen.as_dict()},
         )
         return "skipped"
-    if not server.is_idle:
-        busy = Retryable(
-            code="ServerBusy", message=f"server is {server.status}/{server.task_state}"
-        )
-        return _schedule_retry(rt, row, row.attempt, busy, details={"server": facts})
-    return None
+    if verdict is Preflight.WAIT:
+        busy = Retryable(code="ServerBusy", message=f"server is {seen.status}/{seen.task_state}")
+        return _schedule_retry(rt, row, row.attempt, busy, details={"server": seen.as_dict()})
+    return seen
 
 
 def _settle(
@@ -286,8 +360,10 @@ def _settle(
     reason: str,
     now: datetime,
     guard: dict[str, Any] | None = None,
+    where: Sequence[ColumnElement[bool]] = (),
     values: dict[str, Any] | None = None,
     details: dict[str, Any] | None = None,
+    broken: bool = False,
 ) -> bool:
     """One compare-and-set from `submitting`, in its own transaction."""
     with rt.sessions() as session:
@@ -299,9 +375,15 @@ def _settle(
             reason=reason,
             now=now,
             guard=guard,
-            values=values,
+            where=where,
+            values={**(values or {}), "broken": True} if broken else values,
             details=details,
         )
+        if moved and broken:
+            batch_id = session.scalar(select(BatchServer.batch_id).where(BatchServer.id == row_id))
+            session.execute(
+                update(Batch).where(Batch.id == batch_id).values(n_broken=Batch.n_broken + 1)
+            )
         session.commit()
     return moved
 
@@ -333,7 +415,11 @@ def _schedule_retry(
     attempt: int,
     exc: Retryable,
     details: dict[str, Any] | None = None,
+    *,
+    after_call: bool = False,
 ) -> str:
+    """Try the same server later. `after_call`: a changeos was refused (throttled, busy): the
+    next send must look at the server again rather than at facts from before this one."""
     if row.retries + 1 > MAX_SUBMIT_RETRIES:
         return _fail(rt, row, exc, reason="retries_exhausted", attempt=attempt)
     now = rt.clock()
@@ -353,6 +439,7 @@ def _schedule_retry(
             "next_attempt_at": now + timedelta(seconds=delay),
             "error_code": exc.code,
             "error_message": exc.message,
+            **({"facts_not_before": now} if after_call else {}),
         },
         details={**exc.as_details(), **(details or {}), "retry_in_s": round(delay, 3)},
     )
@@ -402,6 +489,7 @@ def _release(
             "outcome_unknown": False,
             "dispatched_at": None,
             "next_attempt_at": None,
+            "before_call": None,
         },
     )
 
@@ -421,7 +509,6 @@ async def reconcile(rt: Runtime, client: EcsClient, row: BatchServer, batch: Bat
         # client's own timeouts have surely expired is the call known to be lost.
         _release_dispatch(rt, row.id)
         return "call_in_progress"
-    target = str(batch.os_change["imageid"])
     try:
         server = await client.show_server(row.server_id)
     except Retryable as exc:
@@ -433,95 +520,130 @@ async def reconcile(rt: Runtime, client: EcsClient, row: BatchServer, batch: Bat
         return "config_error"
     except Rejected as exc:
         return _fail(rt, row, exc, reason="reconcile_failed", attempt=row.attempt)
-    return _apply_reconcile(rt, row, batch, server, target)
+    return _apply_reconcile(rt, row, batch, server.snapshot())
 
 
-def _apply_reconcile(
-    rt: Runtime, row: BatchServer, batch: Batch, server: Server, target: str
-) -> str:
+def _apply_reconcile(rt: Runtime, row: BatchServer, batch: Batch, seen: ServerSnapshot) -> str:
     now = rt.clock()
-    seen = _server_facts(server)
+    before = ServerSnapshot.from_dict(row.before_call) if row.before_call else None
+    verdict = reconcile_verdict(before, seen, target_image=str(batch.os_change["imageid"]))
+    details = verdict.details(before, seen)
     # Only the call we examined may be settled by what we saw.
     same_call = {"attempt": row.attempt, "call_started_at": row.call_started_at}
-    common: dict[str, Any] = {
+    settled: dict[str, Any] = {
         "call_started_at": None,
         "outcome_unknown": False,
         "dispatched_at": None,
     }
-    with rt.sessions() as session:
-        if server.is_rebuilding:
-            record_server_transition(
-                session,
-                row.id,
-                expected=ServerState.SUBMITTING,
-                to=ServerState.RUNNING,
-                reason="reconciled_in_progress",
-                now=now,
-                guard=same_call,
-                values={
-                    **common,
-                    "submitted_at": row.call_started_at,
-                    "job_status": None,
-                    "next_poll_at": now
-                    + timedelta(seconds=float(batch.policy.get("poll_interval_s", 10))),
-                },
-                details={"server": seen},
-            )
-            result = "reconciled_running"
-        elif server.is_idle and server.image_id == target:
-            record_server_transition(
-                session,
-                row.id,
-                expected=ServerState.SUBMITTING,
-                to=ServerState.SUCCEEDED,
-                reason="reconciled_applied",
-                now=now,
-                guard=same_call,
-                values={**common, "error_code": None, "error_message": None},
-                details={"server": seen},
-            )
-            result = "reconciled_succeeded"
-        elif server.is_idle:
-            # Idle and still on its old image: the lost call was not applied; send again.
-            record_server_transition(
-                session,
-                row.id,
-                expected=ServerState.SUBMITTING,
-                to=ServerState.SUBMITTING,
-                reason="reconciled_not_applied",
-                now=now,
-                guard=same_call,
-                values={**common, "next_attempt_at": now},
-                details={"server": seen},
-            )
-            result = "reconciled_resend"
-        else:
-            session.rollback()
-            _defer_reconcile(rt, row, {"server": seen})
-            return "reconcile_deferred"
-        session.commit()
-    return result
+    outcome = verdict.outcome
+    if outcome is Reconcile.WAIT:
+        _defer_reconcile(rt, row, details)
+        return "reconcile_deferred"
+    if outcome is Reconcile.RUNNING:
+        poll_s = float(batch.policy.get("poll_interval_s", 10))
+        _settle(
+            rt,
+            row.id,
+            to=ServerState.RUNNING,
+            reason="reconciled_in_progress",
+            now=now,
+            guard=same_call,
+            values={
+                **settled,
+                "submitted_at": row.call_started_at,
+                "job_status": None,
+                "next_poll_at": now + timedelta(seconds=poll_s),
+            },
+            details=details,
+        )
+        return "reconciled_running"
+    if outcome is Reconcile.SUCCEEDED:
+        _settle(
+            rt,
+            row.id,
+            to=ServerState.SUCCEEDED,
+            reason="reconciled_applied",
+            now=now,
+            guard=same_call,
+            values={**settled, "error_code": None, "error_message": None},
+            details=details,
+        )
+        return "reconciled_succeeded"
+    if outcome is Reconcile.RESEND:
+        if row.attempt >= MAX_ATTEMPTS:
+            code, message = "attempts_exhausted", f"{row.attempt} calls, none known to land"
+            return _settle_failed(rt, row, same_call, "attempts_exhausted", code, message, details)
+        # Exactly as before the call: it did not land. The next send reads the server again.
+        _settle(
+            rt,
+            row.id,
+            to=ServerState.SUBMITTING,
+            reason="reconciled_not_applied",
+            now=now,
+            guard=same_call,
+            values={**settled, "next_attempt_at": now, "facts_not_before": now},
+            details=details,
+        )
+        return "reconciled_resend"
+    if outcome is Reconcile.BROKEN:
+        message = "the lost call landed: the server is on the target image but in ERROR"
+        return _settle_failed(
+            rt, row, same_call, "reconciled_broken", "ServerError", message, details, broken=True
+        )
+    changed = ", ".join(verdict.changed) or "no snapshot from before the call"
+    message = (
+        f"the answer to changeos attempt {row.attempt} was lost and the server changed since "
+        f"({changed}); it is not sent again: retry the server to send it"
+    )
+    code = "outcome_unknown_server_changed"
+    return _settle_failed(rt, row, same_call, code, code, message, details, broken=seen.is_error)
+
+
+def _settle_failed(
+    rt: Runtime,
+    row: BatchServer,
+    same_call: dict[str, Any],
+    reason: str,
+    code: str,
+    message: str,
+    details: dict[str, Any],
+    *,
+    broken: bool = False,
+) -> str:
+    _settle(
+        rt,
+        row.id,
+        to=ServerState.FAILED,
+        reason=reason,
+        now=rt.clock(),
+        guard=same_call,
+        values={
+            "call_started_at": None,
+            "outcome_unknown": False,
+            "dispatched_at": None,
+            "error_code": code,
+            "error_message": message,
+        },
+        details={**details, "broken": True} if broken else details,
+        broken=broken,
+    )
+    return "reconciled_failed"
 
 
 def _defer_reconcile(rt: Runtime, row: BatchServer, details: dict[str, Any]) -> None:
+    """Look at the server again later; the row keeps its unknown outcome meanwhile."""
     now = rt.clock()
-    with rt.sessions() as session:
-        session.execute(
-            update(BatchServer)
-            .where(BatchServer.id == row.id, BatchServer.state == ServerState.SUBMITTING.value)
-            .values(
-                outcome_unknown=True,
-                dispatched_at=None,
-                next_attempt_at=now + timedelta(seconds=max(5.0, rt.settings.reconcile_grace_s)),
-                updated_at=now,
-            )
-        )
-        session.commit()
-
-
-def _server_facts(server: Server) -> dict[str, Any]:
-    return {
-        "status": server.status,
-        "task_state": server.task_state,
-        "image_id": server.image_id,
-    }
+    _settle(
+        rt,
+        row.id,
+        to=ServerState.SUBMITTING,
+        reason="reconcile_deferred",
+        now=now,
+        guard={"attempt": row.attempt, "call_started_at": row.call_started_at},
+        values={
+            "outcome_unknown": True,
+            "dispatched_at": None,
+            "next_attempt_at": now + timedelta(seconds=max(5.0, rt.settings.reconcile_grace_s)),
+        },
+        details=details,
+    )

@@ -11,6 +11,7 @@ import aiohttp
 
 from orchestrator.domain.policy import in_flight_limit
 from orchestrator.domain.rollout import allowed_failures, plan_waves
+from orchestrator.domain.verdicts import preflight_verdict
 from orchestrator.ecs.client import EcsClient
 from orchestrator.ecs.errors import EcsError, Rejected
 from orchestrator.ecs.models import Server
@@ -66,14 +67,11 @@ def _verdict(
     ]
     already = server.image_id == target
     busy = not server.is_idle
-    if problems:
-        verdict = "will_fail"
-    elif already and skip_matching:
-        verdict = "skip"
-    elif busy:
-        verdict = "wait"
-    else:
-        verdict = "submit"
+    # The same pre-flight decision the send path makes, so the dry run predicts it exactly.
+    preflight = preflight_verdict(
+        server.snapshot(), target_image=target, skip_matching=skip_matching
+    )
+    verdict = "will_fail" if problems else preflight.value
     return {
         "exists": True,
         "status": server.status,

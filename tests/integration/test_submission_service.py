@@ -6,185 +6,34 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import aiohttp
-import pytest
 from sqlalchemy import select, update
 
-from orchestrator.config import load_settings
 from orchestrator.db.models import Batch, BatchServer, ServerHistory
 from orchestrator.ecs.models import OsChange
-from orchestrator.ecs.simulator.app import create_simulator_app
-from orchestrator.ecs.simulator.cloud import SimulatorConfig
-from orchestrator.runtime import Runtime
 from orchestrator.services.batches import create_batch
-from orchestrator.services.dispatch import run_tick
 from orchestrator.services.polling import poll_servers
 from orchestrator.services.submission import submit_server
 from orchestrator.services.sweep import sweep_facts
-
-AK, SK = "SVCACCESSKEY00000001", "svc-secret-key-00000000000000000000001"
-PROJECT = "0605767bd8b5d3f92f0ac0123456789a"
-IMAGE = "e215580f-73ad-429d-b6f2-5433947433b0"
-
-
-@dataclass
-class Spec:
-    servers: tuple[str, ...]
-    max_in_flight: int = 50
-    project_id: str = PROJECT
-    region: str = "cn-north-4"
-    cloud_init: bool = False
-    on_conflict: str = "reject"
-    policy_extra: dict[str, Any] = field(default_factory=dict)
-
-    def selector_json(self) -> dict[str, Any] | None:
-        return None
-
-    def secrets(self) -> dict[str, str]:
-        return {}
-
-    def public_os_change(self) -> dict[str, Any]:
-        return {"imageid": IMAGE, "keyname": "KeyPair-svc", "mode": "withStopServer"}
-
-    def policy_json(self) -> dict[str, Any]:
-        return {
-            "max_in_flight": self.max_in_flight,
-            "poll_interval_s": 0.2,
-            "job_timeout_s": 600,
-            **self.policy_extra,
-        }
-
-    def canonical_fingerprint(self) -> str:
-        return uuid.uuid4().hex
-
-
-@dataclass
-class ListDispatcher:
-    submits: list[int] = field(default_factory=list)
-    polls: list[list[int]] = field(default_factory=list)
-    sweeps: list[tuple[str, str]] = field(default_factory=list)
-
-    def submit(self, batch_server_ids: list[int]) -> None:
-        self.submits.extend(batch_server_ids)
-
-    def poll(self, batch_server_ids: list[int]) -> None:
-        self.polls.append(batch_server_ids)
-
-    def sweep(self, project_id: str, region: str) -> None:
-        self.sweeps.append((project_id, region))
-
-
-@dataclass
-class World:
-    endpoint: str
-    make_runtime: Callable[..., Runtime]
-
-    async def stats(self) -> dict[str, Any]:
-        async with aiohttp.ClientSession() as http, http.get(self.endpoint + "/_sim/stats") as r:
-            result: dict[str, Any] = await r.json()
-            return result
-
-
-WorldMaker = Callable[..., Awaitable[World]]
-
-
-@pytest.fixture
-async def make_world(
-    aiohttp_server: Callable[..., Any], database_url: str, redis_url: str
-) -> AsyncIterator[WorldMaker]:
-    """A simulator over real HTTP (config overrides as keywords) and runtimes against it."""
-    runtimes: list[Runtime] = []
-
-    async def start(**simulator: Any) -> World:
-        config = {"ak": AK, "sk": SK, "project_id": PROJECT, "job_seconds": 0.3, **simulator}
-        server = await aiohttp_server(create_simulator_app(SimulatorConfig(**config)))
-        endpoint = str(server.make_url("")).rstrip("/")
-
-        def make_runtime(sk: str = SK, **overrides: Any) -> Runtime:
-            settings = load_settings(
-                **{
-                    "database_url": database_url,
-                    "redis_url": redis_url,
-                    "ecs_endpoint": endpoint,
-                    "cloud_ak": AK,
-                    "cloud_sk": sk,
-                    "reconcile_grace_s": 0,
-                    "ecs_rate": 1000,
-                    "ecs_burst": 1000,
-                    **overrides,
-                }
-            )
-            rt = Runtime.build(settings)
-            runtimes.append(rt)
-            return rt
-
-        return World(endpoint, make_runtime)
-
-    yield start
-    for rt in runtimes:
-        rt.dispose()
-
-
-@pytest.fixture
-async def world(make_world: WorldMaker) -> World:
-    return await make_world()
-
-
-def new_batch(rt: Runtime, count: int, **spec: Any) -> tuple[str, list[int]]:
-    created = create_batch(
-        rt.sessions,
-        Spec(tuple(str(uuid.uuid4()) for _ in range(count)), **spec),
-        now=rt.clock(),
-        secret_key=None,
-    )
-    with rt.sessions() as session:
-        ids = list(
-            session.scalars(
-                select(BatchServer.id)
-                .where(BatchServer.batch_id == created.batch["id"])
-                .order_by(BatchServer.position)
-            )
-        )
-    return created.batch["id"], ids
-
-
-def tick(rt: Runtime, dispatcher: ListDispatcher) -> None:
-    run_tick(rt.sessions, dispatcher, now=rt.clock(), lease_s=60, call_timeout_s=1)
-
-
-def row(rt: Runtime, row_id: int) -> BatchServer:
-    with rt.sessions() as session:
-        return session.get_one(BatchServer, row_id)
-
-
-def reasons(rt: Runtime, row_id: int) -> list[str]:
-    with rt.sessions() as session:
-        return list(
-            session.scalars(
-                select(ServerHistory.reason)
-                .where(ServerHistory.batch_server_id == row_id)
-                .order_by(ServerHistory.id)
-            )
-        )
-
-
-async def wait_settled(rt: Runtime, ids: list[int]) -> None:
-    for _ in range(100):
-        await asyncio.sleep(0.1)
-        with rt.sessions() as session:
-            session.execute(
-                update(BatchServer).where(BatchServer.id.in_(ids)).values(next_poll_at=rt.clock())
-            )
-            session.commit()
-        await poll_servers(rt, ids)
-        if all(row(rt, i).state in ("succeeded", "failed") for i in ids):
-            return
-    raise AssertionError("jobs never ended")
+from tests.support.service_world import (
+    IMAGE,
+    PROJECT,
+    ListDispatcher,
+    Spec,
+    World,
+    WorldMaker,
+    mark_call_lost,
+    new_batch,
+    reasons,
+    row,
+    server_snapshot,
+    tick,
+    wait_settled,
+)
 
 
 async def test_tick_respects_max_in_flight_and_tasks_submit_once(world: World) -> None:
@@ -219,28 +68,6 @@ async def test_tick_respects_max_in_flight_and_tasks_submit_once(world: World) -
     ]
 
 
-def mark_call_lost(rt: Runtime, row_id: int) -> None:
-    """What a worker that died mid-call (or a dropped answer) leaves behind."""
-    long_ago = rt.clock() - timedelta(seconds=100)  # past the in-flight window, not the timeout
-    with rt.sessions() as session:
-        session.execute(
-            update(BatchServer)
-            .where(BatchServer.id == row_id)
-            .values(
-                state="submitting",
-                attempt=1,
-                call_started_at=long_ago,
-                next_attempt_at=long_ago,
-                outcome_unknown=False,
-                dispatched_at=None,
-            )
-        )
-        session.execute(
-            update(Batch).values(n_pending=Batch.n_pending - 1, n_submitting=Batch.n_submitting + 1)
-        )
-        session.commit()
-
-
 async def test_unknown_outcome_that_was_applied_is_never_sent_again(world: World) -> None:
     rt = world.make_runtime()
     _, ids = new_batch(rt, 1)
@@ -266,7 +93,8 @@ async def test_unknown_outcome_that_was_applied_is_never_sent_again(world: World
 async def test_unknown_outcome_not_applied_is_sent_once_more(world: World) -> None:
     rt = world.make_runtime()
     _, ids = new_batch(rt, 1)
-    mark_call_lost(rt, ids[0])
+    mark_call_lost(rt, ids[0], before=await server_snapshot(rt, row(rt, ids[0]).server_id))
+    tick(rt, ListDispatcher())
     assert await submit_server(rt, ids[0]) == "reconciled_resend"
     assert (await world.stats())["changeos_accepted"] == {}
     assert await submit_server(rt, ids[0]) == "accepted"
