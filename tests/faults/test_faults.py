@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +62,17 @@ CHAOS_FLAGS = (
     "0.1",
     "--drop-ratio",
     "0.05",
+    # Answers to changes whose job will FAIL are dropped much more often: the server then ends
+    # in ERROR on its old image, the case a blind resend would change a second time.
+    "--drop-failing-ratio",
+    "0.5",
     "--rate-limit",
     "40",
     "--burst",
     "20",
 )
 BUSY_PER_BATCH = 20
+DROP_FLAGS = ("--drop-ratio", "0.05", "--drop-failing-ratio", "0.5")
 # The Redis lock the tick task holds while it runs (workers/tasks.py).
 TICK_LOCK = "reimage:tick-lock"
 
@@ -117,6 +123,10 @@ class Fleet:
     regions: tuple[str, ...]
     sim_flags: tuple[str, ...] = ()
     worker_env: dict[str, str] = field(default_factory=dict)
+    # Settings every process gets on top of the defaults below (lease, rate budget...).
+    env_overrides: dict[str, str] = field(default_factory=dict)
+    workers: tuple[str, ...] = WORKERS
+    worker_concurrency: int = 3
     sims: dict[str, str] = field(default_factory=dict)
     api: str = ""
     redis: OwnRedis | None = None
@@ -153,6 +163,7 @@ class Fleet:
             "ORCH_RECONCILE_GRACE_S": "2",
             "ORCH_TASK_LEASE_S": "5",
             "NO_PROXY": "127.0.0.1,localhost",
+            **self.env_overrides,
         }
         migrated = subprocess.run(
             [sys.executable, "-m", "orchestrator", "migrate"],
@@ -185,7 +196,7 @@ class Fleet:
                 *self.sim_flags,
             )
         self.processes.start("api", "api", "--port", str(api_port))
-        for name in WORKERS:
+        for name in self.workers:
             self.start_worker(name)
         self.start_beat()
         self._wait_http([*(u + "/_sim/stats" for u in self.sims.values()), self.api + "/readyz"])
@@ -204,7 +215,7 @@ class Fleet:
             name,
             "worker",
             "--concurrency",
-            "3",
+            str(self.worker_concurrency),
             "--loglevel",
             "INFO",
             extra_env=self.worker_env,
@@ -218,7 +229,7 @@ class Fleet:
         """SIGKILL the process (its whole group: Celery's pool children too), start it again."""
         assert self.processes is not None
         self.processes.kill(name, signal.SIGKILL)
-        if name in WORKERS:
+        if name in self.workers:
             self.start_worker(name)
         else:
             self.start_beat()
@@ -280,6 +291,12 @@ class Fleet:
                 return items
             cursor = f"&cursor={page['next_cursor']}"
 
+    def changeos_calls(self, region: str, since: float = 0.0) -> list[dict[str, Any]]:
+        """Every changeos the region's simulator received since Unix time `since`."""
+        status, body = call("GET", f"{self.sims[region]}/_sim/changeos?since={since}", timeout=30)
+        assert status == 200, body
+        return body["calls"]  # type: ignore[no-any-return]
+
     def stats(self, region: str) -> dict[str, Any]:
         status, stats = call("GET", self.sims[region] + "/_sim/stats", timeout=30)
         assert status == 200, stats
@@ -288,7 +305,7 @@ class Fleet:
     def log_tails(self, lines: int = 30) -> str:
         assert self.processes is not None
         parts = []
-        for name in (*WORKERS, "beat", "api"):
+        for name in (*self.workers, "beat", "api"):
             if (self.directory / f"{name}.log").exists():
                 parts.append(f"--- {name} ---\n{self.processes.log_tail(name, lines)}")
         return "\n".join(parts)
@@ -425,7 +442,8 @@ class Fleet:
             f"truth_fail={sum(1 for f in truth.values() if f['job_status'] == 'FAIL')} "
             f"accepted={sum(stats['changeos_accepted'].values())} "
             f"429={stats['requests'].get('rejected_429', 0)} transient={faults['transient']} "
-            f"dropped={faults['dropped']} 0603={stats['errors_by_code'].get('Ecs.0603', 0)} "
+            f"dropped={faults['dropped']} (failing {faults['dropped_failing']}) "
+            f"0603={stats['errors_by_code'].get('Ecs.0603', 0)} "
             f"dup={dups}"
         )
         return problems, summary, dups
@@ -465,9 +483,20 @@ def make_fleet(request: pytest.FixtureRequest) -> Iterator[Callable[..., Fleet]]
         regions: tuple[str, ...] = tuple(SEEDS),
         sim_flags: tuple[str, ...] = (),
         worker_env: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
+        workers: tuple[str, ...] = WORKERS,
+        worker_concurrency: int = 3,
     ) -> Fleet:
         directory = Path(tempfile.mkdtemp(prefix=f"reimage-faults-{name}-"))
-        fleet = Fleet(directory, regions, sim_flags, dict(worker_env or {}))
+        fleet = Fleet(
+            directory,
+            regions,
+            sim_flags,
+            dict(worker_env or {}),
+            dict(env or {}),
+            workers,
+            worker_concurrency,
+        )
         fleets.append(fleet)
         fleet.start()
         return fleet
@@ -489,18 +518,21 @@ def run_scenario(
     disrupt: Callable[[Fleet, float, float], None] | None = None,
     prepare: Callable[[Fleet, str, list[str]], None] | None = None,
     note: Callable[[], str] = lambda: "",
+    servers_per_batch: int = SERVERS_PER_BATCH,
+    timeout_s: float = BATCH_DEADLINE_S,
+    **policy: Any,
 ) -> list[str]:
-    """Submit one batch of 300 per region, disrupt while they run, check everything; print
-    one summary line and answer the problems found."""
+    """Submit one batch of 300 (by default) per region, disrupt while they run, check
+    everything; print one summary line and answer the problems found."""
     started = time.monotonic()
     batches = []
     for region in fleet.regions:
-        servers = new_servers(scenario, region)
+        servers = new_servers(scenario, region, servers_per_batch)
         if prepare is not None:
             prepare(fleet, region, servers)
-        batches.append(fleet.submit(region, servers))
+        batches.append(fleet.submit(region, servers, **policy))
     try:
-        ran = fleet.run(batches, disrupt)
+        ran = fleet.run(batches, disrupt, timeout_s=timeout_s)
     except AssertionError:
         print(
             f"\n[faults] {scenario}: NOT FINISHED after {time.monotonic() - started:.1f} s; "
@@ -540,7 +572,10 @@ def test_chaos_transient_errors_dropped_answers_busy_servers_tight_rate_limit(
         status, answer = call("POST", fleet.sims[region] + "/_sim/servers", {"servers": busy})
         assert status == 200, answer
 
-    assert_no_problems(fleet, run_scenario(fleet, "chaos", prepare=make_busy))
+    problems = run_scenario(fleet, "chaos", prepare=make_busy)
+    # The case that used to be sent twice did happen: answers lost for jobs that then failed.
+    assert sum(fleet.stats(r)["faults"]["dropped_failing"] for r in fleet.regions) > 0
+    assert_no_problems(fleet, problems)
 
 
 class WorkerKiller:
@@ -567,7 +602,7 @@ class WorkerKiller:
             time.sleep(0.01)
         self.mid_tick += bool(client.exists(TICK_LOCK))
         client.close()
-        fleet.restart(WORKERS[self.kills % len(WORKERS)])
+        fleet.restart(fleet.workers[self.kills % len(fleet.workers)])
         self.kills += 1
         self.next_at = elapsed + self.every_s
 
@@ -611,29 +646,44 @@ class RedisRestarter:
     """Kill Redis once mid-batch; start it again, empty, ~2 s later. Workers, beat and API
     keep running: they must reconnect by themselves."""
 
-    def __init__(self, when_progress: float = 0.2, down_s: float = 2.0) -> None:
+    def __init__(
+        self, when_progress: float = 0.2, down_s: float = 2.0, kill_worker: bool = False
+    ) -> None:
         self.when_progress = when_progress
         self.down_s = down_s
+        self.kill_worker = kill_worker
         self.done_at: float | None = None
 
     def __call__(self, fleet: Fleet, elapsed: float, progress: float) -> None:
         if self.done_at is not None or progress < self.when_progress:
             return
         assert fleet.redis is not None
+        assert fleet.processes is not None
+        if self.kill_worker:  # killed with its tasks mid-call, started again with Redis
+            fleet.processes.kill(fleet.workers[0], signal.SIGKILL)
         fleet.redis.stop()
         time.sleep(self.down_s)
         fleet.redis.start()
+        if self.kill_worker:
+            fleet.start_worker(fleet.workers[0])
         self.done_at = round(elapsed, 1)
 
     def note(self) -> str:
-        return f"redis killed at {self.done_at} s, back empty {self.down_s:.0f} s later"
+        worker = ", a worker SIGKILLed with it" if self.kill_worker else ""
+        return f"redis killed at {self.done_at} s, back empty {self.down_s:.0f} s later{worker}"
 
 
-def test_redis_restarted_empty_mid_batch(make_fleet: Callable[..., Fleet]) -> None:
-    fleet = make_fleet()
-    restarter = RedisRestarter()
+def test_redis_restarted_empty_mid_batch_while_answers_are_dropped(
+    make_fleet: Callable[..., Fleet],
+) -> None:
+    """On PostgreSQL, the broker's Redis killed and started empty (rate budget, facts, queued
+    messages all gone) and a worker killed with it, while changeos answers are being dropped,
+    half of those of failing jobs among them."""
+    fleet = make_fleet(sim_flags=DROP_FLAGS)
+    restarter = RedisRestarter(kill_worker=True)
     problems = run_scenario(fleet, "redis-restart", disrupt=restarter, note=restarter.note)
     assert restarter.done_at is not None, "the batches ended before Redis was restarted"
+    assert sum(fleet.stats(r)["faults"]["dropped"] for r in fleet.regions) > 0
     assert_no_problems(fleet, problems)
 
 
@@ -737,4 +787,135 @@ def test_bad_credentials_pause_the_batch_after_the_first_401(
     assert not stats["changeos_accepted"]
     assert states["failed"] == 0, [r for r in rows if r["state"] == "failed"][:5]
     assert set(states) <= {"pending", "submitting"}, states
+    assert_no_problems(fleet, problems)
+
+
+# --- issue 11: scale-out on a slow budget, and a pause while servers wait for tokens ------------
+
+FOUR_WORKERS = ("worker-1", "worker-2", "worker-3", "worker-4")
+# A fleet rate of 2 calls/s per region shared by 4 worker processes (25 servers a message),
+# with a lease shorter than most waits for a token: the setting that used to re-dispatch a
+# server still waiting to send, and send it twice.
+SLOW_BUDGET_ENV = {
+    "ORCH_ECS_RATE": "2",
+    "ORCH_ECS_BURST": "1",
+    "ORCH_TASK_LEASE_S": "4",
+    "ORCH_ECS_READ_TIMEOUT": "5",
+    "ORCH_ECS_CONNECT_TIMEOUT": "2",
+}
+
+
+def rate_wait_seconds(fleet: Fleet) -> float:
+    """The seconds every process together spent waiting for tokens, from the API's /metrics."""
+    request = urllib.request.Request(fleet.api + "/metrics")
+    request.add_header("Authorization", f"Bearer {TOKEN}")
+    with _OPENER.open(request, timeout=10) as response:
+        text = response.read().decode()
+    for line in text.splitlines():
+        if line.startswith("reimage_rate_limiter_wait_seconds_total"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_four_workers_share_a_slow_rate_budget_with_a_short_lease(
+    make_fleet: Callable[..., Fleet],
+) -> None:
+    fleet = make_fleet(
+        sim_flags=DROP_FLAGS, env=SLOW_BUDGET_ENV, workers=FOUR_WORKERS, worker_concurrency=2
+    )
+    waited: list[float] = []
+    problems = run_scenario(
+        fleet,
+        "scale-out",
+        servers_per_batch=40,
+        timeout_s=300,
+        max_in_flight=40,
+        note=lambda: f"{waited[0] if waited else rate_wait_seconds(fleet):.0f} s of rate waits",
+    )
+    waited.append(rate_wait_seconds(fleet))
+    # Each message's servers waited far longer than the lease in all.
+    assert waited[0] > 3 * float(SLOW_BUDGET_ENV["ORCH_TASK_LEASE_S"])
+    assert_no_problems(fleet, problems)
+
+
+def _sent_before(history: list[dict[str, Any]], moment: float) -> int:
+    """How many of a server's sends were recorded (committed compare-and-set) before `moment`."""
+    return sum(
+        1
+        for h in history
+        if h["reason"] == "changeos_sent" and datetime.fromisoformat(h["at"]).timestamp() < moment
+    )
+
+
+def test_a_pause_while_servers_wait_for_tokens_stops_every_send(
+    make_fleet: Callable[..., Fleet],
+) -> None:
+    fleet = make_fleet(
+        env={"ORCH_ECS_RATE": "2", "ORCH_ECS_BURST": "1"},
+        workers=FOUR_WORKERS,
+        worker_concurrency=2,
+    )
+    started = time.monotonic()
+    batches = []
+    for region in fleet.regions:
+        servers = new_servers("pause-waiting", region, 150)
+        # Servers that exist before the batch, so list sweeps see them and the budget goes
+        # to changeos calls rather than to one server read each.
+        status, answer = call(
+            "POST", fleet.sims[region] + "/_sim/servers", {"servers": [{"id": s} for s in servers]}
+        )
+        assert status == 200, answer
+        batches.append(fleet.submit(region, servers, max_in_flight=100))
+
+    def flowing(submitted: Submitted) -> bool:
+        """Sends are going out and most of the claimed servers wait for their token."""
+        view = fleet.batch(submitted.batch_id)
+        sent = fleet.stats(submitted.region)["changeos_received_by_server"]
+        return view is not None and view["counts"].get("submitting", 0) >= 50 and len(sent) >= 3
+
+    while not all(flowing(b) for b in batches):
+        assert time.monotonic() - started < 90, [fleet.batch(b.batch_id) for b in batches]
+        time.sleep(0.2)
+    paused_at: dict[str, float] = {}
+    waiting: dict[str, int] = {}
+    sent_before: dict[str, int] = {}
+    for submitted in batches:
+        status, view = call("POST", f"{fleet.api}/api/v1/batches/{submitted.batch_id}/pause")
+        assert status == 200, view
+        paused_at[submitted.region] = time.time()  # the pause has answered
+        waiting[submitted.region] = view["counts"].get("submitting", 0)
+        sent_before[submitted.region] = len(
+            [c for c in fleet.changeos_calls(submitted.region) if c["at"] < time.time()]
+        )
+    time.sleep(8.0)  # 16 tokens' worth of time per region: any send still coming would come
+    late: list[tuple[str, float]] = []
+    problems: list[str] = []
+    for submitted in batches:
+        moment = paused_at[submitted.region]
+        calls = fleet.changeos_calls(submitted.region, since=moment)
+        late += [(c["server_id"], c["at"] - moment) for c in calls]
+        for server_id, n in Counter(c["server_id"] for c in calls).items():
+            history = fleet.history(server_id)
+            if _sent_before(history, moment) < n:
+                problems.append(
+                    f"{submitted.region}: {server_id} was sent after the pause answered: "
+                    f"{_compact(history)}"
+                )
+    for submitted in batches:
+        status, view = call("POST", f"{fleet.api}/api/v1/batches/{submitted.batch_id}/cancel")
+        assert status == 200, view
+    fleet.run(batches)
+    found, summary, duplicates = fleet.verify(batches, frozenset({"cancelled"}))
+    problems += found
+    lags = sorted(lag for _, lag in late)
+    print(
+        f"\n[faults] pause-waiting: {time.monotonic() - started:.1f} s; changeos received "
+        f"before the pause {sent_before}; waiting for tokens when paused {waiting}; after "
+        f"the pause answered: {len(late)} (latest {lags[-1] if lags else 0:.3f} s after it); "
+        f"{summary}; duplicate_submissions={duplicates}"
+    )
+    assert min(waiting.values()) >= 50, waiting
+    assert min(sent_before.values()) >= 3, sent_before
+    # At most the calls whose send was recorded before the pause, and those within one call.
+    assert all(lag < 2.0 for lag in lags), lags
     assert_no_problems(fleet, problems)
