@@ -17,7 +17,6 @@ PG_ADMIN_URL = os.environ.get(
     "REIMAGE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_TEST_URL = os.environ.get("REIMAGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def _pg_database(name: str) -> str:
@@ -64,3 +63,20 @@ def redis_url() -> Iterator[str]:
     yield REDIS_TEST_URL
     client.flushdb()
     client.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Skipped browser tests are said loudly: a green run without them proves less."""
+    skipped = [
+        report
+        for report in terminalreporter.stats.get("skipped", [])
+        if str(getattr(report, "nodeid", "")).startswith("tests/browser")
+    ]
+    if skipped:
+        terminalreporter.section("BROWSER TESTS SKIPPED", sep="!", red=True, bold=True)
+        terminalreporter.write_line(
+            f"{len(skipped)} browser tests did not run (no /usr/bin/chromium): the web page is "
+            "untested. Install it with `apt-get install -y chromium`; CI fails instead.",
+            red=True,
+            bold=True,
+        )

@@ -44,7 +44,6 @@ def create_celery_app(settings: Settings) -> Celery:
         task_default_exchange=SUBMIT_QUEUE,
         task_default_routing_key=SUBMIT_QUEUE,
         task_routes={
-            "reimage.submit_server": {"queue": SUBMIT_QUEUE, "routing_key": SUBMIT_QUEUE},
             "reimage.submit_servers": {"queue": SUBMIT_QUEUE, "routing_key": SUBMIT_QUEUE},
             "reimage.poll_jobs": {"queue": POLL_QUEUE, "routing_key": POLL_QUEUE},
             # Sweeps are few and others wait on them: the short tick queue, not behind polls.

@@ -17,7 +17,7 @@ from orchestrator.logs import log_context
 from orchestrator.runtime import Runtime
 from orchestrator.services.dispatch import run_tick
 from orchestrator.services.polling import poll_servers
-from orchestrator.services.submission import submit_server, submit_servers
+from orchestrator.services.submission import submit_servers
 from orchestrator.services.sweep import sweep_facts
 from orchestrator.services.webhooks import deliver_due
 
@@ -55,13 +55,6 @@ class CeleryDispatcher:
 
     def sweep(self, project_id: str, region: str) -> None:
         sweep_facts_task.apply_async(args=(project_id, region))
-
-
-@shared_task(name="reimage.submit_server")
-def submit_server_task(batch_server_id: int) -> str:
-    outcome = asyncio.run(submit_server(runtime(), batch_server_id))
-    log.info("submit batch_server=%s outcome=%s", batch_server_id, outcome)
-    return outcome
 
 
 @shared_task(name="reimage.submit_servers")

@@ -28,7 +28,6 @@ TERMINAL_SERVER_STATES = frozenset(
     {ServerState.SUCCEEDED, ServerState.FAILED, ServerState.CANCELLED, ServerState.SKIPPED}
 )
 ACTIVE_SERVER_STATES = frozenset({ServerState.PENDING, ServerState.SUBMITTING, ServerState.RUNNING})
-IN_FLIGHT_SERVER_STATES = frozenset({ServerState.SUBMITTING, ServerState.RUNNING})
 
 # Self-transitions record nuance without a new state: a retry scheduled after a 429, an
 # outcome that became unknown, the cloud job changing status.
@@ -82,12 +81,11 @@ TERMINAL_BATCH_STATES = frozenset(
         BatchState.CANCELLED,
     }
 )
-_BATCH_ENDINGS = TERMINAL_BATCH_STATES
 
 BATCH_TRANSITIONS: dict[BatchState, frozenset[BatchState]] = {
-    BatchState.PENDING: frozenset({BatchState.RUNNING, BatchState.PAUSED} | _BATCH_ENDINGS),
-    BatchState.RUNNING: frozenset({BatchState.PAUSED} | _BATCH_ENDINGS),
-    BatchState.PAUSED: frozenset({BatchState.RUNNING} | _BATCH_ENDINGS),
+    BatchState.PENDING: frozenset({BatchState.RUNNING, BatchState.PAUSED} | TERMINAL_BATCH_STATES),
+    BatchState.RUNNING: frozenset({BatchState.PAUSED} | TERMINAL_BATCH_STATES),
+    BatchState.PAUSED: frozenset({BatchState.RUNNING} | TERMINAL_BATCH_STATES),
     BatchState.SUCCEEDED: frozenset(),
     BatchState.PARTIALLY_FAILED: frozenset(),
     BatchState.ABORTED: frozenset(),

@@ -17,8 +17,8 @@ from jsonschema.protocols import Validator
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
-# The CI clone keeps shared/ beside the repository directory.
-SCHEMA_FILE = REPO.parent / "shared" / "reference" / "compose-spec.json"
+# The Compose specification's JSON schema (from ../shared/reference/), carried with the repository.
+SCHEMA_FILE = REPO / "tests" / "data" / "compose-spec.json"
 
 APP_SERVICES = ("api", "worker", "beat")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|(^|_)(AK|SK)$|KEY$")

@@ -10,7 +10,8 @@ import pytest
 
 from orchestrator.ecs import signer
 
-VECTORS_PATH = Path(__file__).resolve().parents[3] / "shared/reference/sdk-signing-vectors.json"
+# Captured from the official SDK (../shared/reference/), carried with the repository.
+VECTORS_PATH = Path(__file__).resolve().parents[1] / "data" / "sdk-signing-vectors.json"
 VECTORS: list[dict[str, Any]] = json.loads(VECTORS_PATH.read_text())["vectors"]
 
 

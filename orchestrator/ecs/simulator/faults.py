@@ -15,17 +15,6 @@ from orchestrator.ecs.simulator.config import SimulatorConfig
 from orchestrator.ecs.simulator.replies import ApiError, ecs_error, gateway_error
 from orchestrator.ecs.simulator.shared import JsonObject, unit_hash
 
-# The counters of `/_sim/stats`'s "faults".
-FAULT_KINDS = (
-    "transient",
-    "flow_control",
-    "dropped",
-    "dropped_failing",
-    "slow",
-    "stuck",
-    "purged",
-    "broken",
-)
 # The config fields `POST /_sim/faults` may change while the simulator runs.
 FAULT_FIELDS = (
     "job_seconds",
