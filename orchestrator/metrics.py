@@ -128,6 +128,22 @@ def changeos_result(error: EcsError | None) -> str:
     return error.code if _CODE.match(error.code) else "other"
 
 
+class CloudCallMetrics:
+    """The cloud client's `CallObserver`: its calls and answers as counters."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def request_answered(self, operation: str, status: str) -> None:
+        self._metrics.inc(ECS_REQUESTS, {"operation": operation, "status": status})
+
+    def changeos_answered(self, error: EcsError | None) -> None:
+        self._metrics.inc(CHANGEOS_CALLS, {"result": changeos_result(error)})
+
+    def throttled(self) -> None:
+        self._metrics.inc(THROTTLED, {})
+
+
 def _field(name: str, labels: Labels, le: str | None = None) -> str:
     """A hash field naming one series (one bucket, for histograms): unambiguous JSON."""
     return json.dumps([name, sorted(labels.items()), le], separators=(",", ":"))

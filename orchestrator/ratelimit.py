@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Protocol
 
 import redis
 
-from orchestrator.metrics import Metrics
+
+class WaitObserver(Protocol):
+    """Told how long each wait for a token took (metrics implement it)."""
+
+    def rate_wait(self, seconds: float) -> None: ...
+
 
 # KEYS[1] bucket hash. ARGV: rate/s, burst, tokens wanted, penalty factor.
 # Returns milliseconds to wait (0 = granted).
@@ -67,7 +73,7 @@ class FleetRateLimiter:
         client: redis.Redis,
         budget: RateBudget,
         prefix: str = "reimage:rate",
-        metrics: Metrics | None = None,
+        metrics: WaitObserver | None = None,
     ) -> None:
         self._client = client
         self._metrics = metrics

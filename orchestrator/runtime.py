@@ -15,7 +15,7 @@ from orchestrator.credentials import CredentialStore, load_credentials
 from orchestrator.db.engine import make_engine, make_session_factory
 from orchestrator.ecs.client import Credentials, EcsClient, RateGate, Timeouts
 from orchestrator.facts import FactsCache
-from orchestrator.metrics import Metrics
+from orchestrator.metrics import CloudCallMetrics, Metrics
 from orchestrator.ratelimit import FleetRateLimiter, RateBudget
 
 
@@ -64,7 +64,7 @@ class Runtime:
                 self.settings.ecs_connect_timeout_s, self.settings.ecs_read_timeout_s
             ),
             rate_gate=self.rate_gate,
-            metrics=self.metrics,
+            observer=CloudCallMetrics(self.metrics) if self.metrics is not None else None,
         )
 
     def dispose(self) -> None:

@@ -25,14 +25,6 @@ from orchestrator.ecs.errors import (
     refused_before_acting,
 )
 from orchestrator.ecs.models import Job, OsChange, Server
-from orchestrator.metrics import (
-    CHANGEOS_CALLS,
-    ECS_REQUESTS,
-    THROTTLED,
-    Definition,
-    Metrics,
-    changeos_result,
-)
 
 
 @dataclass(frozen=True)
@@ -58,6 +50,19 @@ class Timeouts:
     read_s: float = 30.0
 
 
+class CallObserver(Protocol):
+    """Told of every call and its answer (metrics implement it; the client knows no metrics)."""
+
+    def request_answered(self, operation: str, status: str) -> None:
+        """`status`: the HTTP status, or "error" when no answer came."""
+
+    def changeos_answered(self, error: EcsError | None) -> None:
+        """None: a job id came back."""
+
+    def throttled(self) -> None:
+        """The cloud answered 429."""
+
+
 class RateGate(Protocol):
     async def acquire(self, project_id: str, region: str) -> float: ...
 
@@ -79,7 +84,7 @@ class EcsClient:
         credentials: Credentials,
         timeouts: Timeouts | None = None,
         rate_gate: RateGate | None = None,
-        metrics: Metrics | None = None,
+        observer: CallObserver | None = None,
     ) -> None:
         # The API already refused anything else; checked again because these go into URLs.
         if not ids.PROJECT_ID.fullmatch(project_id) or not ids.REGION.fullmatch(region):
@@ -95,7 +100,7 @@ class EcsClient:
             total=None, sock_connect=timeouts.connect_s, sock_read=timeouts.read_s
         )
         self._rate_gate = rate_gate
-        self._metrics = metrics
+        self._observer = observer
 
     async def take_rate_token(self, *, within_s: float) -> bool:
         """Take one token of the fleet's rate budget for a call to come, waiting at most
@@ -128,9 +133,11 @@ class EcsClient:
                     details=exc.details,
                 ) from None
         except EcsError as exc:
-            self._count(CHANGEOS_CALLS, {"result": changeos_result(exc)})
+            if self._observer is not None:
+                self._observer.changeos_answered(exc)
             raise
-        self._count(CHANGEOS_CALLS, {"result": changeos_result(None)})
+        if self._observer is not None:
+            self._observer.changeos_answered(None)
         return job_id
 
     async def _change_os(self, path: str, change: OsChange, *, token_taken: bool) -> str:
@@ -232,14 +239,14 @@ class EcsClient:
                 status = response.status
                 response_headers = {k: v for k, v in response.headers.items()}
         except aiohttp.ClientConnectorError as exc:
-            self._count(ECS_REQUESTS, {"operation": operation, "status": "error"})
+            self._answered(operation, "error")
             # Refused or unreachable before a byte was sent: safe to retry any call.
             raise Retryable(code="Connection.Failed", message=type(exc).__name__) from None
         except (TimeoutError, aiohttp.ClientError) as exc:
-            self._count(ECS_REQUESTS, {"operation": operation, "status": "error"})
+            self._answered(operation, "error")
             cls = OutcomeUnknown if method == "POST" else Retryable
             raise cls(code="Connection.Lost", message=type(exc).__name__ or "timeout") from None
-        self._count(ECS_REQUESTS, {"operation": operation, "status": str(status)})
+        self._answered(operation, str(status))
         request_id = response_headers.get("X-Request-Id")
         if 200 <= status < 300:
             return status, _json_or_empty(payload), response_headers
@@ -249,13 +256,13 @@ class EcsClient:
         throttled = status == 429 or error.code in ("APIGW.0308", "APIG.0308", "Common.1503")
         if throttled and self._rate_gate is not None:
             self._rate_gate.penalise(self._project_id, self._region)
-        if status == 429:
-            self._count(THROTTLED, {})
+        if status == 429 and self._observer is not None:
+            self._observer.throttled()
         raise error
 
-    def _count(self, definition: Definition, labels: dict[str, str]) -> None:
-        if self._metrics is not None:
-            self._metrics.inc(definition, labels)
+    def _answered(self, operation: str, status: str) -> None:
+        if self._observer is not None:
+            self._observer.request_answered(operation, status)
 
 
 def _json_or_empty(payload: bytes) -> Any:
