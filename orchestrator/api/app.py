@@ -10,9 +10,11 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from orchestrator.api.auth import audit_middleware, auth_middleware
+from orchestrator.api.docs import render_docs_page
 from orchestrator.api.errors import error_middleware
-from orchestrator.api.keys import REDIS, RUNTIME
-from orchestrator.api.routes import route_defs
+from orchestrator.api.keys import DOCS_PAGE, OPENAPI, REDIS, RUNTIME
+from orchestrator.api.openapi import openapi_document
+from orchestrator.api.routes import ROUTES, route_defs
 from orchestrator.config import Settings
 from orchestrator.db.webhook_outbox import configure_global_url
 from orchestrator.runtime import Runtime
@@ -41,6 +43,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
             rt.dispose()
         executor.shutdown(wait=False)
 
+    app[OPENAPI] = openapi_document(ROUTES)
+    app[DOCS_PAGE] = render_docs_page(app[OPENAPI])
     app.cleanup_ctx.append(resources)
     app.router.add_routes(
         [

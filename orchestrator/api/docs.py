@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import html
 import json
-from functools import cache
 from typing import Any
 
 from aiohttp import web
 
-from orchestrator.api.openapi import openapi_document
+from orchestrator.api.keys import DOCS_PAGE, OPENAPI
 
 
-async def openapi_json(_: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI])
 
 
 def _schema_name(schema: dict[str, Any]) -> str:
@@ -57,9 +56,8 @@ def _operation_html(path: str, method: str, op: dict[str, Any]) -> str:
     )
 
 
-@cache
-def _page() -> str:
-    document = openapi_document()
+def render_docs_page(document: dict[str, Any]) -> str:
+    """The browsable page of an OpenAPI document (the app renders it once)."""
     operations = "".join(
         _operation_html(path, method, op)
         for path, methods in document["paths"].items()
@@ -83,5 +81,5 @@ def _page() -> str:
     )
 
 
-async def docs_page(_: web.Request) -> web.Response:
-    return web.Response(text=_page(), content_type="text/html")
+async def docs_page(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[DOCS_PAGE], content_type="text/html")

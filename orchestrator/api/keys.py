@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis.asyncio as aioredis
 from aiohttp import web
 
@@ -9,6 +11,9 @@ from orchestrator.auth import Principal
 from orchestrator.runtime import Runtime
 
 RUNTIME = web.AppKey("runtime", Runtime)
+# Built once from the route table when the app is made.
+OPENAPI = web.AppKey("openapi", dict[str, Any])
+DOCS_PAGE = web.AppKey("docs_page", str)
 REDIS = web.AppKey("redis", aioredis.Redis)
 # The caller of a request, set by the auth middleware for every /api/ request it lets through.
 PRINCIPAL = web.RequestKey("principal", Principal)

@@ -4,20 +4,18 @@ hand twice, so the document cannot drift from what the API checks and answers.""
 
 from __future__ import annotations
 
-from functools import cache
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from orchestrator import __version__
 from orchestrator.api import responses as r
+from orchestrator.api.route_spec import RouteSpec
 from orchestrator.api.schemas import BatchRequest
 from orchestrator.domain.states import ServerState
 from orchestrator.ids import UUID_PATTERN
-
-if TYPE_CHECKING:
-    from orchestrator.api.routes import RouteSpec
 
 REF = "#/components/schemas/{model}"
 
@@ -201,13 +199,10 @@ def _operation(spec: RouteSpec) -> dict[str, Any]:
     return operation
 
 
-@cache
-def openapi_document() -> dict[str, Any]:
-    # Imported here: the route table names the handlers that serve this document.
-    from orchestrator.api.routes import ROUTES
-
+def openapi_document(routes: Sequence[RouteSpec]) -> dict[str, Any]:
+    """The document of `routes` (the app builds it once from its route table)."""
     paths: dict[str, dict[str, Any]] = {}
-    for spec in ROUTES:
+    for spec in routes:
         paths.setdefault(spec.path, {})[spec.method.lower()] = _operation(spec)
     return {
         "openapi": "3.1.0",

@@ -4,34 +4,11 @@ all built from this one list, so they cannot disagree."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
-
 from aiohttp import web
 
 from orchestrator.api import admin_handlers, docs, handlers, metrics_handler, webhook_handlers
-from orchestrator.api.errors import Handler
+from orchestrator.api.route_spec import RouteSpec
 from orchestrator.auth import Role
-
-# How a route meets project scope: "batch" routes answer 404 for another project's batch;
-# "create" answers 403 for a project outside the token's scope; "filter" lists only what the
-# token may see; "none" has no project (tokens, audit, health).
-Scope = Literal["batch", "create", "filter", "none"]
-
-
-@dataclass(frozen=True)
-class RouteSpec:
-    method: str
-    path: str
-    handler: Handler
-    role: Role | None  # None: public, no token
-    summary: str
-    scope: Scope = "none"
-    action: str | None = None  # the audit log's name for a mutating route
-    creates_batch: bool = False
-    tag: str = "batches"
-    query: tuple[str, ...] = field(default=())
-
 
 VIEWER, OPERATOR, ADMIN = Role.VIEWER, Role.OPERATOR, Role.ADMIN
 BATCH = "/api/v1/batches/{batch_id}"

@@ -14,7 +14,8 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import text
 
 from orchestrator.api.app import create_app
-from orchestrator.api.routes import ROUTES, RouteSpec
+from orchestrator.api.route_spec import RouteSpec
+from orchestrator.api.routes import ROUTES
 from orchestrator.auth import Role
 from orchestrator.config import Settings, load_settings
 from orchestrator.runtime import Runtime
