@@ -42,8 +42,8 @@ import aiohttp
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
+from migrations import upgrade
 from orchestrator.db.engine import make_session_factory, normalise_url
-from orchestrator.db.migrate import upgrade
 from orchestrator.services import batches as batch_service
 
 try:

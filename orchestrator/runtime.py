@@ -10,13 +10,13 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.clock import Clock, utcnow
+from orchestrator.cloud.client import Credentials, EcsClient, RateGate, Timeouts
+from orchestrator.cloud.credentials import CredentialStore, load_credentials
+from orchestrator.cloud.facts import FactsCache
+from orchestrator.cloud.ratelimit import FleetRateLimiter, RateBudget
 from orchestrator.config import Settings
-from orchestrator.credentials import CredentialStore, load_credentials
 from orchestrator.db.engine import make_engine, make_session_factory
-from orchestrator.ecs.client import Credentials, EcsClient, RateGate, Timeouts
-from orchestrator.facts import FactsCache
-from orchestrator.metrics import CloudCallMetrics, Metrics
-from orchestrator.ratelimit import FleetRateLimiter, RateBudget
+from orchestrator.observability.metrics import CloudCallMetrics, Metrics
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
-from orchestrator.db.migrate import upgrade
+from migrations import upgrade
 
 PG_ADMIN_URL = os.environ.get(
     "REIMAGE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -15,7 +15,7 @@ from celery.signals import setup_logging
 from kombu import Exchange, Queue
 
 from orchestrator.config import Settings, SettingsError, load_settings
-from orchestrator.logs import configure_logging
+from orchestrator.observability.logs import configure_logging
 
 SUBMIT_QUEUE = "reimage.submit"
 POLL_QUEUE = "reimage.poll"

@@ -13,7 +13,7 @@ from celery.signals import worker_process_init
 
 from orchestrator.config import load_settings
 from orchestrator.db.webhook_outbox import configure_global_url
-from orchestrator.logs import log_context
+from orchestrator.observability.logs import log_context
 from orchestrator.runtime import Runtime
 from orchestrator.services.dispatch import run_tick
 from orchestrator.services.polling import poll_servers

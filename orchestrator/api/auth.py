@@ -24,7 +24,7 @@ from orchestrator.api.errors import Handler, json_error
 from orchestrator.api.keys import AUDIT_BATCH, AUDIT_PROJECT, PRINCIPAL, REDIS, RUNTIME
 from orchestrator.api.route_spec import RouteSpec
 from orchestrator.api.routes import ROUTE_SPECS
-from orchestrator.auth import TOKEN_PREFIX, Principal, Role, hash_token
+from orchestrator.domain.access import TOKEN_PREFIX, Principal, Role, hash_token
 from orchestrator.ids import canonical_uuid
 from orchestrator.services import audit
 from orchestrator.services import tokens as tokens_service

@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from orchestrator.api.schemas import RequestInvalid
-from orchestrator.ecs.errors import EcsError, Retryable
+from orchestrator.cloud.errors import EcsError, Retryable
 from orchestrator.errors import Conflict, Forbidden, NotFound, ServiceError, Unavailable
 from orchestrator.services.batches import IdempotencyMismatch, RequestInvalidError
 from orchestrator.services.cursors import BadCursor

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from orchestrator.api.keys import AUDIT_BATCH, AUDIT_PROJECT, PRINCIPAL, REDIS, RUNTIME
 from orchestrator.api.schemas import BatchRequest, RequestInvalid, parse_batch_request
-from orchestrator.auth import Principal
+from orchestrator.domain.access import Principal
 from orchestrator.domain.states import ServerState
 from orchestrator.errors import Forbidden, NotFound
 from orchestrator.ids import canonical_uuid

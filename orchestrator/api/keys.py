@@ -7,7 +7,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from orchestrator.auth import Principal
+from orchestrator.domain.access import Principal
 from orchestrator.runtime import Runtime
 
 RUNTIME = web.AppKey("runtime", Runtime)

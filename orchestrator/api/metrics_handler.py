@@ -8,7 +8,7 @@ import redis
 from aiohttp import web
 
 from orchestrator.api.keys import RUNTIME
-from orchestrator.metrics import CONTENT_TYPE, exposition
+from orchestrator.observability.metrics import CONTENT_TYPE, exposition
 
 
 async def metrics(request: web.Request) -> web.Response:

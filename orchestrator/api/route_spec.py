@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from orchestrator.api.errors import Handler
-from orchestrator.auth import Role
+from orchestrator.domain.access import Role
 
 # How a route meets project scope: "batch" routes answer 404 for another project's batch;
 # "create" answers 403 for a project outside the token's scope; "filter" lists only what the

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from orchestrator.api import admin_handlers, docs, handlers, metrics_handler, webhook_handlers
 from orchestrator.api.route_spec import RouteSpec
-from orchestrator.auth import Role
+from orchestrator.domain.access import Role
 
 VIEWER, OPERATOR, ADMIN = Role.VIEWER, Role.OPERATOR, Role.ADMIN
 BATCH = "/api/v1/batches/{batch_id}"

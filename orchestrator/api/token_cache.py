@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from orchestrator.auth import Principal
+from orchestrator.domain.access import Principal
 
 TOKEN_CACHE_S = 5.0
 MAX_ENTRIES = 10_000

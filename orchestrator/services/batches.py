@@ -25,8 +25,8 @@ from orchestrator.db.webhook_outbox import enqueue_batch_event
 from orchestrator.domain.rollout import wave_of_each
 from orchestrator.domain.states import ACTIVE_SERVER_STATES, BatchState, ServerState
 from orchestrator.errors import Conflict, NotFound, ServiceError
-from orchestrator.sealing import seal
 from orchestrator.services.cursors import BadCursor, decode, decode_int, encode
+from orchestrator.services.sealing import seal
 from orchestrator.services.views import batch_view, history_view, server_view
 from orchestrator.services.webhooks import delivery_counts
 

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from orchestrator.cloud.facts import FactsCache
 from orchestrator.db.models import Batch, BatchServer
 from orchestrator.db.transitions import (
     record_batch_event,
@@ -27,7 +28,6 @@ from orchestrator.domain.policy import in_flight_limit
 from orchestrator.domain.rollout import WaveStatus, budget_spent, may_open_next_wave, pauses_after
 from orchestrator.domain.states import ACTIVE_SERVER_STATES, BatchState, ServerState
 from orchestrator.domain.timing import expected_job_seconds
-from orchestrator.facts import FactsCache
 from orchestrator.services.views import budget_view
 
 POLL_CHUNK = 50

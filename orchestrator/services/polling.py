@@ -16,15 +16,15 @@ from typing import Any
 import aiohttp
 from sqlalchemy import select, update
 
+from orchestrator.cloud.client import EcsClient
+from orchestrator.cloud.errors import ConfigError, JobGone, Rejected, Retryable
+from orchestrator.cloud.facts import SERVERS_PER_PAGE_WORTH_IT
+from orchestrator.cloud.models import Job, Server
 from orchestrator.db.models import Batch, BatchServer
 from orchestrator.db.transitions import record_server_transition
 from orchestrator.domain.states import ServerState
 from orchestrator.domain.timing import job_duration_s, next_poll_delay_s, retry_delay_s
-from orchestrator.ecs.client import EcsClient
-from orchestrator.ecs.errors import ConfigError, JobGone, Rejected, Retryable
-from orchestrator.ecs.models import Job, Server
-from orchestrator.facts import SERVERS_PER_PAGE_WORTH_IT
-from orchestrator.logs import log_context
+from orchestrator.observability.logs import log_context
 from orchestrator.runtime import Runtime
 from orchestrator.services.control import pause_for_config_error
 

@@ -21,6 +21,9 @@ from typing import Any
 import aiohttp
 from sqlalchemy import ColumnElement, select, update
 
+from orchestrator.cloud.client import EcsClient
+from orchestrator.cloud.errors import ConfigError, EcsError, OutcomeUnknown, Rejected, Retryable
+from orchestrator.cloud.models import OsChange
 from orchestrator.db.models import Batch, BatchServer
 from orchestrator.db.transitions import record_server_transition
 from orchestrator.domain.rollout import allowed_failures, budget_spent
@@ -33,13 +36,10 @@ from orchestrator.domain.verdicts import (
     preflight_verdict,
     reconcile_verdict,
 )
-from orchestrator.ecs.client import EcsClient
-from orchestrator.ecs.errors import ConfigError, EcsError, OutcomeUnknown, Rejected, Retryable
-from orchestrator.ecs.models import OsChange
-from orchestrator.logs import log_context
+from orchestrator.observability.logs import log_context
 from orchestrator.runtime import Runtime
-from orchestrator.sealing import SealError, unseal
 from orchestrator.services.control import pause_for_config_error
+from orchestrator.services.sealing import SealError, unseal
 
 # Skip matching may rely on a list sweep this recent; older facts mean a server-details call.
 PREFLIGHT_MAX_AGE_S = 30.0

@@ -7,7 +7,7 @@ import logging
 
 import aiohttp
 
-from orchestrator.ecs.errors import ConfigError, EcsError, Rejected
+from orchestrator.cloud.errors import ConfigError, EcsError, Rejected
 from orchestrator.runtime import Runtime
 from orchestrator.services.control import pause_project_batches
 

@@ -9,12 +9,12 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from orchestrator.cloud.client import EcsClient
+from orchestrator.cloud.errors import EcsError, Rejected
+from orchestrator.cloud.models import Server
 from orchestrator.domain.policy import in_flight_limit
 from orchestrator.domain.rollout import allowed_failures, plan_waves
 from orchestrator.domain.verdicts import preflight_verdict
-from orchestrator.ecs.client import EcsClient
-from orchestrator.ecs.errors import EcsError, Rejected
-from orchestrator.ecs.models import Server
 from orchestrator.runtime import Runtime
 from orchestrator.services.batches import active_conflicts
 

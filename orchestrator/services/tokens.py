@@ -16,8 +16,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator import ids
-from orchestrator.auth import Principal, Role, hash_token, new_token, shown_prefix
 from orchestrator.db.models import ApiToken
+from orchestrator.domain.access import Principal, Role, hash_token, new_token, shown_prefix
 from orchestrator.errors import Conflict, NotFound, ServiceError
 from orchestrator.services.views import iso
 

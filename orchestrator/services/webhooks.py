@@ -41,7 +41,7 @@ from orchestrator.domain.webhooks import (
 from orchestrator.errors import NotFound
 from orchestrator.runtime import Runtime
 from orchestrator.services.views import iso
-from orchestrator.webhook_http import PostOutcome, post
+from orchestrator.services.webhook_http import PostOutcome, post
 
 log = logging.getLogger("reimage.webhooks")
 

@@ -25,8 +25,8 @@ import redis
 from playwright.sync_api import Browser, Page, Request, expect, sync_playwright
 from sqlalchemy import create_engine, text
 
-from orchestrator.db.migrate import upgrade
-from orchestrator.ecs.simulator.shared import unit_hash
+from migrations import upgrade
+from orchestrator.simulator.shared import unit_hash
 from tests.conftest import PG_ADMIN_URL, REDIS_TEST_URL, _pg_database
 from tests.integration.stack import FullStack, http, start_full_stack
 

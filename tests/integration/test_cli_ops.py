@@ -29,7 +29,7 @@ IMAGE = "e215580f-73ad-429d-b6f2-5433947433b0"
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessStack]:
     directory = tmp_path_factory.mktemp("cli")
     url = f"sqlite:///{directory / 'cli.db'}"
-    from orchestrator.db.migrate import upgrade
+    from migrations import upgrade
 
     upgrade(url)
     full = start_full_stack(

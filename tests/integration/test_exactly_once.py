@@ -19,8 +19,8 @@ from typing import Any
 import aiohttp
 from sqlalchemy import select, update
 
+from orchestrator.cloud.models import OsChange
 from orchestrator.db.models import Batch, ServerHistory
-from orchestrator.ecs.models import OsChange
 from orchestrator.runtime import Runtime
 from orchestrator.services.control import cancel_batch, pause_batch, resume_batch
 from orchestrator.services.dispatch import run_tick

@@ -6,8 +6,8 @@ import time
 
 import redis
 
-from orchestrator.ecs.models import Server
-from orchestrator.facts import FactsCache
+from orchestrator.cloud.facts import FactsCache
+from orchestrator.cloud.models import Server
 
 
 def server(server_id: str, image: str = "img-new") -> Server:

@@ -17,8 +17,8 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator.localstack import Stack, private_redis
-from orchestrator.metrics import (
+from orchestrator.devstack.stack import Stack, private_redis
+from orchestrator.observability.metrics import (
     CELERY_QUEUES,
     CHANGEOS_CALLS,
     JOB_DURATION,

@@ -6,8 +6,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
+from migrations import downgrade, upgrade
 from orchestrator.db.engine import normalise_url
-from orchestrator.db.migrate import downgrade, upgrade
 from orchestrator.db.models import Base
 
 TABLES = {

@@ -10,7 +10,7 @@ import time
 
 import redis
 
-from orchestrator.ratelimit import FleetRateLimiter, RateBudget
+from orchestrator.cloud.ratelimit import FleetRateLimiter, RateBudget
 
 
 def limiter(url: str, rate: float, burst: int, **kwargs: float) -> FleetRateLimiter:
@@ -41,7 +41,7 @@ def test_acquire_paces_calls(redis_url: str) -> None:
 def test_one_budget_shared_by_processes(redis_url: str) -> None:
     script = (
         "import asyncio, redis, sys\n"
-        "from orchestrator.ratelimit import FleetRateLimiter, RateBudget\n"
+        "from orchestrator.cloud.ratelimit import FleetRateLimiter, RateBudget\n"
         "g = FleetRateLimiter(redis.Redis.from_url(sys.argv[1]), RateBudget(40, 5))\n"
         "async def main():\n"
         "    for _ in range(30):\n"

@@ -13,7 +13,7 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
-from orchestrator.db.migrate import upgrade
+from migrations import upgrade
 from tests.conftest import PG_ADMIN_URL, REDIS_TEST_URL, _pg_database
 from tests.integration.stack import ProcessStack, http, start_full_stack
 

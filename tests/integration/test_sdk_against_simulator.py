@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from orchestrator.ecs.simulator.app import create_simulator_app
-from orchestrator.ecs.simulator.cloud import SimulatorConfig
+from orchestrator.simulator.app import create_simulator_app
+from orchestrator.simulator.cloud import SimulatorConfig
 
 pytestmark = pytest.mark.integration
 
@@ -268,7 +268,7 @@ def test_list_servers_details_with_awkward_query_values(
 def test_simulate_command_serves_until_sigterm(sdk: SimpleNamespace) -> None:
     code = (
         "import argparse, sys\n"
-        "from orchestrator.ecs.simulator.cli import add_simulate_arguments, run_simulator\n"
+        "from orchestrator.simulator.cli import add_simulate_arguments, run_simulator\n"
         "parser = argparse.ArgumentParser()\n"
         "add_simulate_arguments(parser)\n"
         "run_simulator(parser.parse_args(sys.argv[1:]))\n"

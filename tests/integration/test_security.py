@@ -16,8 +16,8 @@ from sqlalchemy import text
 from orchestrator.api.app import create_app
 from orchestrator.api.route_spec import RouteSpec
 from orchestrator.api.routes import ROUTES
-from orchestrator.auth import Role
 from orchestrator.config import Settings, load_settings
+from orchestrator.domain.access import Role
 from orchestrator.runtime import Runtime
 from orchestrator.services import tokens as tokens_service
 

@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 from sqlalchemy import select, update
 
+from orchestrator.cloud.models import OsChange
 from orchestrator.db.models import Batch, BatchServer, ServerHistory
-from orchestrator.ecs.models import OsChange
 from orchestrator.services.batches import create_batch
 from orchestrator.services.polling import poll_servers
 from orchestrator.services.submission import submit_server

@@ -15,12 +15,12 @@ from sqlalchemy import select, update
 
 from orchestrator.config import load_settings
 from orchestrator.db.models import Batch, BatchServer, ServerHistory
-from orchestrator.ecs.simulator.app import create_simulator_app
-from orchestrator.ecs.simulator.cloud import SimulatorConfig
 from orchestrator.runtime import Runtime
 from orchestrator.services.batches import create_batch
 from orchestrator.services.dispatch import run_tick
 from orchestrator.services.polling import poll_servers
+from orchestrator.simulator.app import create_simulator_app
+from orchestrator.simulator.cloud import SimulatorConfig
 
 AK, SK = "SVCACCESSKEY00000001", "svc-secret-key-00000000000000000000001"
 PROJECT = "0605767bd8b5d3f92f0ac0123456789a"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.cloud.credentials import load_credentials
 from orchestrator.config import SettingsError, load_settings
-from orchestrator.credentials import load_credentials
 
 PROJECT = "0605767bd8b5d3f92f0ac0123456789a"
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from orchestrator.ecs.errors import (
+from orchestrator.cloud.errors import (
     ConfigError,
     EcsError,
     JobGone,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from orchestrator.config import Settings
-from orchestrator.logs import REDACTED, configure_logging, log_context
+from orchestrator.observability.logs import REDACTED, configure_logging, log_context
 
 AK, SK = "LOGTESTACCESSKEY0001", "log-test-secret-key-0123456789abcdef"
 API_TOKEN = "api-token-for-the-log-test-0001"

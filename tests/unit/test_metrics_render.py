@@ -6,8 +6,8 @@ import math
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator.ecs.errors import ConfigError, OutcomeUnknown, Rejected, Retryable
-from orchestrator.metrics import (
+from orchestrator.cloud.errors import ConfigError, OutcomeUnknown, Rejected, Retryable
+from orchestrator.observability.metrics import (
     CELERY_QUEUES,
     Definition,
     Family,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.ecs import signer
+from orchestrator.cloud import signer
 
 # Captured from the official SDK (../shared/reference/), carried with the repository.
 VECTORS_PATH = Path(__file__).resolve().parents[1] / "data" / "sdk-signing-vectors.json"

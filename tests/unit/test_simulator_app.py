@@ -15,10 +15,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from orchestrator.ecs.signer import authorization_header, parse_raw_query, sdk_date
-from orchestrator.ecs.simulator.app import SIMULATOR, create_simulator_app
-from orchestrator.ecs.simulator.cli import add_simulate_arguments, config_from_args
-from orchestrator.ecs.simulator.cloud import SimulatorConfig
+from orchestrator.cloud.signer import authorization_header, parse_raw_query, sdk_date
+from orchestrator.simulator.app import SIMULATOR, create_simulator_app
+from orchestrator.simulator.cli import add_simulate_arguments, config_from_args
+from orchestrator.simulator.cloud import SimulatorConfig
 
 AK = "AKTESTEXAMPLE0000001"
 SK = "sktestexample0000000000000000000000000001"

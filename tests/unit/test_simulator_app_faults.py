@@ -13,10 +13,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from orchestrator.ecs.simulator.app import create_simulator_app
-from orchestrator.ecs.simulator.cli import add_simulate_arguments, config_from_args
-from orchestrator.ecs.simulator.cloud import ServerSpec, SimulatorConfig, is_uuid
-from orchestrator.ecs.simulator.faults import FAULT_FIELDS
+from orchestrator.simulator.app import create_simulator_app
+from orchestrator.simulator.cli import add_simulate_arguments, config_from_args
+from orchestrator.simulator.cloud import ServerSpec, SimulatorConfig, is_uuid
+from orchestrator.simulator.faults import FAULT_FIELDS
 from tests.unit.test_simulator_app import (
     AK,
     BODY,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.ecs.simulator.cloud import (
+from orchestrator.simulator.cloud import (
     ApiError,
     Cloud,
     Reply,

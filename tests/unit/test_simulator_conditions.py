@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.ecs.simulator.cloud import ApiError, Cloud, ServerSpec
-from orchestrator.ecs.simulator.inventory import (
+from orchestrator.simulator.cloud import ApiError, Cloud, ServerSpec
+from orchestrator.simulator.inventory import (
     generated_inventory,
     load_inventory,
     parse_inventory,

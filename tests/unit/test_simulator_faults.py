@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.ecs.simulator.cloud import Answer, ApiError, Cloud, SimulatorConfig
+from orchestrator.simulator.cloud import Answer, ApiError, Cloud, SimulatorConfig
 from tests.unit.test_simulator_cloud import (
     IMAGE,
     OTHER_IMAGE,

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from orchestrator.cloud.models import Server
 from orchestrator.domain.verdicts import (
     Preflight,
     Reconcile,
@@ -13,7 +14,6 @@ from orchestrator.domain.verdicts import (
     preflight_verdict,
     reconcile_verdict,
 )
-from orchestrator.ecs.models import Server
 
 TARGET = "e215580f-73ad-429d-b6f2-5433947433b0"
 OLD = "11111111-2222-4333-8444-555555555555"

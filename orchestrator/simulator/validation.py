@@ -10,8 +10,8 @@ import json
 import string
 from dataclasses import dataclass
 
-from orchestrator.ecs.simulator.replies import ApiError, ecs_error, invalid
-from orchestrator.ecs.simulator.shared import JsonObject, is_uuid
+from orchestrator.simulator.replies import ApiError, ecs_error, invalid
+from orchestrator.simulator.shared import JsonObject, is_uuid
 
 PASSWORD_SPECIALS = frozenset("!@$%^-_=+[{}]:,./?~#*")
 USER_DATA_MAX_BYTES = 32 * 1024

@@ -8,8 +8,8 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from orchestrator.ecs.simulator.inventory import ServerSpec, parse_tag
-from orchestrator.ecs.simulator.shared import is_uuid
+from orchestrator.simulator.inventory import ServerSpec, parse_tag
+from orchestrator.simulator.shared import is_uuid
 
 # Every share of calls, jobs or servers that meets a fault.
 RATIO_FIELDS = (

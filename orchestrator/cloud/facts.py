@@ -16,7 +16,7 @@ from dataclasses import asdict
 
 import redis
 
-from orchestrator.ecs.models import Server
+from orchestrator.cloud.models import Server
 
 PAGE = 1000
 # A sweep pays for itself when at least this many servers need facts per page it costs.

@@ -10,10 +10,10 @@ import signal
 
 from aiohttp import web
 
-from orchestrator.ecs.simulator.app import create_simulator_app
-from orchestrator.ecs.simulator.cloud import ServerSpec, SimulatorConfig, is_uuid
-from orchestrator.ecs.simulator.config import MAX_JOB_SECONDS_SPREAD
-from orchestrator.ecs.simulator.inventory import load_inventory, parse_tags
+from orchestrator.simulator.app import create_simulator_app
+from orchestrator.simulator.cloud import ServerSpec, SimulatorConfig, is_uuid
+from orchestrator.simulator.config import MAX_JOB_SECONDS_SPREAD
+from orchestrator.simulator.inventory import load_inventory, parse_tags
 
 
 def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:

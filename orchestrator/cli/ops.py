@@ -25,7 +25,7 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from orchestrator.apiclient import ApiClient, ApiError, ApiUnreachable
+from orchestrator.cli.apiclient import ApiClient, ApiError, ApiUnreachable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 TERMINAL = {"succeeded", "partially_failed", "aborted", "cancelled"}

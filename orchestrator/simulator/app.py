@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from orchestrator.ecs import signer
-from orchestrator.ecs.simulator.cloud import (
+from orchestrator.cloud import signer
+from orchestrator.simulator.cloud import (
     Answer,
     ApiError,
     Cloud,
@@ -28,7 +28,7 @@ from orchestrator.ecs.simulator.cloud import (
     SimulatorConfig,
     gateway_error,
 )
-from orchestrator.ecs.simulator.inventory import parse_inventory
+from orchestrator.simulator.inventory import parse_inventory
 
 REQUEST_ID_HEADER = "X-Request-Id"
 MAX_CLOCK_SKEW_S = 15 * 60

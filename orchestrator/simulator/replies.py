@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator.ecs.simulator.shared import JsonObject
+from orchestrator.simulator.shared import JsonObject
 
 
 @dataclass(frozen=True)

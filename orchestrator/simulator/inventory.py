@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.ecs.simulator.shared import derived_uuid, is_uuid
+from orchestrator.simulator.shared import derived_uuid, is_uuid
 
 CHARGING_MODES = frozenset({"0", "1", "2"})  # pay-per-use, yearly/monthly, spot
 # The task a server is busy with when only `busy_for_s` is given.

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from orchestrator.config import SettingsError, load_settings
-from orchestrator.localstack import (
+from orchestrator.devstack.stack import (
     Stack,
     StackError,
     embedded_redis,

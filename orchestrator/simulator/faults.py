@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from orchestrator.ecs.simulator.config import SimulatorConfig
-from orchestrator.ecs.simulator.replies import ApiError, ecs_error, gateway_error
-from orchestrator.ecs.simulator.shared import JsonObject, unit_hash
+from orchestrator.simulator.config import SimulatorConfig
+from orchestrator.simulator.replies import ApiError, ecs_error, gateway_error
+from orchestrator.simulator.shared import JsonObject, unit_hash
 
 # The config fields `POST /_sim/faults` may change while the simulator runs.
 FAULT_FIELDS = (

@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any
 
-from orchestrator.auth import Role
+from orchestrator.domain.access import Role
 
 
 def add_token_commands(sub: Any, settings_loader: Any, cli_error: type[Exception]) -> None:

@@ -22,10 +22,10 @@ import redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from orchestrator.cloud.errors import EcsError, OutcomeUnknown
 from orchestrator.db.models import Batch
 from orchestrator.domain.states import BatchState, ServerState
 from orchestrator.domain.timing import job_duration_s
-from orchestrator.ecs.errors import EcsError, OutcomeUnknown
 
 log = logging.getLogger("reimage.metrics")
 

@@ -26,7 +26,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.localstack import (
+from benchmarks.procstats import TreeSampler
+from orchestrator.devstack.stack import (
     Stack,
     StackError,
     free_port,
@@ -34,12 +35,11 @@ from orchestrator.localstack import (
     private_redis,
     wait_http,
 )
-from orchestrator.procstats import TreeSampler
 
 TERMINAL = {"succeeded", "partially_failed", "aborted", "cancelled"}
 PROJECT = "0605767bd8b5d3f92f0ac0123456789a"
 TOKEN = "bench-token"
-PEER_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sdk_peer.py"
+PEER_SCRIPT = Path(__file__).resolve().parent / "sdk_peer.py"
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,8 +102,8 @@ def _inventory(sim_url: str, ak: str, sk: str) -> tuple[list[str], dict[str, int
 
     import aiohttp
 
-    from orchestrator.ecs.client import Credentials, EcsClient
-    from orchestrator.ecs.errors import Retryable
+    from orchestrator.cloud.client import Credentials, EcsClient
+    from orchestrator.cloud.errors import Retryable
 
     async def list_ids() -> list[str]:
         async with aiohttp.ClientSession() as http:

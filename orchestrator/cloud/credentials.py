@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.cloud.client import Credentials
 from orchestrator.config import Settings, SettingsError
-from orchestrator.ecs.client import Credentials
 
 _FIELDS = {"ak": "access_key", "sk": "secret_key", "security_token": "security_token"}
 _FIELDS_WITH_TOKEN = {**_FIELDS, "auth_token": "auth_token"}

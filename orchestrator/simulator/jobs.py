@@ -8,7 +8,7 @@ import heapq
 import math
 from dataclasses import dataclass
 
-from orchestrator.ecs.simulator.shared import JsonObject, Timestamps
+from orchestrator.simulator.shared import JsonObject, Timestamps
 
 JOB_TYPE = "changeOS"
 JOB_FAIL_CODE = "Ecs.0202"

@@ -31,7 +31,7 @@ class CliError(Exception):
 
 
 def _settings() -> Settings:
-    from orchestrator.credentials import load_credentials
+    from orchestrator.cloud.credentials import load_credentials
 
     try:
         settings = load_settings()
@@ -45,7 +45,7 @@ def _settings() -> Settings:
 def _configure_logging(settings: Settings | None = None, log_format: str | None = None) -> None:
     """Logs of long-running commands: JSON or text (ORCH_LOG_FORMAT), secrets redacted. A
     command that runs without our settings (the simulator) still logs, with the defaults."""
-    from orchestrator.logs import configure_logging
+    from orchestrator.observability.logs import configure_logging
 
     if settings is None:
         try:
@@ -56,7 +56,7 @@ def _configure_logging(settings: Settings | None = None, log_format: str | None 
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from orchestrator.db.migrate import upgrade
+    from migrations import upgrade
 
     settings = _settings()
     upgrade(settings.database_url, args.revision)
@@ -92,7 +92,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     so a slow receiver never holds up a tick."""
     level = _apply_loglevel(args)
     _configure_logging(_settings())
-    from orchestrator.supervise import supervise
+    from orchestrator.cli.supervise import supervise
     from workers.app import POLL_QUEUE, SUBMIT_QUEUE, TICK_QUEUE, WEBHOOK_QUEUE
 
     def celery(queues: str, concurrency: int, name: str) -> tuple[str, list[str]]:
@@ -138,7 +138,7 @@ def cmd_beat(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from orchestrator.ecs.simulator.cli import run_simulator
+    from orchestrator.simulator.cli import run_simulator
 
     _configure_logging()
     run_simulator(args)
@@ -146,7 +146,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from orchestrator.demo import DemoError, run_demo
+    from orchestrator.devstack.demo import DemoError, run_demo
 
     _configure_logging(log_format="text")  # for the person watching, beside its live bars
     try:
@@ -156,8 +156,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from orchestrator.bench import run_bench
-    from orchestrator.localstack import StackError
+    from benchmarks.bench import run_bench
+    from orchestrator.devstack.stack import StackError
 
     try:
         return run_bench(args)
@@ -176,7 +176,7 @@ def _add_loglevel(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from orchestrator.ecs.simulator.cli import add_simulate_arguments
+    from orchestrator.simulator.cli import add_simulate_arguments
 
     parser = OneLineParser(
         prog="reimage", description="Change the OS of fleets of Huawei Cloud ECS servers, safely."
@@ -227,9 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_demo)
 
-    from orchestrator.bench import add_bench_arguments
-    from orchestrator.cli_ops import add_operator_commands
-    from orchestrator.cli_tokens import add_token_commands
+    from benchmarks.bench import add_bench_arguments
+    from orchestrator.cli.ops import add_operator_commands
+    from orchestrator.cli.tokens import add_token_commands
 
     add_operator_commands(sub)
     add_token_commands(sub, _settings, CliError)

@@ -14,8 +14,8 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
-from orchestrator.ecs.simulator.config import SimulatorConfig
-from orchestrator.ecs.simulator.faults import (
+from orchestrator.simulator.config import SimulatorConfig
+from orchestrator.simulator.faults import (
     FaultDraws,
     TokenBucket,
     fault_settings,
@@ -24,8 +24,8 @@ from orchestrator.ecs.simulator.faults import (
     throttled,
     transient_error,
 )
-from orchestrator.ecs.simulator.inventory import ServerSpec, generated_inventory
-from orchestrator.ecs.simulator.jobs import (
+from orchestrator.simulator.inventory import ServerSpec, generated_inventory
+from orchestrator.simulator.jobs import (
     JOB_FAIL_CODE,
     JOB_FAIL_REASON,
     JOB_TYPE,
@@ -34,7 +34,7 @@ from orchestrator.ecs.simulator.jobs import (
     SimJob,
     job_body,
 )
-from orchestrator.ecs.simulator.replies import (
+from orchestrator.simulator.replies import (
     Answer,
     ApiError,
     Reply,
@@ -43,7 +43,7 @@ from orchestrator.ecs.simulator.replies import (
     invalid,
     server_not_found,
 )
-from orchestrator.ecs.simulator.servers import (
+from orchestrator.simulator.servers import (
     DEFAULT_LIST_LIMIT,
     MAX_LIST_LIMIT,
     Observed,
@@ -54,14 +54,14 @@ from orchestrator.ecs.simulator.servers import (
     server_body,
     server_filter,
 )
-from orchestrator.ecs.simulator.shared import (
+from orchestrator.simulator.shared import (
     UUID_PATTERN,
     JsonObject,
     Timestamps,
     is_uuid,
     unit_hash,
 )
-from orchestrator.ecs.simulator.validation import (
+from orchestrator.simulator.validation import (
     PASSWORD_SPECIALS,
     USER_DATA_MAX_BYTES,
     WITH_STOP_SERVER,

@@ -2,7 +2,7 @@
 
 Every request is signed (AK/SK) or carries an IAM token, takes a token from the fleet's rate
 budget first, and has explicit connect and read timeouts. Failures come out as the typed
-errors of `orchestrator.ecs.errors`; a changeos whose answer never arrived is `OutcomeUnknown`.
+errors of `orchestrator.cloud.errors`; a changeos whose answer never arrived is `OutcomeUnknown`.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from urllib.parse import quote, urlencode, urlsplit
 import aiohttp
 
 from orchestrator import ids
-from orchestrator.ecs import signer
-from orchestrator.ecs.errors import (
+from orchestrator.cloud import signer
+from orchestrator.cloud.errors import (
     EcsError,
     OutcomeUnknown,
     Retryable,
     classify,
     refused_before_acting,
 )
-from orchestrator.ecs.models import Job, OsChange, Server
+from orchestrator.cloud.models import Job, OsChange, Server
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from orchestrator.ecs.simulator.inventory import DEFAULT_BUSY_TASK, ServerSpec
-from orchestrator.ecs.simulator.jobs import SimJob
-from orchestrator.ecs.simulator.replies import ApiError, invalid
-from orchestrator.ecs.simulator.shared import JsonObject, Timestamps, derived_uuid
+from orchestrator.simulator.inventory import DEFAULT_BUSY_TASK, ServerSpec
+from orchestrator.simulator.jobs import SimJob
+from orchestrator.simulator.replies import ApiError, invalid
+from orchestrator.simulator.shared import JsonObject, Timestamps, derived_uuid
 
 DEFAULT_LIST_LIMIT = 25
 MAX_LIST_LIMIT = 1000

@@ -1,0 +1,1 @@
+"""The `reimage` command and its sub-commands."""

@@ -1,0 +1,1 @@
+"""What the processes tell their operators: Prometheus metrics and JSON logs."""
