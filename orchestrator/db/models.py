@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -25,6 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from orchestrator.domain.states import BatchState, DeliveryState, ServerState
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -59,6 +63,17 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 
 Timestamp = UtcDateTime()
+
+
+def one_of(column: str, states: type[StrEnum], *, nullable: bool = False) -> CheckConstraint:
+    """A state column holds one of its enum's values and nothing else (migration 0009 adds the
+    same rule to existing databases: a CHECK on PostgreSQL, triggers on SQLite)."""
+    listed = ", ".join(f"'{state.value}'" for state in states)
+    condition = f"{column} IN ({listed})"
+    if nullable:
+        condition = f"({column} IS NULL OR {condition})"
+    return CheckConstraint(condition, name=column)
+
 
 ACTIVE_STATES_SQL = "state IN ('pending', 'submitting', 'running')"
 SETTLED_WITH_DURATION_SQL = "job_seconds IS NOT NULL AND state IN ('succeeded', 'failed')"
@@ -118,7 +133,10 @@ class Batch(Base):
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     finished_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_batches_created_at_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_batches_created_at_id", "created_at", "id"),
+        one_of("state", BatchState),
+    )
 
 
 class BatchServer(Base):
@@ -164,6 +182,7 @@ class BatchServer(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
+        one_of("state", ServerState),
         UniqueConstraint("batch_id", "server_id", name="uq_batch_servers_batch_id_server_id"),
         Index("ix_batch_servers_batch_id_state_id", "batch_id", "state", "id"),
         # Claims: the pending servers of the current wave, in submission order.
@@ -205,6 +224,8 @@ class BatchWaveCount(Base):
     state: Mapped[str] = mapped_column(String(20), primary_key=True)
     n: Mapped[int] = mapped_column(Integer)
 
+    __table_args__ = (one_of("state", ServerState),)
+
 
 class ServerHistory(Base):
     """Append-only: one row per state change of a server in a batch, with the cloud's words."""
@@ -224,6 +245,8 @@ class ServerHistory(Base):
     details: Mapped[dict[str, Any]]
 
     __table_args__ = (
+        one_of("to_state", ServerState),
+        one_of("from_state", ServerState, nullable=True),
         Index("ix_server_history_server_id_id", "server_id", "id"),
         Index("ix_server_history_batch_server_id_id", "batch_server_id", "id"),
     )
@@ -243,7 +266,11 @@ class BatchEvent(Base):
     actor: Mapped[str] = mapped_column(String(64))
     details: Mapped[dict[str, Any]]
 
-    __table_args__ = (Index("ix_batch_events_batch_id_id", "batch_id", "id"),)
+    __table_args__ = (
+        one_of("to_state", BatchState),
+        one_of("from_state", BatchState, nullable=True),
+        Index("ix_batch_events_batch_id_id", "batch_id", "id"),
+    )
 
 
 class ApiToken(Base):
@@ -313,6 +340,7 @@ class WebhookDelivery(Base):
     delivered_at: Mapped[datetime | None]
 
     __table_args__ = (
+        one_of("state", DeliveryState),
         Index("ix_webhook_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
         Index("ix_webhook_deliveries_batch_id_id", "batch_id", "id"),
     )

@@ -1,4 +1,5 @@
-"""The one place a state changes: check the table, compare-and-set the row, append history.
+"""The one place a state changes (servers, batches, webhook deliveries): check the table,
+compare-and-set the row, append history.
 
 Expected outcomes are values: a lost compare-and-set returns False (someone else moved the row
 first), it does not raise. An illegal transition is a programming error and raises.
@@ -9,23 +10,64 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import ColumnElement, insert, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from orchestrator.db.models import Batch, BatchEvent, BatchServer, BatchWaveCount, ServerHistory
+from orchestrator.db.models import (
+    Batch,
+    BatchEvent,
+    BatchServer,
+    BatchWaveCount,
+    ServerHistory,
+    WebhookDelivery,
+)
 from orchestrator.db.webhook_outbox import enqueue_batch_event
 from orchestrator.domain.states import (
     BatchState,
+    DeliveryState,
     ServerState,
     check_batch_transition,
+    check_delivery_transition,
     check_server_transition,
 )
 
 log = logging.getLogger("reimage.transitions")
+
+
+class ServerColumns(TypedDict, total=False):
+    """What a server transition may write besides the state (never `state` itself: that is
+    the transition's `to`). Typed, so mypy sees a wrong column or value."""
+
+    attempt: int
+    call_started_at: datetime | None
+    outcome_unknown: bool
+    before_call: dict[str, Any] | None
+    facts_not_before: datetime | None
+    dispatched_at: datetime | None
+    next_attempt_at: datetime | None
+    retries: int
+    job_id: str | None
+    job_status: str | None
+    job_result: dict[str, Any] | None
+    broken: bool
+    job_seconds: float | None
+    next_poll_at: datetime | None
+    polls: int
+    submitted_at: datetime | None
+    finished_at: datetime | None
+    error_code: str | None
+    error_message: str | None
+
+
+class ServerGuard(TypedDict, total=False):
+    """Extra `column == value` conditions of the compare-and-set (None: IS NULL)."""
+
+    attempt: int
+    call_started_at: datetime | None
 
 
 def record_server_transition(
@@ -37,8 +79,8 @@ def record_server_transition(
     reason: str,
     now: datetime,
     details: dict[str, Any] | None = None,
-    values: dict[str, Any] | None = None,
-    guard: dict[str, Any] | None = None,
+    values: ServerColumns | None = None,
+    guard: ServerGuard | None = None,
     where: Sequence[ColumnElement[bool]] = (),
 ) -> bool:
     """Move one server from `expected` to `to` if it is still there; False when it is not.
@@ -48,75 +90,54 @@ def record_server_transition(
     `where` any other condition (e.g. that the batch still runs, checked in the same statement).
     The caller commits: the row, its history and the batch counts land together or not at all.
     """
-    check_server_transition(expected, to)
-    conditions = [
-        BatchServer.id == batch_server_id,
-        BatchServer.state == expected.value,
-        *where,
-    ]
-    for column, value in (guard or {}).items():
-        attribute = getattr(BatchServer, column)
-        conditions.append(attribute.is_(None) if value is None else attribute == value)
-    changes: dict[str, Any] = {"state": to.value, "updated_at": now, **(values or {})}
-    if to.is_terminal:
-        changes.setdefault("finished_at", now)
-    row = session.execute(
-        update(BatchServer)
-        .where(*conditions)
-        .values(**changes)
-        .returning(
-            BatchServer.batch_id,
-            BatchServer.server_id,
-            BatchServer.attempt,
-            BatchServer.job_id,
-            BatchServer.wave,
-        )
-    ).one_or_none()
-    if row is None:
-        return False
-    batch_id, server_id, attempt, job_id, wave = row
-    session.execute(
-        insert(ServerHistory).values(
-            batch_server_id=batch_server_id,
-            batch_id=batch_id,
-            server_id=server_id,
-            from_state=expected.value,
-            to_state=to.value,
-            at=now,
-            reason=reason,
-            attempt=attempt,
-            job_id=job_id,
-            details=details or {},
-        )
+    moved = record_server_transitions(
+        session,
+        [batch_server_id],
+        expected=expected,
+        to=to,
+        reason=reason,
+        now=now,
+        details=details,
+        values=values,
+        guard=guard,
+        where=where,
     )
-    if expected != to:
-        _move_count(session, batch_id, expected, to, now)
-        move_wave_count(session, batch_id, wave, expected, to)
-    return True
+    return bool(moved)
 
 
 def record_server_transitions(
     session: Session,
-    batch_server_ids: list[int],
+    batch_server_ids: Sequence[int],
     *,
     expected: ServerState,
     to: ServerState,
     reason: str,
     now: datetime,
     details: dict[str, Any] | None = None,
-    values: dict[str, Any] | None = None,
+    values: ServerColumns | None = None,
+    guard: ServerGuard | None = None,
+    where: Sequence[ColumnElement[bool]] = (),
 ) -> list[int]:
-    """The same as record_server_transition for many rows at once (one compare-and-set
-    statement, one history insert, one count update per batch); answers the ids that moved."""
+    """The one writer of a server's state, for one row or many at once: one compare-and-set
+    statement, one history insert, one count update per batch and wave; answers the ids that
+    moved. `values["broken"] = True` also counts the server in its batch's `broken`."""
     check_server_transition(expected, to)
     if not batch_server_ids:
         return []
-    changes: dict[str, Any] = {"state": to.value, "updated_at": now, **(values or {})}
+    conditions: list[ColumnElement[bool]] = [
+        BatchServer.id.in_(batch_server_ids),
+        BatchServer.state == expected.value,
+        *where,
+    ]
+    for column, value in (guard or {}).items():
+        attribute = getattr(BatchServer, column)
+        conditions.append(attribute.is_(None) if value is None else attribute == value)
+    changes: dict[str, Any] = {**(values or {}), "state": to.value, "updated_at": now}
     if to.is_terminal:
         changes.setdefault("finished_at", now)
     moved = session.execute(
         update(BatchServer)
-        .where(BatchServer.id.in_(batch_server_ids), BatchServer.state == expected.value)
+        .where(*conditions)
         .values(**changes)
         .returning(
             BatchServer.id,
@@ -148,16 +169,21 @@ def record_server_transitions(
             for row_id, batch_id, server_id, attempt, job_id, _ in moved
         ],
     )
+    per_batch: dict[str, int] = {}
+    per_wave: dict[tuple[str, int], int] = {}
+    for _, batch_id, _, _, _, wave in moved:
+        per_batch[batch_id] = per_batch.get(batch_id, 0) + 1
+        per_wave[(batch_id, wave)] = per_wave.get((batch_id, wave), 0) + 1
     if expected != to:
-        per_batch: dict[str, int] = {}
-        per_wave: dict[tuple[str, int], int] = {}
-        for _, batch_id, _, _, _, wave in moved:
-            per_batch[batch_id] = per_batch.get(batch_id, 0) + 1
-            per_wave[(batch_id, wave)] = per_wave.get((batch_id, wave), 0) + 1
         for batch_id, n in per_batch.items():
             _move_count(session, batch_id, expected, to, now, n)
         for (batch_id, wave), n in per_wave.items():
             move_wave_count(session, batch_id, wave, expected, to, n)
+    if (values or {}).get("broken"):
+        for batch_id, n in per_batch.items():
+            session.execute(
+                update(Batch).where(Batch.id == batch_id).values(n_broken=Batch.n_broken + n)
+            )
     return [row[0] for row in moved]
 
 
@@ -202,6 +228,17 @@ def move_wave_count(
     add_wave_count(session, batch_id, wave, to.value, n)
 
 
+class BatchColumns(TypedDict, total=False):
+    """What a batch change may write: the flags and marks that steer it (never `state`)."""
+
+    pause_reason: str | None
+    paused_by: str | None
+    cancel_requested: bool
+    abort_reason: str | None
+    current_wave: int
+    wave_ended_at: datetime | None
+
+
 def record_batch_transition(
     session: Session,
     batch_id: str,
@@ -212,21 +249,38 @@ def record_batch_transition(
     actor: str,
     now: datetime,
     details: dict[str, Any] | None = None,
-    values: dict[str, Any] | None = None,
+    values: BatchColumns | None = None,
+    where: Sequence[ColumnElement[bool]] = (),
 ) -> bool:
-    """Move a batch from `expected` to `to` if it is still there, with an event row."""
-    check_batch_transition(expected, to)
-    changes: dict[str, Any] = {"state": to.value, "updated_at": now, **(values or {})}
+    """Move a batch from `expected` to `to` if it is still there, with an event row. With
+    `to == expected` it changes only the flags in `values` (cancel requested, budget spent,
+    wave opened or ended), still with an event row and still a compare-and-set on the state
+    (and on `where`): no flag of a batch is written anywhere else."""
+    if to != expected:
+        check_batch_transition(expected, to)
+    changes: dict[str, Any] = {**(values or {}), "state": to.value, "updated_at": now}
     if to.is_terminal:
         changes.setdefault("finished_at", now)
     result = session.execute(
         update(Batch)
-        .where(Batch.id == batch_id, Batch.state == expected.value)
+        .where(Batch.id == batch_id, Batch.state == expected.value, *where)
         .values(**changes)
         .returning(Batch.id)
     ).one_or_none()
     if result is None:
         return False
+    if to == expected:  # a flag changed, not the state: the event row tells it, no webhook
+        record_batch_event(
+            session,
+            batch_id,
+            from_state=expected,
+            to=to,
+            reason=reason,
+            actor=actor,
+            now=now,
+            details=details,
+        )
+        return True
     record_batch_event(
         session,
         batch_id,
@@ -274,3 +328,35 @@ def record_batch_event(
             details=details or {},
         )
     )
+
+
+class DeliveryColumns(TypedDict, total=False):
+    last_status: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+    next_attempt_at: datetime
+
+
+def record_delivery_transition(
+    session: Session,
+    delivery_id: int,
+    *,
+    to: DeliveryState,
+    attempts: int,
+    values: DeliveryColumns | None = None,
+) -> bool:
+    """Settle a pending webhook delivery (delivered, or given up) if its `attempts` are still
+    those its claimer counted; `to` PENDING records a failed try that will be retried."""
+    if to is not DeliveryState.PENDING:
+        check_delivery_transition(DeliveryState.PENDING, to)
+    moved = session.execute(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.id == delivery_id,
+            WebhookDelivery.state == DeliveryState.PENDING.value,
+            WebhookDelivery.attempts == attempts,
+        )
+        .values(**(values or {}), state=to.value)
+        .returning(WebhookDelivery.id)
+    ).one_or_none()
+    return moved is not None

@@ -8,14 +8,14 @@ Payloads carry ids, states and counts only: never os_change, adminpass, user_dat
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.db.models import Batch, BatchWaveCount, WebhookDelivery
-from orchestrator.domain.states import BatchState, ServerState
+from orchestrator.domain.states import BatchState, DeliveryState, ServerState
 
 # Where a process's session factory carries ORCH_NOTIFY_URL, so the one transition function
 # can address it without settings being threaded through every caller.
@@ -147,7 +147,7 @@ def _insert(session: Session, batch: Any, payload: dict[str, Any], now: datetime
                     "url": url,
                     "event": payload["event"],
                     "payload": payload,
-                    "state": "pending",
+                    "state": DeliveryState.PENDING.value,
                     "attempts": 0,
                     "next_attempt_at": now,
                     "created_at": now,
@@ -156,3 +156,26 @@ def _insert(session: Session, batch: Any, payload: dict[str, Any], now: datetime
             ],
         )
     return len(urls)
+
+
+def claim_delivery(
+    session: Session, delivery_id: int, *, attempts: int, now: datetime, lease_s: float
+) -> tuple[str, str, dict[str, Any]] | None:
+    """Take a due pending delivery for one more attempt (a compare-and-set on its attempt count,
+    leased for `lease_s`); answers its url, event and payload, or None when someone else did."""
+    claimed = session.execute(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.id == delivery_id,
+            WebhookDelivery.state == DeliveryState.PENDING.value,
+            WebhookDelivery.attempts == attempts,
+            WebhookDelivery.next_attempt_at <= now,
+        )
+        .values(attempts=attempts + 1, next_attempt_at=now + timedelta(seconds=lease_s))
+        .returning(WebhookDelivery.url, WebhookDelivery.event, WebhookDelivery.payload)
+        .execution_options(synchronize_session=False)
+    ).one_or_none()
+    if claimed is None:
+        return None
+    url, event, payload = claimed
+    return str(url), str(event), dict(payload)

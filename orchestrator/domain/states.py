@@ -1,4 +1,5 @@
-"""Server and batch states, the one transition table for each, and the guard that checks it."""
+"""Server, batch and webhook-delivery states, the one transition table for each, and the guards
+that check them."""
 
 from __future__ import annotations
 
@@ -93,6 +94,21 @@ BATCH_TRANSITIONS: dict[BatchState, frozenset[BatchState]] = {
 }
 
 
+class DeliveryState(StrEnum):
+    """A webhook delivery: retried while `pending`, then delivered or given up."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+DELIVERY_TRANSITIONS: dict[DeliveryState, frozenset[DeliveryState]] = {
+    DeliveryState.PENDING: frozenset({DeliveryState.DELIVERED, DeliveryState.FAILED}),
+    DeliveryState.DELIVERED: frozenset(),
+    DeliveryState.FAILED: frozenset(),
+}
+
+
 class IllegalTransition(Exception):
     """A state change the transition table does not allow."""
 
@@ -110,3 +126,8 @@ def check_server_transition(from_state: ServerState, to_state: ServerState) -> N
 def check_batch_transition(from_state: BatchState, to_state: BatchState) -> None:
     if to_state not in BATCH_TRANSITIONS[from_state]:
         raise IllegalTransition("batch", from_state, to_state)
+
+
+def check_delivery_transition(from_state: DeliveryState, to_state: DeliveryState) -> None:
+    if to_state not in DELIVERY_TRANSITIONS[from_state]:
+        raise IllegalTransition("webhook delivery", from_state, to_state)

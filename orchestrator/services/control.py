@@ -6,11 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.db.models import Batch
-from orchestrator.db.transitions import record_batch_event, record_batch_transition
+from orchestrator.db.transitions import record_batch_transition
 from orchestrator.domain.states import BatchState
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.runtime import Runtime
@@ -140,17 +140,15 @@ def cancel_batch(
             return batch_view(batch)
         if state.is_terminal:
             raise _finished(batch, "cancel")
-        session.execute(
-            update(Batch).where(Batch.id == batch_id).values(cancel_requested=True, updated_at=now)
-        )
-        record_batch_event(
+        record_batch_transition(
             session,
             batch_id,
-            from_state=state,
+            expected=state,
             to=state,
             reason="cancel_requested",
             actor=actor,
             now=now,
+            values={"cancel_requested": True},
         )
         session.commit()
         session.expire_all()

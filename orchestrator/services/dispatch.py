@@ -13,13 +13,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.cloud.facts import FactsCache
+from orchestrator.db.bookkeeping import (
+    erase_sealed_secrets,
+    learn_job_seconds,
+    lease_expired,
+    lease_polls,
+    lease_submits,
+)
 from orchestrator.db.models import Batch, BatchServer
 from orchestrator.db.transitions import (
-    record_batch_event,
+    BatchColumns,
     record_batch_transition,
     record_server_transitions,
 )
@@ -195,7 +202,7 @@ def _learn_job_duration(session: Session, batch: Batch) -> None:
     )
     expected = expected_job_seconds([float(d) for d in durations if d is not None])
     if expected is not None and expected != batch.expected_job_s:
-        session.execute(update(Batch).where(Batch.id == batch.id).values(expected_job_s=expected))
+        learn_job_seconds(session, batch.id, expected)
         session.commit()
         session.refresh(batch)
 
@@ -208,19 +215,16 @@ def _check_error_budget(
         return
     if not budget_spent(batch.n_failed, batch.policy.get("max_failures"), batch.total):
         return
-    session.execute(
-        update(Batch)
-        .where(Batch.id == batch.id, Batch.abort_reason.is_(None))
-        .values(abort_reason="error_budget", updated_at=now)
-    )
-    record_batch_event(
+    record_batch_transition(
         session,
         batch.id,
-        from_state=state,
+        expected=state,
         to=state,
         reason="error_budget_spent",
         actor="scheduler",
         now=now,
+        values={"abort_reason": "error_budget"},
+        where=[Batch.abort_reason.is_(None)],
         details={"failed": batch.n_failed, "budget": budget_view(batch)},
     )
     session.commit()
@@ -241,20 +245,25 @@ def _wave_open(session: Session, batch: Batch, *, now: datetime) -> bool:
         return True
     policy = batch.policy
     if batch.wave_ended_at is None:
-        batch.wave_ended_at = now
-        record_batch_event(
+        ended = record_batch_transition(
             session,
             batch.id,
-            from_state=BatchState.RUNNING,
+            expected=BatchState.RUNNING,
             to=BatchState.RUNNING,
             reason="wave_ended",
             actor="scheduler",
             now=now,
+            values={"wave_ended_at": now},
+            where=[Batch.current_wave == batch.current_wave, Batch.wave_ended_at.is_(None)],
             details={"wave": batch.current_wave},
         )
-        enqueue_wave_finished(session, batch.id, wave=batch.current_wave, now=now)
+        if ended:
+            enqueue_wave_finished(session, batch.id, wave=batch.current_wave, now=now)
         session.commit()
-    following = {"current_wave": batch.current_wave + 1, "wave_ended_at": None}
+        session.refresh(batch)
+        if batch.wave_ended_at is None:
+            return False  # the batch moved meanwhile (paused, or another tick): next tick
+    following: BatchColumns = {"current_wave": batch.current_wave + 1, "wave_ended_at": None}
     if pauses_after(batch.current_wave, policy.get("pause_after_waves"), batch.waves_total):
         why = f"manual gate after wave {batch.current_wave}: resume to start the next"
         record_batch_transition(
@@ -273,23 +282,18 @@ def _wave_open(session: Session, batch: Batch, *, now: datetime) -> bool:
     status = WaveStatus(batch.current_wave, 0, batch.wave_ended_at)
     if not may_open_next_wave(status, float(policy.get("wave_delay_s") or 0), now):
         return False
-    opened = session.execute(
-        update(Batch)
-        .where(Batch.id == batch.id, Batch.current_wave == batch.current_wave)
-        .values(**following, updated_at=now)
-        .returning(Batch.id)
-    ).one_or_none()
-    if opened is not None:
-        record_batch_event(
-            session,
-            batch.id,
-            from_state=BatchState.RUNNING,
-            to=BatchState.RUNNING,
-            reason="wave_started",
-            actor="scheduler",
-            now=now,
-            details={"wave": batch.current_wave + 1},
-        )
+    record_batch_transition(
+        session,
+        batch.id,
+        expected=BatchState.RUNNING,
+        to=BatchState.RUNNING,
+        reason="wave_started",
+        actor="scheduler",
+        now=now,
+        values=following,
+        where=[Batch.current_wave == batch.current_wave],
+        details={"wave": batch.current_wave + 1},
+    )
     session.commit()
     session.refresh(batch)
     return True
@@ -356,7 +360,7 @@ def _finish_if_done(session: Session, batch: Batch, report: TickReport, *, now: 
         return
     if batch.n_pending + batch.n_submitting == 0 and batch.sealed_secrets is not None:
         # Every server's change was accepted or settled: nobody needs the secrets any more.
-        session.execute(update(Batch).where(Batch.id == batch.id).values(sealed_secrets=None))
+        erase_sealed_secrets(session, batch.id)
         session.commit()
     if batch.n_pending + batch.n_submitting + batch.n_running > 0:
         return
@@ -390,10 +394,6 @@ def _finish_if_done(session: Session, batch: Batch, report: TickReport, *, now: 
         session.rollback()  # someone else ended it, and told of its last wave
 
 
-def _lease_expired(column: Any, now: datetime, lease_s: float) -> Any:
-    return or_(column.is_(None), column < now - timedelta(seconds=lease_s))
-
-
 def _send_due_submits(
     sessions: sessionmaker[Session],
     dispatcher: Dispatcher,
@@ -422,7 +422,7 @@ def _send_due_submits(
                 .where(
                     BatchServer.state == ServerState.SUBMITTING.value,
                     due,
-                    _lease_expired(BatchServer.dispatched_at, now, lease_s),
+                    lease_expired(BatchServer.dispatched_at, now, lease_s),
                 )
                 .order_by(BatchServer.id)
                 .limit(5000)
@@ -430,19 +430,8 @@ def _send_due_submits(
         )
         for start in range(0, len(ids), CLAIM_CHUNK):
             chunk = ids[start : start + CLAIM_CHUNK]
-            # Compare-and-set on the lease, so a second tick does not send the same ids again.
-            taken = session.execute(
-                update(BatchServer)
-                .where(
-                    BatchServer.id.in_(chunk),
-                    _lease_expired(BatchServer.dispatched_at, now, lease_s),
-                )
-                .values(dispatched_at=now)
-                .returning(BatchServer.id)
-                .execution_options(synchronize_session=False)
-            ).all()
+            taken_ids = lease_submits(session, chunk, now=now, lease_s=lease_s)
             session.commit()
-            taken_ids = sorted(row_id for (row_id,) in taken)
             for first in range(0, len(taken_ids), SUBMIT_CHUNK):
                 dispatcher.submit(taken_ids[first : first + SUBMIT_CHUNK])
             report.submits_sent += len(taken_ids)
@@ -471,15 +460,8 @@ def _send_due_polls(
         taken: list[int] = []
         for start in range(0, len(ids), POLL_CHUNK):
             chunk = ids[start : start + POLL_CHUNK]
-            # Pushing next_poll_at one lease ahead is the claim; the poll task sets the real one.
-            rows = session.execute(
-                update(BatchServer)
-                .where(BatchServer.id.in_(chunk), BatchServer.next_poll_at <= now)
-                .values(next_poll_at=now + timedelta(seconds=lease_s))
-                .returning(BatchServer.id)
-            ).all()
+            taken = lease_polls(session, chunk, now=now, lease_s=lease_s)
             session.commit()
-            taken = [r[0] for r in rows]
             if taken:
                 dispatcher.poll(taken)
                 report.polls_sent += len(taken)

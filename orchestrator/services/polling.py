@@ -14,14 +14,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from orchestrator.cloud.client import EcsClient
 from orchestrator.cloud.errors import ConfigError, JobGone, Rejected, Retryable
 from orchestrator.cloud.facts import SERVERS_PER_PAGE_WORTH_IT
 from orchestrator.cloud.models import Job, Server
+from orchestrator.db.bookkeeping import keep_job_result, reschedule_poll
 from orchestrator.db.models import Batch, BatchServer
-from orchestrator.db.transitions import record_server_transition
+from orchestrator.db.transitions import ServerColumns, record_server_transition
 from orchestrator.domain.states import ServerState
 from orchestrator.domain.timing import job_duration_s, next_poll_delay_s, retry_delay_s
 from orchestrator.observability.logs import log_context
@@ -98,11 +99,11 @@ async def poll_one(rt: Runtime, client: EcsClient, row: BatchServer, batch: Batc
         return await _follow_server(rt, client, row, batch, {}, overdue=overdue)
     except Retryable as exc:
         delay = retry_delay_s(row.polls, retry_after_s=exc.retry_after_s, rng=random.Random())
-        _reschedule(rt, row, delay, {"error_code": exc.code, "error_message": exc.message})
+        _reschedule(rt, row, delay, (exc.code, exc.message))
         return "poll_retry"
     except ConfigError as exc:
         pause_for_config_error(rt, batch.id, f"cloud refused our credentials: {exc}")
-        _reschedule(rt, row, 30.0, {"error_code": exc.code, "error_message": exc.message})
+        _reschedule(rt, row, 30.0, (exc.code, exc.message))
         return "config_error"
     except Rejected as exc:
         return _end(
@@ -140,11 +141,7 @@ def _keep_job_result(rt: Runtime, row: BatchServer, job: Job) -> dict[str, Any]:
     job again (the cloud purges jobs a day after they end) nor trusts facts older than it."""
     result = {"job": job.raw, "seen_at": time.time()}
     with rt.sessions() as session:
-        session.execute(
-            update(BatchServer)
-            .where(BatchServer.id == row.id, BatchServer.state == ServerState.RUNNING.value)
-            .values(job_result=result, job_status=job.status)
-        )
+        keep_job_result(session, row.id, result=result, job_status=job.status)
         session.commit()
     return result
 
@@ -179,14 +176,14 @@ async def _check_server_after(
     job = Job.from_body(row.job_result.get("job") or {})
     server = await _server_after_job(rt, client, row, batch, float(row.job_result["seen_at"]))
     if server is None:
-        _reschedule(rt, row, SWEEP_RETRY_S, {})
+        _reschedule(rt, row, SWEEP_RETRY_S)
         return "awaiting_sweep"
     facts = _facts(server)
     target = str(batch.os_change["imageid"])
     broken = server.status == "ERROR"
     details = {"job": job.raw, "server": facts}
     if job.succeeded and not broken and server.is_rebuilding:
-        _reschedule(rt, row, float(batch.policy.get("poll_interval_s", 10)), {})
+        _reschedule(rt, row, float(batch.policy.get("poll_interval_s", 10)))
         return "server_still_rebuilding"
     if not job.succeeded:
         return _end(
@@ -267,7 +264,7 @@ def _apply_job(rt: Runtime, row: BatchServer, batch: Batch, job: Job) -> str:
             )
             session.commit()
         return "job_progress"
-    _reschedule(rt, row, delay, {})
+    _reschedule(rt, row, delay)
     return "job_pending"
 
 
@@ -293,7 +290,7 @@ async def _follow_server(
             error=("Timeout", "the server was still rebuilding at the job timeout"),
         )
     if server.is_rebuilding:
-        _reschedule(rt, row, float(batch.policy.get("poll_interval_s", 10)), {})
+        _reschedule(rt, row, float(batch.policy.get("poll_interval_s", 10)))
         return "server_rebuilding"
     if server.status == "ERROR":
         return _end(
@@ -316,7 +313,7 @@ async def _follow_server(
             {**why, "server": facts},
             error=("NotApplied", "server is idle and still on its old image"),
         )
-    _reschedule(rt, row, float(batch.policy.get("poll_interval_s", 10)), {})
+    _reschedule(rt, row, float(batch.policy.get("poll_interval_s", 10)))
     return "server_busy"
 
 
@@ -332,7 +329,7 @@ def _end(
     broken: bool = False,
 ) -> str:
     now = rt.clock()
-    values: dict[str, Any] = {"polls": row.polls + 1, "next_poll_at": None, "broken": broken}
+    values: ServerColumns = {"polls": row.polls + 1, "next_poll_at": None, "broken": broken}
     job = details.get("job")
     if isinstance(job, dict):
         values["job_seconds"] = job_duration_s(job.get("begin_time"), job.get("end_time"))
@@ -351,10 +348,6 @@ def _end(
             values=values,
             details={**details, "broken": True} if broken else details,
         )
-        if moved and broken:
-            session.execute(
-                update(Batch).where(Batch.id == row.batch_id).values(n_broken=Batch.n_broken + 1)
-            )
         session.commit()
     if moved:
         log.info(
@@ -369,17 +362,17 @@ def _end(
     return to.value
 
 
-def _reschedule(rt: Runtime, row: BatchServer, delay_s: float, values: dict[str, Any]) -> None:
+def _reschedule(
+    rt: Runtime, row: BatchServer, delay_s: float, error: tuple[str, str] | None = None
+) -> None:
     now: datetime = rt.clock()
     with rt.sessions() as session:
-        session.execute(
-            update(BatchServer)
-            .where(BatchServer.id == row.id, BatchServer.state == ServerState.RUNNING.value)
-            .values(
-                polls=row.polls + 1,
-                next_poll_at=now + timedelta(seconds=delay_s),
-                updated_at=now,
-                **values,
-            )
+        reschedule_poll(
+            session,
+            row.id,
+            polls=row.polls + 1,
+            next_poll_at=now + timedelta(seconds=delay_s),
+            now=now,
+            error=error,
         )
         session.commit()

@@ -19,13 +19,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, select
 
 from orchestrator.cloud.client import EcsClient
 from orchestrator.cloud.errors import ConfigError, EcsError, OutcomeUnknown, Rejected, Retryable
 from orchestrator.cloud.models import OsChange
+from orchestrator.db.bookkeeping import release_dispatch
 from orchestrator.db.models import Batch, BatchServer
-from orchestrator.db.transitions import record_server_transition
+from orchestrator.db.transitions import ServerColumns, ServerGuard, record_server_transition
 from orchestrator.domain.rollout import allowed_failures, budget_spent
 from orchestrator.domain.states import TERMINAL_BATCH_STATES, BatchState, ServerState
 from orchestrator.domain.timing import first_poll_delay_s, retry_delay_s
@@ -94,9 +95,7 @@ async def submit_server(rt: Runtime, batch_server_id: int) -> str:
 
 def _release_dispatch(rt: Runtime, row_id: int) -> None:
     with rt.sessions() as session:
-        session.execute(
-            update(BatchServer).where(BatchServer.id == row_id).values(dispatched_at=None)
-        )
+        release_dispatch(session, row_id)
         session.commit()
 
 
@@ -359,11 +358,10 @@ def _settle(
     to: ServerState,
     reason: str,
     now: datetime,
-    guard: dict[str, Any] | None = None,
+    guard: ServerGuard | None = None,
     where: Sequence[ColumnElement[bool]] = (),
-    values: dict[str, Any] | None = None,
+    values: ServerColumns | None = None,
     details: dict[str, Any] | None = None,
-    broken: bool = False,
 ) -> bool:
     """One compare-and-set from `submitting`, in its own transaction."""
     with rt.sessions() as session:
@@ -376,14 +374,9 @@ def _settle(
             now=now,
             guard=guard,
             where=where,
-            values={**(values or {}), "broken": True} if broken else values,
+            values=values,
             details=details,
         )
-        if moved and broken:
-            batch_id = session.scalar(select(BatchServer.batch_id).where(BatchServer.id == row_id))
-            session.execute(
-                update(Batch).where(Batch.id == batch_id).values(n_broken=Batch.n_broken + 1)
-            )
         session.commit()
     return moved
 
@@ -475,7 +468,7 @@ def _release(
     guard_attempt: int | None = None,
 ) -> None:
     """Back to pending: known not applied, to be sent later (after a resume)."""
-    guard: dict[str, Any] = {"attempt": guard_attempt} if guard_attempt is not None else {}
+    guard: ServerGuard = {"attempt": guard_attempt} if guard_attempt is not None else {}
     _settle(
         rt,
         row.id,
@@ -529,8 +522,8 @@ def _apply_reconcile(rt: Runtime, row: BatchServer, batch: Batch, seen: ServerSn
     verdict = reconcile_verdict(before, seen, target_image=str(batch.os_change["imageid"]))
     details = verdict.details(before, seen)
     # Only the call we examined may be settled by what we saw.
-    same_call = {"attempt": row.attempt, "call_started_at": row.call_started_at}
-    settled: dict[str, Any] = {
+    same_call: ServerGuard = {"attempt": row.attempt, "call_started_at": row.call_started_at}
+    settled: ServerColumns = {
         "call_started_at": None,
         "outcome_unknown": False,
         "dispatched_at": None,
@@ -602,7 +595,7 @@ def _apply_reconcile(rt: Runtime, row: BatchServer, batch: Batch, seen: ServerSn
 def _settle_failed(
     rt: Runtime,
     row: BatchServer,
-    same_call: dict[str, Any],
+    same_call: ServerGuard,
     reason: str,
     code: str,
     message: str,
@@ -623,9 +616,9 @@ def _settle_failed(
             "dispatched_at": None,
             "error_code": code,
             "error_message": message,
+            "broken": broken,
         },
         details={**details, "broken": True} if broken else details,
-        broken=broken,
     )
     return "reconciled_failed"
 

@@ -22,11 +22,14 @@ from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy import exists, func, insert, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from orchestrator.config import Settings
 from orchestrator.db.models import Batch, WebhookAttempt, WebhookDelivery
+from orchestrator.db.transitions import DeliveryColumns, record_delivery_transition
+from orchestrator.db.webhook_outbox import claim_delivery
+from orchestrator.domain.states import DeliveryState
 from orchestrator.domain.webhooks import (
     BACKOFF_CAP_S,
     Verdict,
@@ -54,8 +57,7 @@ CLAIM_LEASE_S = 60.0
 SEND_THREADS = 4
 CANDIDATES = 16
 
-PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
-DELIVERY_STATES = (PENDING, DELIVERED, FAILED)
+PENDING = DeliveryState.PENDING.value
 
 _warned_unsigned = False
 
@@ -170,32 +172,24 @@ def _claim_one(session: Session, now: datetime, max_attempts: int) -> Claimed | 
         .limit(CANDIDATES)
     ).all()
     for delivery_id, attempts in candidates:
-        guard = (
-            row.id == delivery_id,
-            row.state == PENDING,
-            row.attempts == attempts,
-            row.next_attempt_at <= now,
-        )
         if attempts >= max_attempts:
             # Its last attempt was claimed by a sender that vanished before recording it.
-            session.execute(
-                update(row)
-                .where(*guard)
-                .values(state=FAILED, last_error="no outcome recorded for the last attempt")
+            record_delivery_transition(
+                session,
+                delivery_id,
+                to=DeliveryState.FAILED,
+                attempts=attempts,
+                values={"last_error": "no outcome recorded for the last attempt"},
             )
             session.commit()
             continue
-        claimed = session.execute(
-            update(row)
-            .where(*guard)
-            .values(attempts=attempts + 1, next_attempt_at=now + timedelta(seconds=CLAIM_LEASE_S))
-            .returning(row.url, row.event, row.payload)
-            .execution_options(synchronize_session=False)
-        ).one_or_none()
+        claimed = claim_delivery(
+            session, delivery_id, attempts=attempts, now=now, lease_s=CLAIM_LEASE_S
+        )
         session.commit()
         if claimed is not None:
             url, event, payload = claimed
-            return Claimed(delivery_id, attempts + 1, url, event, dict(payload))
+            return Claimed(delivery_id, attempts + 1, url, event, payload)
     return None
 
 
@@ -253,11 +247,12 @@ def _record(
     now: datetime,
     jitter: Callable[[float], float],
 ) -> None:
-    changes: dict[str, Any] = {"last_status": outcome.status, "last_error": outcome.error}
+    changes: DeliveryColumns = {"last_status": outcome.status, "last_error": outcome.error}
+    to = DeliveryState.PENDING
     if verdict is Verdict.DELIVERED:
-        changes.update(state=DELIVERED, delivered_at=now)
+        to, changes["delivered_at"] = DeliveryState.DELIVERED, now
     elif final:
-        changes["state"] = FAILED
+        to = DeliveryState.FAILED
     else:
         wait = retry_delay_s(claimed.attempt, jitter)
         if outcome.retry_after_s is not None:
@@ -266,14 +261,8 @@ def _record(
         changes["next_attempt_at"] = now + timedelta(seconds=wait)
     with sessions() as session:
         # Only the claimer of this attempt may settle it (the attempt count is the guard).
-        session.execute(
-            update(WebhookDelivery)
-            .where(
-                WebhookDelivery.id == claimed.id,
-                WebhookDelivery.state == PENDING,
-                WebhookDelivery.attempts == claimed.attempt,
-            )
-            .values(**changes)
+        record_delivery_transition(
+            session, claimed.id, to=to, attempts=claimed.attempt, values=changes
         )
         session.execute(
             insert(WebhookAttempt).values(
@@ -299,7 +288,7 @@ def _record(
 
 def delivery_counts(session: Session, batch_id: str) -> dict[str, int]:
     """How many of a batch's deliveries are pending, delivered and failed (gave up)."""
-    counts = dict.fromkeys(DELIVERY_STATES, 0)
+    counts = dict.fromkeys((s.value for s in DeliveryState), 0)
     for state, n in session.execute(
         select(WebhookDelivery.state, func.count())
         .where(WebhookDelivery.batch_id == batch_id)

@@ -1,16 +1,23 @@
-"""Every (from, to) pair of both transition tables, checked against the intended table."""
+"""Every (from, to) pair of the three transition tables (servers, batches, webhook deliveries),
+checked against the intended table written out here, and the code's tables equal to it."""
 
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 
 from orchestrator.domain.states import (
+    BATCH_TRANSITIONS,
+    DELIVERY_TRANSITIONS,
+    SERVER_TRANSITIONS,
     BatchState,
+    DeliveryState,
     IllegalTransition,
     ServerState,
     check_batch_transition,
+    check_delivery_transition,
     check_server_transition,
 )
 
@@ -52,8 +59,38 @@ def test_every_batch_pair(pair: tuple[BatchState, BatchState]) -> None:
             check_batch_transition(source, target)
 
 
+D = DeliveryState
+ALLOWED_DELIVERY = {(D.PENDING, D.DELIVERED), (D.PENDING, D.FAILED)}
+
+
+def pairs(table: dict[Any, frozenset[Any]]) -> set[tuple[Any, Any]]:
+    return {(source, target) for source, targets in table.items() for target in targets}
+
+
+def test_the_code_tables_are_the_intended_ones() -> None:
+    assert pairs(SERVER_TRANSITIONS) == ALLOWED_SERVER
+    assert pairs(BATCH_TRANSITIONS) == ALLOWED_BATCH
+    assert pairs(DELIVERY_TRANSITIONS) == ALLOWED_DELIVERY
+    assert set(SERVER_TRANSITIONS) == set(ServerState)
+    assert set(BATCH_TRANSITIONS) == set(BatchState)
+    assert set(DELIVERY_TRANSITIONS) == set(DeliveryState)
+
+
+@pytest.mark.parametrize("pair", list(itertools.product(DeliveryState, DeliveryState)))
+def test_every_delivery_pair(pair: tuple[DeliveryState, DeliveryState]) -> None:
+    source, target = pair
+    if pair in ALLOWED_DELIVERY:
+        check_delivery_transition(source, target)
+    else:
+        with pytest.raises(IllegalTransition):
+            check_delivery_transition(source, target)
+
+
 def test_terminal_states_have_no_way_out() -> None:
     for state in ServerState:
         if state.is_terminal:
-            assert not any((state, t) in ALLOWED_SERVER for t in ServerState)
+            assert not SERVER_TRANSITIONS[state], state
+    for batch_state in BatchState:
+        if batch_state.is_terminal:
+            assert not BATCH_TRANSITIONS[batch_state], batch_state
     assert {s for s in ServerState if s.is_active} == {S.PENDING, S.SUBMITTING, S.RUNNING}

@@ -1,0 +1,106 @@
+"""Writes that change no state: leases on due work, due times, the kept job result, what a batch
+learned and the secrets it no longer needs. Each one is a named function here (states change
+only in `transitions`); the ones about a server in flight are guarded by the state they serve.
+The caller commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, or_, update
+from sqlalchemy.orm import Session
+
+from orchestrator.db.models import Batch, BatchServer
+from orchestrator.domain.states import ServerState
+
+
+def lease_expired(column: Any, now: datetime, lease_s: float) -> ColumnElement[bool]:
+    return or_(column.is_(None), column < now - timedelta(seconds=lease_s))
+
+
+def lease_submits(
+    session: Session, batch_server_ids: Sequence[int], *, now: datetime, lease_s: float
+) -> list[int]:
+    """Take the rows whose lease expired (compare-and-set on the lease, so a second tick does
+    not hand the same ids out again); answers those taken."""
+    taken = session.execute(
+        update(BatchServer)
+        .where(
+            BatchServer.id.in_(batch_server_ids),
+            lease_expired(BatchServer.dispatched_at, now, lease_s),
+        )
+        .values(dispatched_at=now)
+        .returning(BatchServer.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return sorted(row_id for (row_id,) in taken)
+
+
+def release_dispatch(session: Session, batch_server_id: int) -> None:
+    """The task is done with the row for now: the next tick may hand it out again."""
+    session.execute(
+        update(BatchServer).where(BatchServer.id == batch_server_id).values(dispatched_at=None)
+    )
+
+
+def lease_polls(
+    session: Session, batch_server_ids: Sequence[int], *, now: datetime, lease_s: float
+) -> list[int]:
+    """Take the due polls: pushing `next_poll_at` one lease ahead is the claim (the poll task
+    then sets the real one); answers those taken."""
+    rows = session.execute(
+        update(BatchServer)
+        .where(BatchServer.id.in_(batch_server_ids), BatchServer.next_poll_at <= now)
+        .values(next_poll_at=now + timedelta(seconds=lease_s))
+        .returning(BatchServer.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return [row_id for (row_id,) in rows]
+
+
+def reschedule_poll(
+    session: Session,
+    batch_server_id: int,
+    *,
+    polls: int,
+    next_poll_at: datetime,
+    now: datetime,
+    error: tuple[str, str] | None = None,
+) -> None:
+    """Ask about a running server's job again at `next_poll_at` (with the last error seen)."""
+    values: dict[str, Any] = {"polls": polls, "next_poll_at": next_poll_at, "updated_at": now}
+    if error is not None:
+        values["error_code"], values["error_message"] = error
+    session.execute(
+        update(BatchServer)
+        .where(
+            BatchServer.id == batch_server_id,
+            BatchServer.state == ServerState.RUNNING.value,
+        )
+        .values(**values)
+    )
+
+
+def keep_job_result(
+    session: Session, batch_server_id: int, *, result: dict[str, Any], job_status: str
+) -> None:
+    """The final job body, kept until the server itself has been checked."""
+    session.execute(
+        update(BatchServer)
+        .where(
+            BatchServer.id == batch_server_id,
+            BatchServer.state == ServerState.RUNNING.value,
+        )
+        .values(job_result=result, job_status=job_status)
+    )
+
+
+def learn_job_seconds(session: Session, batch_id: str, expected_job_s: float) -> None:
+    session.execute(update(Batch).where(Batch.id == batch_id).values(expected_job_s=expected_job_s))
+
+
+def erase_sealed_secrets(session: Session, batch_id: str) -> None:
+    """No server of the batch will be sent a change any more: nobody needs its secrets."""
+    session.execute(update(Batch).where(Batch.id == batch_id).values(sealed_secrets=None))
