@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
-from sqlalchemy import text
 
 from orchestrator.api.keys import AUDIT_BATCH, AUDIT_PROJECT, PRINCIPAL, REDIS, RUNTIME
 from orchestrator.api.schemas import BatchRequest, RequestInvalid, parse_batch_request
@@ -19,7 +18,7 @@ from orchestrator.domain.access import Principal
 from orchestrator.domain.states import ServerState
 from orchestrator.errors import Forbidden, NotFound
 from orchestrator.ids import canonical_uuid
-from orchestrator.services import batches, control
+from orchestrator.services import batches, control, health
 from orchestrator.services import targets as targets_service
 
 log = logging.getLogger("reimage.api")
@@ -94,23 +93,7 @@ async def healthz(_: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
-    checks: dict[str, str] = {}
-
-    def ping_database() -> None:
-        with rt.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-
-    try:
-        await asyncio.wait_for(asyncio.to_thread(ping_database), 3)
-        checks["database"] = "ok"
-    except Exception as exc:  # any failure means not ready; say which kind
-        checks["database"] = f"unreachable: {type(exc).__name__}"
-    try:
-        await asyncio.wait_for(request.app[REDIS].ping(), 3)
-        checks["redis"] = "ok"
-    except Exception as exc:
-        checks["redis"] = f"unreachable: {type(exc).__name__}"
+    checks = await health.readiness(request.app[RUNTIME], request.app[REDIS])
     ready = all(v == "ok" for v in checks.values())
     return web.json_response(
         {"status": "ready" if ready else "unavailable", "checks": checks},

@@ -39,6 +39,7 @@ from pydantic import (
 from pydantic.json_schema import WithJsonSchema
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from orchestrator.domain.policy import DEFAULT_MAX_IN_FLIGHT, DEFAULT_POLICY
 from orchestrator.domain.webhooks import host_allowed
 from orchestrator.ids import PROJECT_ID_PATTERN, REGION_PATTERN, UUID_PATTERN, canonical_uuid
 
@@ -247,14 +248,15 @@ class BatchPolicy(BaseModel):
 
     model_config = _FROZEN
 
-    max_in_flight: CountOrPercent = 50
-    poll_interval_s: Annotated[Seconds, Field(ge=1, le=3600)] = 10.0
-    job_timeout_s: Annotated[StrictInt, Field(ge=60, le=86400)] = 1800
-    waves: tuple[CountOrPercent, ...] | None = None
-    max_failures: FailureLimit | None = None
-    pause_after_waves: StrictBool | tuple[WaveNumber, ...] = False
-    wave_delay_s: Annotated[Seconds, Field(ge=0, le=86400)] = 0.0
-    skip_matching: StrictBool = True
+    # The defaults are the domain's (`RolloutPolicy`): one place says what an unset field means.
+    max_in_flight: CountOrPercent = DEFAULT_MAX_IN_FLIGHT
+    poll_interval_s: Annotated[Seconds, Field(ge=1, le=3600)] = DEFAULT_POLICY.poll_interval_s
+    job_timeout_s: Annotated[StrictInt, Field(ge=60, le=86400)] = DEFAULT_POLICY.job_timeout_s
+    waves: tuple[CountOrPercent, ...] | None = None  # one wave of every server
+    max_failures: FailureLimit | None = None  # no error budget
+    pause_after_waves: StrictBool | tuple[WaveNumber, ...] = DEFAULT_POLICY.pause_after_waves
+    wave_delay_s: Annotated[Seconds, Field(ge=0, le=86400)] = DEFAULT_POLICY.wave_delay_s
+    skip_matching: StrictBool = DEFAULT_POLICY.skip_matching
 
     @field_validator("waves")
     @classmethod

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from orchestrator.domain.policy import RolloutPolicy
 from orchestrator.domain.states import BatchState, DeliveryState, ServerState
 
 NAMING_CONVENTION = {
@@ -132,6 +133,11 @@ class Batch(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     finished_at: Mapped[datetime | None]
+
+    @property
+    def rollout_policy(self) -> RolloutPolicy:
+        """The policy as one typed value, its defaults filled in (`policy` is its stored form)."""
+        return RolloutPolicy.from_json(self.policy)
 
     __table_args__ = (
         Index("ix_batches_created_at_id", "created_at", "id"),

@@ -1,11 +1,56 @@
-"""Pure rollout arithmetic: counts or percentages of a batch, resolved to absolute numbers."""
+"""A batch's rollout policy as one typed value with its defaults (the API's request model takes
+them from here), and the arithmetic that resolves counts or percentages to absolute numbers."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from fractions import Fraction
+from typing import Any
 
+Amount = int | str  # a count, or a percentage such as "10%"
 DEFAULT_MAX_IN_FLIGHT = 50
+
+
+@dataclass(frozen=True)
+class RolloutPolicy:
+    """How fast and how carefully a batch is rolled out; stored as JSON with the batch (the API
+    validated it), read back with `from_json`."""
+
+    max_in_flight: Amount = DEFAULT_MAX_IN_FLIGHT
+    poll_interval_s: float = 10.0
+    job_timeout_s: int = 1800
+    waves: tuple[Amount, ...] | None = None
+    max_failures: Amount | None = None
+    pause_after_waves: bool | tuple[int, ...] = False
+    wave_delay_s: float = 0.0
+    skip_matching: bool = True
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> RolloutPolicy:
+        """The stored form back; keys it does not know (none today) are ignored."""
+        data = data or {}
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known and v is not None}
+        if isinstance(values.get("waves"), list):
+            values["waves"] = tuple(values["waves"])
+        if isinstance(values.get("pause_after_waves"), list):
+            values["pause_after_waves"] = tuple(int(w) for w in values["pause_after_waves"])
+        if "max_failures" in data and data["max_failures"] is None:
+            values["max_failures"] = None
+        for name in ("poll_interval_s", "wave_delay_s"):
+            if name in values:
+                values[name] = float(values[name])
+        if "job_timeout_s" in values:
+            values["job_timeout_s"] = int(values["job_timeout_s"])
+        return cls(**values)
+
+    def in_flight_limit(self, total: int) -> int:
+        return in_flight_limit(self.max_in_flight, total)
+
+
+DEFAULT_POLICY = RolloutPolicy()
 
 
 def resolve_amount(value: int | str | None, total: int, *, default: int) -> int:

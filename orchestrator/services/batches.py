@@ -22,6 +22,7 @@ from orchestrator.db.models import (
 )
 from orchestrator.db.transitions import record_batch_event
 from orchestrator.db.webhook_outbox import enqueue_batch_event
+from orchestrator.domain.policy import RolloutPolicy
 from orchestrator.domain.rollout import wave_of_each
 from orchestrator.domain.states import ACTIVE_SERVER_STATES, BatchState, ServerState
 from orchestrator.errors import Conflict, NotFound, ServiceError
@@ -142,7 +143,7 @@ def _insert_batch(
 ) -> None:
     policy = spec.policy_json()
     total = len(spec.servers)
-    waves = wave_of_each(total, policy.get("waves"))
+    waves = wave_of_each(total, RolloutPolicy.from_json(policy).waves)
     session.add(
         Batch(
             id=batch_id,

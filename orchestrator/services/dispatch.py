@@ -31,7 +31,6 @@ from orchestrator.db.transitions import (
     record_server_transitions,
 )
 from orchestrator.db.webhook_outbox import enqueue_wave_finished
-from orchestrator.domain.policy import in_flight_limit
 from orchestrator.domain.rollout import WaveStatus, budget_spent, may_open_next_wave, pauses_after
 from orchestrator.domain.states import ACTIVE_SERVER_STATES, BatchState, ServerState
 from orchestrator.domain.timing import expected_job_seconds
@@ -130,7 +129,7 @@ class SweepPlanner:
         """False while a sweep that the next claims should use is on its way."""
         key = (batch.project_id, batch.region)
         self._running[key] = self._running.get(key, 0) + batch.n_running
-        if self._facts is None or not batch.policy.get("skip_matching", True):
+        if self._facts is None or not batch.rollout_policy.skip_matching:
             return True
         swept_at = self._facts.swept_at(*key)
         if swept_at is not None and swept_at >= time.time() - SWEEP_FRESH_FOR_CLAIMS_S:
@@ -213,7 +212,7 @@ def _check_error_budget(
     """SSM MaxErrors: once spent, nothing new is submitted and the batch will end aborted."""
     if batch.abort_reason or batch.cancel_requested:
         return
-    if not budget_spent(batch.n_failed, batch.policy.get("max_failures"), batch.total):
+    if not budget_spent(batch.n_failed, batch.rollout_policy.max_failures, batch.total):
         return
     record_batch_transition(
         session,
@@ -243,7 +242,7 @@ def _wave_open(session: Session, batch: Batch, *, now: datetime) -> bool:
     )
     if unsettled or batch.current_wave >= batch.waves_total:
         return True
-    policy = batch.policy
+    policy = batch.rollout_policy
     if batch.wave_ended_at is None:
         ended = record_batch_transition(
             session,
@@ -264,7 +263,7 @@ def _wave_open(session: Session, batch: Batch, *, now: datetime) -> bool:
         if batch.wave_ended_at is None:
             return False  # the batch moved meanwhile (paused, or another tick): next tick
     following: BatchColumns = {"current_wave": batch.current_wave + 1, "wave_ended_at": None}
-    if pauses_after(batch.current_wave, policy.get("pause_after_waves"), batch.waves_total):
+    if pauses_after(batch.current_wave, policy.pause_after_waves, batch.waves_total):
         why = f"manual gate after wave {batch.current_wave}: resume to start the next"
         record_batch_transition(
             session,
@@ -280,7 +279,7 @@ def _wave_open(session: Session, batch: Batch, *, now: datetime) -> bool:
         session.commit()
         return False
     status = WaveStatus(batch.current_wave, 0, batch.wave_ended_at)
-    if not may_open_next_wave(status, float(policy.get("wave_delay_s") or 0), now):
+    if not may_open_next_wave(status, policy.wave_delay_s, now):
         return False
     record_batch_transition(
         session,
@@ -300,7 +299,7 @@ def _wave_open(session: Session, batch: Batch, *, now: datetime) -> bool:
 
 
 def _claim_slots(session: Session, batch: Batch, *, now: datetime) -> int:
-    limit = in_flight_limit(batch.policy.get("max_in_flight"), batch.total)
+    limit = batch.rollout_policy.in_flight_limit(batch.total)
     free = limit - (batch.n_submitting + batch.n_running)
     if free <= 0 or batch.n_pending == 0:
         return 0

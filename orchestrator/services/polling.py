@@ -74,8 +74,8 @@ async def poll_servers(rt: Runtime, batch_server_ids: list[int]) -> dict[str, in
 
 
 async def poll_one(rt: Runtime, client: EcsClient, row: BatchServer, batch: Batch) -> str:
-    policy = batch.policy
-    timeout_s = float(policy.get("job_timeout_s", 1800))
+    policy = batch.rollout_policy
+    timeout_s = float(policy.job_timeout_s)
     now = rt.clock()
     # Timed out only if the cloud still says the job runs: a poll that came late (workers
     # down, scheduler stalled) must not fail a server whose job already ended.
@@ -90,7 +90,7 @@ async def poll_one(rt: Runtime, client: EcsClient, row: BatchServer, batch: Batc
                 return await _follow_server(
                     rt, client, row, batch, {"job_gone": exc.as_details()}, overdue=overdue
                 )
-            if job.is_final and batch.policy.get("verify_after_job", True):
+            if job.is_final:
                 row.job_result = _keep_job_result(rt, row, job)
                 return await _check_server_after(rt, client, row, batch)
             if overdue and not job.is_final:
@@ -183,7 +183,7 @@ async def _check_server_after(
     broken = server.status == "ERROR"
     details = {"job": job.raw, "server": facts}
     if job.succeeded and not broken and server.is_rebuilding:
-        _reschedule(rt, row, float(batch.policy.get("poll_interval_s", 10)))
+        _reschedule(rt, row, batch.rollout_policy.poll_interval_s)
         return "server_still_rebuilding"
     if not job.succeeded:
         return _end(
@@ -243,7 +243,7 @@ def _apply_job(rt: Runtime, row: BatchServer, batch: Batch, job: Job) -> str:
             job_status=job.status,
         )
     delay = next_poll_delay_s(
-        row.polls + 1, float(batch.policy.get("poll_interval_s", 10)), batch.expected_job_s
+        row.polls + 1, batch.rollout_policy.poll_interval_s, batch.expected_job_s
     )
     if job.status != row.job_status:
         now = rt.clock()
@@ -290,7 +290,7 @@ async def _follow_server(
             error=("Timeout", "the server was still rebuilding at the job timeout"),
         )
     if server.is_rebuilding:
-        _reschedule(rt, row, float(batch.policy.get("poll_interval_s", 10)))
+        _reschedule(rt, row, batch.rollout_policy.poll_interval_s)
         return "server_rebuilding"
     if server.status == "ERROR":
         return _end(
@@ -313,7 +313,7 @@ async def _follow_server(
             {**why, "server": facts},
             error=("NotApplied", "server is idle and still on its old image"),
         )
-    _reschedule(rt, row, float(batch.policy.get("poll_interval_s", 10)))
+    _reschedule(rt, row, batch.rollout_policy.poll_interval_s)
     return "server_busy"
 
 

@@ -105,7 +105,7 @@ def _stop_before_sending(rt: Runtime, row: BatchServer, batch: Batch) -> str | N
     this is also how a server that lost that compare-and-set to a pause is put back."""
     now = rt.clock()
     over_budget = batch.abort_reason is not None or budget_spent(
-        batch.n_failed, batch.policy.get("max_failures"), batch.total
+        batch.n_failed, batch.rollout_policy.max_failures, batch.total
     )
     with rt.sessions() as session:
         if batch.cancel_requested or over_budget or batch.state in TERMINAL_BATCH_STATES:
@@ -148,7 +148,7 @@ def _batch_may_send(batch: Batch) -> ColumnElement[bool]:
         Batch.cancel_requested.is_(False),
         Batch.abort_reason.is_(None),
     ]
-    allowed = allowed_failures(batch.policy.get("max_failures"), batch.total)
+    allowed = allowed_failures(batch.rollout_policy.max_failures, batch.total)
     if allowed is not None:
         conditions.append(Batch.n_failed <= allowed)
     return select(Batch.id).where(*conditions).exists()
@@ -251,9 +251,7 @@ async def _send_changeos(rt: Runtime, client: EcsClient, row: BatchServer, batch
         return _fail(rt, row, exc, reason="rejected", attempt=attempt)
     log.info("server submitted", extra={"job_id": job_id, "attempt": attempt})
     now = rt.clock()
-    poll_in = first_poll_delay_s(
-        float(batch.policy.get("poll_interval_s", 10)), batch.expected_job_s
-    )
+    poll_in = first_poll_delay_s(batch.rollout_policy.poll_interval_s, batch.expected_job_s)
     _settle(
         rt,
         row.id,
@@ -331,7 +329,7 @@ async def _look_before_sending(
     verdict = preflight_verdict(
         seen,
         target_image=str(batch.os_change["imageid"]),
-        skip_matching=bool(batch.policy.get("skip_matching", True)),
+        skip_matching=batch.rollout_policy.skip_matching,
     )
     if verdict is Preflight.SKIP:
         _settle(
@@ -533,7 +531,7 @@ def _apply_reconcile(rt: Runtime, row: BatchServer, batch: Batch, seen: ServerSn
         _defer_reconcile(rt, row, details)
         return "reconcile_deferred"
     if outcome is Reconcile.RUNNING:
-        poll_s = float(batch.policy.get("poll_interval_s", 10))
+        poll_s = batch.rollout_policy.poll_interval_s
         _settle(
             rt,
             row.id,

@@ -12,7 +12,7 @@ import aiohttp
 from orchestrator.cloud.client import EcsClient
 from orchestrator.cloud.errors import EcsError, Rejected
 from orchestrator.cloud.models import Server
-from orchestrator.domain.policy import in_flight_limit
+from orchestrator.domain.policy import RolloutPolicy
 from orchestrator.domain.rollout import allowed_failures, plan_waves
 from orchestrator.domain.verdicts import preflight_verdict
 from orchestrator.runtime import Runtime
@@ -129,10 +129,11 @@ async def dry_run(
     with rt.sessions() as session:
         conflicts = {c["server_id"]: c["batch_id"] for c in active_conflicts(session, servers)}
     limit = asyncio.Semaphore(DRY_RUN_CONCURRENCY)
+    rollout = RolloutPolicy.from_json(policy)
     rules = {
         "target": str(os_change["imageid"]),
         "mode": os_change.get("mode"),
-        "skip_matching": bool(policy.get("skip_matching", True)),
+        "skip_matching": rollout.skip_matching,
     }
     async with aiohttp.ClientSession() as http:
         client = rt.ecs_client(http, project_id=project_id, region=region)
@@ -151,11 +152,11 @@ async def dry_run(
         "total": total,
         "selector": selector,
         "plan": {
-            "waves": plan_waves(total, policy.get("waves")),
-            "max_in_flight": in_flight_limit(policy.get("max_in_flight"), total),
-            "max_failures": allowed_failures(policy.get("max_failures"), total),
-            "pause_after_waves": policy.get("pause_after_waves"),
-            "wave_delay_s": policy.get("wave_delay_s"),
+            "waves": plan_waves(total, rollout.waves),
+            "max_in_flight": rollout.in_flight_limit(total),
+            "max_failures": allowed_failures(rollout.max_failures, total),
+            "pause_after_waves": rollout.pause_after_waves,
+            "wave_delay_s": rollout.wave_delay_s,
         },
         "verdicts": verdicts,
         "conflicts": [{"server_id": s, "batch_id": b} for s, b in conflicts.items()],

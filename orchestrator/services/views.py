@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator.db.models import Batch, BatchServer, ServerHistory
-from orchestrator.domain.policy import in_flight_limit
 from orchestrator.domain.rollout import allowed_failures
 from orchestrator.domain.states import ServerState
 
@@ -34,7 +33,7 @@ def batch_view(batch: Batch) -> dict[str, Any]:
         "broken": batch.n_broken,
         "current_wave": batch.current_wave,
         "waves_total": batch.waves_total,
-        "max_in_flight": in_flight_limit(batch.policy.get("max_in_flight"), batch.total),
+        "max_in_flight": batch.rollout_policy.in_flight_limit(batch.total),
         "error_budget": budget_view(batch),
         "pause_reason": batch.pause_reason,
         "paused_by": batch.paused_by,
@@ -51,7 +50,7 @@ def batch_view(batch: Batch) -> dict[str, Any]:
 
 
 def budget_view(batch: Batch) -> dict[str, int | None]:
-    allowed = allowed_failures(batch.policy.get("max_failures"), batch.total)
+    allowed = allowed_failures(batch.rollout_policy.max_failures, batch.total)
     return {
         "allowed": allowed,
         "used": batch.n_failed,

@@ -4,10 +4,11 @@ submission, reconcile, polling and the tick in-process (the test decides when ea
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -88,15 +89,37 @@ class World:
 WorldMaker = Callable[..., Awaitable[World]]
 
 
+class SharedClock:
+    """One time for the simulator and the services, which moves only when the test says so:
+    the simulator reads `monotonic` (seconds), runtimes read `utc` (a datetime)."""
+
+    START = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+
+    def __init__(self) -> None:
+        self.elapsed = 0.0
+
+    def monotonic(self) -> float:
+        return 1000.0 + self.elapsed
+
+    def utc(self) -> datetime:
+        return self.START + timedelta(seconds=self.elapsed)
+
+    def advance(self, seconds: float) -> None:
+        self.elapsed += seconds
+
+
 async def make_world_fixture(
     aiohttp_server: Callable[..., Any], database_url: str, redis_url: str
 ) -> AsyncIterator[WorldMaker]:
     """A simulator over real HTTP (config overrides as keywords) and runtimes against it."""
     runtimes: list[Runtime] = []
 
-    async def start(**simulator: Any) -> World:
+    async def start(clock: SharedClock | None = None, **simulator: Any) -> World:
+        """`clock`: the simulator and every runtime run on it (and without the list-sweep
+        cache, whose freshness is wall time), so the test decides when anything is due."""
         config = {"ak": AK, "sk": SK, "project_id": PROJECT, "job_seconds": 0.3, **simulator}
-        server = await aiohttp_server(create_simulator_app(SimulatorConfig(**config)))
+        sim_clock = clock.monotonic if clock is not None else time.monotonic
+        server = await aiohttp_server(create_simulator_app(SimulatorConfig(**config), sim_clock))
         endpoint = str(server.make_url("")).rstrip("/")
 
         def make_runtime(sk: str = SK, **overrides: Any) -> Runtime:
@@ -114,6 +137,8 @@ async def make_world_fixture(
                 }
             )
             rt = Runtime.build(settings)
+            if clock is not None:
+                rt.clock, rt.facts = clock.utc, None
             runtimes.append(rt)
             return rt
 
