@@ -144,3 +144,36 @@ def reconcile_verdict(
         outcome = Reconcile.BROKEN if seen.is_error else Reconcile.SUCCEEDED
         return ReconcileVerdict(outcome, changed)
     return ReconcileVerdict(Reconcile.CHANGED, changed)
+
+
+class AfterJob(StrEnum):
+    """What the server shows once its change has ended (or, without a job to ask, now)."""
+
+    SUCCEEDED = "succeeded"  # on the target image, not in ERROR
+    JOB_FAILED = "job_failed"  # the job said FAIL (broken too when the server is in ERROR)
+    BROKEN = "broken"  # in ERROR although the job succeeded (or no job said anything)
+    WRONG_IMAGE = "wrong_image"  # the job succeeded, yet the server runs another image
+    NOT_APPLIED = "not_applied"  # no job, and the server is idle on its old image
+    WAIT = "wait"  # still rebuilding (or busy): look again later
+
+
+def after_job_verdict(
+    seen: ServerSnapshot, *, target_image: str, job_succeeded: bool | None
+) -> AfterJob:
+    """A job's word checked against the server. `job_succeeded` None: there is no job to ask
+    (its answer was lost, or the cloud purged it), so the server alone decides."""
+    if job_succeeded is None:
+        if seen.is_rebuilding:
+            return AfterJob.WAIT
+        if seen.is_error:
+            return AfterJob.BROKEN
+        if not seen.is_idle:
+            return AfterJob.WAIT
+        return AfterJob.SUCCEEDED if seen.image_id == target_image else AfterJob.NOT_APPLIED
+    if job_succeeded and not seen.is_error and seen.is_rebuilding:
+        return AfterJob.WAIT
+    if not job_succeeded:
+        return AfterJob.JOB_FAILED
+    if seen.is_error:
+        return AfterJob.BROKEN
+    return AfterJob.SUCCEEDED if seen.image_id == target_image else AfterJob.WRONG_IMAGE

@@ -25,6 +25,7 @@ from orchestrator.db.models import Batch, BatchServer
 from orchestrator.db.transitions import ServerColumns, record_server_transition
 from orchestrator.domain.states import ServerState
 from orchestrator.domain.timing import job_duration_s, next_poll_delay_s, retry_delay_s
+from orchestrator.domain.verdicts import AfterJob, after_job_verdict
 from orchestrator.observability.logs import log_context
 from orchestrator.runtime import Runtime
 from orchestrator.services.control import pause_for_config_error
@@ -178,14 +179,15 @@ async def _check_server_after(
     if server is None:
         _reschedule(rt, row, SWEEP_RETRY_S)
         return "awaiting_sweep"
-    facts = _facts(server)
-    target = str(batch.os_change["imageid"])
-    broken = server.status == "ERROR"
-    details = {"job": job.raw, "server": facts}
-    if job.succeeded and not broken and server.is_rebuilding:
+    seen = server.snapshot()
+    verdict = after_job_verdict(
+        seen, target_image=str(batch.os_change["imageid"]), job_succeeded=job.succeeded
+    )
+    details = {"job": job.raw, "server": seen.as_dict()}
+    if verdict is AfterJob.WAIT:
         _reschedule(rt, row, batch.rollout_policy.poll_interval_s)
         return "server_still_rebuilding"
-    if not job.succeeded:
+    if verdict is AfterJob.JOB_FAILED:
         return _end(
             rt,
             row,
@@ -194,9 +196,9 @@ async def _check_server_after(
             details,
             error=_job_failure(job),
             job_status=job.status,
-            broken=broken,
+            broken=seen.is_error,
         )
-    if broken:
+    if verdict is AfterJob.BROKEN:
         return _end(
             rt,
             row,
@@ -207,7 +209,7 @@ async def _check_server_after(
             job_status=job.status,
             broken=True,
         )
-    if server.image_id != target:
+    if verdict is AfterJob.WRONG_IMAGE:
         return _end(
             rt,
             row,
@@ -216,15 +218,11 @@ async def _check_server_after(
             details,
             error=(
                 "ImageMismatch",
-                f"the job succeeded but the server runs image {server.image_id}",
+                f"the job succeeded but the server runs image {seen.image_id}",
             ),
             job_status=job.status,
         )
     return _end(rt, row, ServerState.SUCCEEDED, "job_succeeded", details, job_status=job.status)
-
-
-def _facts(server: Server) -> dict[str, Any]:
-    return {"status": server.status, "task_state": server.task_state, "image_id": server.image_id}
 
 
 def _apply_job(rt: Runtime, row: BatchServer, batch: Batch, job: Job) -> str:
@@ -277,44 +275,43 @@ async def _follow_server(
     *,
     overdue: bool = False,
 ) -> str:
-    server = await client.show_server(row.server_id)
-    target = str(batch.os_change["imageid"])
-    facts = _facts(server)
-    if server.is_rebuilding and overdue:
+    seen = (await client.show_server(row.server_id)).snapshot()
+    verdict = after_job_verdict(
+        seen, target_image=str(batch.os_change["imageid"]), job_succeeded=None
+    )
+    details = {**why, "server": seen.as_dict()}
+    if verdict is AfterJob.WAIT and seen.is_rebuilding and overdue:
         return _end(
             rt,
             row,
             ServerState.FAILED,
             "timeout",
-            {**why, "server": facts},
+            details,
             error=("Timeout", "the server was still rebuilding at the job timeout"),
         )
-    if server.is_rebuilding:
+    if verdict is AfterJob.WAIT:
         _reschedule(rt, row, batch.rollout_policy.poll_interval_s)
-        return "server_rebuilding"
-    if server.status == "ERROR":
+        return "server_rebuilding" if seen.is_rebuilding else "server_busy"
+    if verdict is AfterJob.BROKEN:
         return _end(
             rt,
             row,
             ServerState.FAILED,
             "server_error",
-            {**why, "server": facts},
+            details,
             error=("ServerError", "server is in ERROR after the change"),
             broken=True,
         )
-    if server.is_idle and server.image_id == target:
-        return _end(rt, row, ServerState.SUCCEEDED, "reconciled_applied", {**why, "server": facts})
-    if server.is_idle:
-        return _end(
-            rt,
-            row,
-            ServerState.FAILED,
-            "reconciled_not_applied",
-            {**why, "server": facts},
-            error=("NotApplied", "server is idle and still on its old image"),
-        )
-    _reschedule(rt, row, batch.rollout_policy.poll_interval_s)
-    return "server_busy"
+    if verdict is AfterJob.SUCCEEDED:
+        return _end(rt, row, ServerState.SUCCEEDED, "reconciled_applied", details)
+    return _end(
+        rt,
+        row,
+        ServerState.FAILED,
+        "reconciled_not_applied",
+        details,
+        error=("NotApplied", "server is idle and still on its old image"),
+    )
 
 
 def _end(

@@ -8,9 +8,11 @@ import pytest
 
 from orchestrator.cloud.models import Server
 from orchestrator.domain.verdicts import (
+    AfterJob,
     Preflight,
     Reconcile,
     ServerSnapshot,
+    after_job_verdict,
     preflight_verdict,
     reconcile_verdict,
 )
@@ -137,3 +139,33 @@ def test_snapshots_round_trip_and_come_from_the_cloud_body() -> None:
         ],
     }
     assert Server.from_body(body).snapshot() == BEFORE
+
+
+# --- after the job ------------------------------------------------------------------------------
+
+DONE = seen(image_id=TARGET, system_disk_id="disk-1", status="ACTIVE")
+
+
+@pytest.mark.parametrize(
+    ("job_succeeded", "server", "expected"),
+    [
+        (True, DONE, AfterJob.SUCCEEDED),
+        (True, dataclasses.replace(DONE, status="ERROR"), AfterJob.BROKEN),
+        (True, BEFORE, AfterJob.WRONG_IMAGE),
+        (True, seen(status="REBUILD", task_state="rebuilding"), AfterJob.WAIT),
+        # After a success the server is powered on: not a reason to wait (the health gate is).
+        (True, dataclasses.replace(DONE, task_state="powering-on"), AfterJob.SUCCEEDED),
+        (False, seen(status="ERROR"), AfterJob.JOB_FAILED),
+        (False, BEFORE, AfterJob.JOB_FAILED),
+        (None, DONE, AfterJob.SUCCEEDED),
+        (None, seen(status="ERROR"), AfterJob.BROKEN),
+        (None, BEFORE, AfterJob.NOT_APPLIED),
+        (None, seen(status="REBUILD", task_state="rebuilding"), AfterJob.WAIT),
+        (None, seen(task_state="powering-on"), AfterJob.WAIT),
+    ],
+)
+def test_after_the_job_the_server_has_the_last_word(
+    job_succeeded: bool | None, server: ServerSnapshot, expected: AfterJob
+) -> None:
+    verdict = after_job_verdict(server, target_image=TARGET, job_succeeded=job_succeeded)
+    assert verdict is expected
