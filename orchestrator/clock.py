@@ -1,4 +1,6 @@
-"""The clock, injected everywhere time matters so tests can pass their own."""
+"""The clock. Services read it from the runtime (`rt.clock`) or take `now` as an argument, so a
+test passes its own and moves it; what several processes share through Redis (the rate budget,
+the list-sweep facts) keeps wall time, from Redis itself or from a clock given to it."""
 
 from __future__ import annotations
 

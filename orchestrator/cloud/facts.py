@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 
 import redis
@@ -24,9 +25,16 @@ SERVERS_PER_PAGE_WORTH_IT = 5
 
 
 class FactsCache:
-    def __init__(self, client: redis.Redis, prefix: str = "reimage:facts") -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str = "reimage:facts",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`clock`: Unix seconds; every process shares these facts, so it is wall time."""
         self._redis = client
         self._prefix = prefix
+        self._clock = clock
 
     def _keys(self, project_id: str, region: str) -> tuple[str, str, str]:
         base = f"{self._prefix}:{project_id}:{region}"
@@ -55,7 +63,7 @@ class FactsCache:
     def want(self, project_id: str, region: str) -> None:
         """Someone waits for facts newer than the last sweep."""
         _, _, want = self._keys(project_id, region)
-        self._redis.set(want, time.time(), ex=300)
+        self._redis.set(want, self._clock(), ex=300)
 
     def worth_sweeping(
         self, project_id: str, region: str, *, servers_needing_facts: int, min_interval_s: float
@@ -71,7 +79,7 @@ class FactsCache:
         except redis.RedisError:
             return False
         latest = max(float(started_at or 0), float(requested_at or 0))
-        if time.time() - latest < min_interval_s:
+        if self._clock() - latest < min_interval_s:
             return False
         if self._redis.exists(f"{meta}:failed") or self._redis.exists(f"{meta}:lock"):
             return False
@@ -107,7 +115,7 @@ class FactsCache:
             return False
         if self.sweeps_refused(project_id, region):
             return False
-        return time.time() - float(requested_at) < patience_s
+        return self._clock() - float(requested_at) < patience_s
 
     def sweeps_refused(self, project_id: str, region: str) -> bool:
         """The list API refused us lately: nobody should wait for a sweep."""
@@ -120,7 +128,7 @@ class FactsCache:
     def requested(self, project_id: str, region: str) -> None:
         """A sweep was just asked for: do not ask again while it waits in the queue."""
         _, meta, _ = self._keys(project_id, region)
-        self._redis.hset(meta, "requested_at", time.time())
+        self._redis.hset(meta, "requested_at", self._clock())
         self._redis.expire(meta, 3600)
 
     def begin_sweep(self, project_id: str, region: str) -> float | None:
@@ -129,7 +137,7 @@ class FactsCache:
         lock = f"{meta}:lock"
         if not self._redis.set(lock, 1, nx=True, ex=120):
             return None
-        started = time.time()
+        started = self._clock()
         self._redis.hset(meta, "started_at", started)
         return started
 

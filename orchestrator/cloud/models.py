@@ -1,4 +1,5 @@
-"""Typed values in and out of the ECS client: nothing past its boundary is a raw dict."""
+"""Typed values in and out of the ECS client. The one dict that passes its boundary is a job's
+body, verbatim, for the history; nothing decides from it."""
 
 from __future__ import annotations
 
@@ -43,11 +44,19 @@ class OsChange:
 
 @dataclass(frozen=True)
 class Job:
+    """A changeos job as the job API shows it. Decisions read the typed fields; `body` is the
+    cloud's answer verbatim, kept only for the server's history (the cloud deletes finished jobs
+    a day later, and the history must outlive it)."""
+
     job_id: str
     status: str
     error_code: str | None
     fail_reason: str | None
-    raw: dict[str, Any]
+    begin_time: str | None
+    end_time: str | None
+    # `errorcode_message` of each sub-job that has one (why the change failed, in words).
+    sub_job_errors: tuple[str, ...]
+    body: dict[str, Any]
 
     @property
     def is_final(self) -> bool:
@@ -57,16 +66,6 @@ class Job:
     def succeeded(self) -> bool:
         return self.status == "SUCCESS"
 
-    def sub_job_messages(self) -> list[str]:
-        entities = self.raw.get("entities")
-        subs = entities.get("sub_jobs") if isinstance(entities, dict) else None
-        messages: list[str] = []
-        for sub in subs if isinstance(subs, list) else []:
-            sub_entities = sub.get("entities") if isinstance(sub, dict) else None
-            if isinstance(sub_entities, dict) and sub_entities.get("errorcode_message"):
-                messages.append(str(sub_entities["errorcode_message"]))
-        return messages
-
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> Job:
         return cls(
@@ -74,8 +73,22 @@ class Job:
             status=str(body.get("status") or "UNKNOWN"),
             error_code=_opt(body.get("error_code")),
             fail_reason=_opt(body.get("fail_reason")),
-            raw=body,
+            begin_time=_opt(body.get("begin_time")),
+            end_time=_opt(body.get("end_time")),
+            sub_job_errors=_sub_job_errors(body),
+            body=body,
         )
+
+
+def _sub_job_errors(body: dict[str, Any]) -> tuple[str, ...]:
+    entities = body.get("entities")
+    subs = entities.get("sub_jobs") if isinstance(entities, dict) else None
+    messages: list[str] = []
+    for sub in subs if isinstance(subs, list) else []:
+        sub_entities = sub.get("entities") if isinstance(sub, dict) else None
+        if isinstance(sub_entities, dict) and sub_entities.get("errorcode_message"):
+            messages.append(str(sub_entities["errorcode_message"]))
+    return tuple(messages)
 
 
 @dataclass(frozen=True)

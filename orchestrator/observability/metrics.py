@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.cloud.errors import EcsError, OutcomeUnknown
+from orchestrator.cloud.models import Job
 from orchestrator.db.models import Batch
 from orchestrator.domain.states import BatchState, ServerState
 from orchestrator.domain.timing import job_duration_s
@@ -174,16 +175,14 @@ class Metrics:
 
         self._write(write)
 
-    def job_ended(
-        self, job: Mapping[str, Any], *, noticed_at: datetime, submitted_at: datetime | None
-    ) -> None:
+    def job_ended(self, job: Job, *, noticed_at: datetime, submitted_at: datetime | None) -> None:
         """A cloud job that ended: its duration (the cloud's begin to end, else our submission
         to its end) and how late we noticed its end. Jobs not final are not counted."""
-        status = job.get("status")
-        if status not in ("SUCCESS", "FAIL"):
+        if not job.is_final:
             return
-        ended = _parse_time(job.get("end_time"))
-        duration = job_duration_s(job.get("begin_time"), job.get("end_time"))
+        status = job.status
+        ended = _parse_time(job.end_time)
+        duration = job_duration_s(job.begin_time, job.end_time)
         if duration is None and ended is not None and submitted_at is not None:
             duration = max(0.0, (ended - submitted_at).total_seconds())
         if duration is not None:

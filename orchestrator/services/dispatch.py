@@ -8,7 +8,6 @@ running at once (a standby beat, a slow tick) do no harm: one of them simply fin
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -93,7 +92,7 @@ def run_tick(
                 )
             )
         )
-    sweeps = SweepPlanner(facts, dispatcher, report)
+    sweeps = SweepPlanner(facts, dispatcher, report, now=now)
     for batch_id in batch_ids:
         _advance_batch(sessions, batch_id, report, now=now, sweeps=sweeps)
     sweeps.for_running_jobs()
@@ -108,7 +107,15 @@ class SweepPlanner:
     """Asks for list sweeps where they are cheaper than one server-details call per server:
     before a large batch claims slots (skip matching), and for finished jobs' server checks."""
 
-    def __init__(self, facts: FactsCache | None, dispatcher: Dispatcher, report: TickReport):
+    def __init__(
+        self,
+        facts: FactsCache | None,
+        dispatcher: Dispatcher,
+        report: TickReport,
+        *,
+        now: datetime,
+    ) -> None:
+        self._now = now.timestamp()
         self._facts = facts
         self._dispatcher = dispatcher
         self._report = report
@@ -132,7 +139,7 @@ class SweepPlanner:
         if self._facts is None or not batch.rollout_policy.skip_matching:
             return True
         swept_at = self._facts.swept_at(*key)
-        if swept_at is not None and swept_at >= time.time() - SWEEP_FRESH_FOR_CLAIMS_S:
+        if swept_at is not None and swept_at >= self._now - SWEEP_FRESH_FOR_CLAIMS_S:
             return True
         if self._facts.sweep_pending(*key, patience_s=SWEEP_PATIENCE_S):
             return False  # claims made now would each need a server-details call

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -123,14 +122,15 @@ def _timed_out(rt: Runtime, row: BatchServer, timeout_s: float, job: Job) -> str
         row,
         ServerState.FAILED,
         "timeout",
-        {"job_timeout_s": timeout_s, "job": job.raw},
+        {"job_timeout_s": timeout_s, "job": job.body},
         error=("Timeout", f"the job had not ended after {timeout_s:.0f} s"),
         job_status=job.status,
+        job=job,
     )
 
 
 def _job_failure(job: Job) -> tuple[str, str]:
-    parts = [job.fail_reason, *job.sub_job_messages()]
+    parts = [job.fail_reason, *job.sub_job_errors]
     # The cloud often repeats the same reason in the job and its sub-job: say it once.
     return job.error_code or "JobFailed", "; ".join(dict.fromkeys(p for p in parts if p)) or (
         "job failed"
@@ -140,7 +140,7 @@ def _job_failure(job: Job) -> tuple[str, str]:
 def _keep_job_result(rt: Runtime, row: BatchServer, job: Job) -> dict[str, Any]:
     """Remember the final job body and when we saw it, so the server check neither needs the
     job again (the cloud purges jobs a day after they end) nor trusts facts older than it."""
-    result = {"job": job.raw, "seen_at": time.time()}
+    result = {"job": job.body, "seen_at": rt.clock().timestamp()}
     with rt.sessions() as session:
         keep_job_result(session, row.id, result=result, job_status=job.status)
         session.commit()
@@ -162,7 +162,7 @@ async def _server_after_job(
         worth = batch.n_running >= pages * SERVERS_PER_PAGE_WORTH_IT and not (
             rt.facts.sweeps_refused(batch.project_id, batch.region)
         )
-        if worth and time.time() - seen_at < MAX_WAIT_FOR_SWEEP_S:
+        if worth and rt.clock().timestamp() - seen_at < MAX_WAIT_FOR_SWEEP_S:
             rt.facts.want(batch.project_id, batch.region)
             return None
     return await client.show_server(row.server_id)
@@ -183,7 +183,7 @@ async def _check_server_after(
     verdict = after_job_verdict(
         seen, target_image=str(batch.os_change["imageid"]), job_succeeded=job.succeeded
     )
-    details = {"job": job.raw, "server": seen.as_dict()}
+    details = {"job": job.body, "server": seen.as_dict()}
     if verdict is AfterJob.WAIT:
         _reschedule(rt, row, batch.rollout_policy.poll_interval_s)
         return "server_still_rebuilding"
@@ -197,6 +197,7 @@ async def _check_server_after(
             error=_job_failure(job),
             job_status=job.status,
             broken=seen.is_error,
+            job=job,
         )
     if verdict is AfterJob.BROKEN:
         return _end(
@@ -208,6 +209,7 @@ async def _check_server_after(
             error=("ServerError", "the job succeeded but the server is in ERROR"),
             job_status=job.status,
             broken=True,
+            job=job,
         )
     if verdict is AfterJob.WRONG_IMAGE:
         return _end(
@@ -221,14 +223,23 @@ async def _check_server_after(
                 f"the job succeeded but the server runs image {seen.image_id}",
             ),
             job_status=job.status,
+            job=job,
         )
-    return _end(rt, row, ServerState.SUCCEEDED, "job_succeeded", details, job_status=job.status)
+    return _end(
+        rt, row, ServerState.SUCCEEDED, "job_succeeded", details, job_status=job.status, job=job
+    )
 
 
 def _apply_job(rt: Runtime, row: BatchServer, batch: Batch, job: Job) -> str:
     if job.succeeded:
         return _end(
-            rt, row, ServerState.SUCCEEDED, "job_succeeded", {"job": job.raw}, job_status=job.status
+            rt,
+            row,
+            ServerState.SUCCEEDED,
+            "job_succeeded",
+            {"job": job.body},
+            job_status=job.status,
+            job=job,
         )
     if job.is_final:
         return _end(
@@ -236,9 +247,10 @@ def _apply_job(rt: Runtime, row: BatchServer, batch: Batch, job: Job) -> str:
             row,
             ServerState.FAILED,
             "job_failed",
-            {"job": job.raw},
+            {"job": job.body},
             error=_job_failure(job),
             job_status=job.status,
+            job=job,
         )
     delay = next_poll_delay_s(
         row.polls + 1, batch.rollout_policy.poll_interval_s, batch.expected_job_s
@@ -324,12 +336,13 @@ def _end(
     error: tuple[str, str] | None = None,
     job_status: str | None = None,
     broken: bool = False,
+    job: Job | None = None,
 ) -> str:
+    """End a running server; `job` (its final answer, when one came) gives its duration."""
     now = rt.clock()
     values: ServerColumns = {"polls": row.polls + 1, "next_poll_at": None, "broken": broken}
-    job = details.get("job")
-    if isinstance(job, dict):
-        values["job_seconds"] = job_duration_s(job.get("begin_time"), job.get("end_time"))
+    if job is not None:
+        values["job_seconds"] = job_duration_s(job.begin_time, job.end_time)
     if job_status:
         values["job_status"] = job_status
     if error:
@@ -351,7 +364,7 @@ def _end(
             "job ended",
             extra={"state": to.value, "reason": reason, "code": values.get("error_code")},
         )
-        if isinstance(job, dict) and rt.metrics is not None:
+        if job is not None and rt.metrics is not None:
             # Noticed when the final job body was first seen (kept before the server check).
             seen = (row.job_result or {}).get("seen_at")
             noticed = datetime.fromtimestamp(float(seen), UTC) if seen else now

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -308,7 +307,7 @@ async def _look_before_sending(
     is busy). Answers the snapshot to send with, or what was done instead."""
     server = None
     if rt.facts is not None:  # a recent list sweep saves a call per server
-        observed_after = time.time() - PREFLIGHT_MAX_AGE_S
+        observed_after = rt.clock().timestamp() - PREFLIGHT_MAX_AGE_S
         if row.facts_not_before is not None:
             observed_after = max(observed_after, row.facts_not_before.timestamp())
         server = rt.facts.lookup(
