@@ -7,7 +7,6 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -18,8 +17,8 @@ from orchestrator.domain.access import Principal
 from orchestrator.domain.states import ServerState
 from orchestrator.errors import Forbidden, NotFound
 from orchestrator.ids import canonical_uuid
-from orchestrator.services import batches, control, health
-from orchestrator.services import targets as targets_service
+from orchestrator.services import batches, control, health, intake
+from orchestrator.services.batches import NewBatch
 
 log = logging.getLogger("reimage.api")
 T = TypeVar("T")
@@ -32,48 +31,21 @@ async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await asyncio.wait_for(asyncio.to_thread(fn, *args, **kwargs), SERVICE_TIMEOUT_S)
 
 
-@dataclass(frozen=True)
-class _Spec:
-    """A validated request seen as what the batch service needs (servers: resolved targets)."""
-
-    request: BatchRequest
-    targets: tuple[str, ...]
-
-    @property
-    def project_id(self) -> str:
-        return self.request.project_id
-
-    @property
-    def region(self) -> str:
-        return self.request.region
-
-    @property
-    def servers(self) -> tuple[str, ...]:
-        return self.targets
-
-    @property
-    def on_conflict(self) -> str:
-        return self.request.on_conflict
-
-    def selector_json(self) -> dict[str, Any] | None:
-        selector = self.request.selector
-        return selector.model_dump(mode="json") if selector else None
-
-    @property
-    def cloud_init(self) -> bool:
-        return self.request.cloud_init
-
-    def secrets(self) -> dict[str, str]:
-        return self.request.secrets()
-
-    def public_os_change(self) -> dict[str, Any]:
-        return self.request.public_os_change()
-
-    def policy_json(self) -> dict[str, Any]:
-        return self.request.policy.model_dump(mode="json")
-
-    def canonical_fingerprint(self) -> str:
-        return self.request.canonical_fingerprint()
+def _new_batch(parsed: BatchRequest) -> NewBatch:
+    """The validated request as the services take it."""
+    return NewBatch(
+        project_id=parsed.project_id,
+        region=parsed.region,
+        servers=tuple(parsed.servers),
+        cloud_init=parsed.cloud_init,
+        os_change=parsed.public_os_change(),
+        policy=parsed.policy.model_dump(mode="json"),
+        on_conflict=parsed.on_conflict,
+        fingerprint=parsed.canonical_fingerprint(),
+        secrets=parsed.secrets(),
+        selector=parsed.selector.model_dump(mode="json") if parsed.selector else None,
+        notify_url=parsed.notify_url,
+    )
 
 
 async def whoami(request: web.Request) -> web.Response:
@@ -117,74 +89,30 @@ async def json_body(request: web.Request, *, optional: bool = False) -> Any:
         raise RequestInvalid("the body is not valid JSON", {"body": "not valid JSON"}) from None
 
 
-async def _targets(request: web.Request, parsed: BatchRequest) -> tuple[str, ...]:
-    """The listed servers, then whatever the selector adds, each once, frozen for good."""
-    targets = list(parsed.servers)
-    if parsed.selector is not None:
-        found = await targets_service.resolve_selector(
-            request.app[RUNTIME],
-            project_id=parsed.project_id,
-            region=parsed.region,
-            selector=parsed.selector,
-        )
-        listed = set(targets)
-        targets += [server for server in found if server not in listed]
-        if not targets:
-            raise RequestInvalid("invalid request", {"selector": "matched no servers"})
-    limit = request.app[RUNTIME].settings.max_servers_per_batch
-    if len(targets) > limit:
-        raise RequestInvalid(
-            "invalid request",
-            {"selector": f"matched {len(targets)} servers, at most {limit} per batch"},
-        )
-    return tuple(targets)
-
-
 async def _submit(
     request: web.Request, parsed: BatchRequest, *, parent_id: str | None = None
 ) -> web.Response:
-    rt = request.app[RUNTIME]
     principal = request[PRINCIPAL]
     request[AUDIT_PROJECT] = parsed.project_id
     if not principal.sees(parsed.project_id):
         raise Forbidden(f"this token may not act on project {parsed.project_id}")
-    spec = _Spec(parsed, await _targets(request, parsed))
-    if _flag(request, "dry_run"):
-        report = await targets_service.dry_run(
-            rt,
-            project_id=spec.project_id,
-            region=spec.region,
-            servers=spec.servers,
-            os_change=spec.public_os_change(),
-            policy=spec.policy_json(),
-            on_conflict=spec.on_conflict,
-            selector=spec.selector_json(),
-        )
-        return web.json_response(report)
-    key = request.headers.get("Idempotency-Key")
+    dry_run = _flag(request, "dry_run")
+    key = None if dry_run else request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 200:
         raise RequestInvalid("invalid request", {"Idempotency-Key": "1 to 200 characters"})
-    secret_key = rt.settings.secret_key
-    result = await _in_thread(
-        batches.create_batch,
-        rt.sessions,
-        spec,
-        now=rt.clock(),
-        secret_key=secret_key.get_secret_value() if secret_key else None,
+    taken = await intake.take_in(
+        request.app[RUNTIME],
+        _new_batch(parsed),
+        selector=parsed.selector,
+        dry_run=dry_run,
         idempotency_key=key,
         parent_id=parent_id,
+        actor=principal.name,
+        run_blocking=_in_thread,
     )
-    if result.created:
-        log.info(
-            "batch accepted",
-            extra={
-                "batch_id": result.batch["id"],
-                "project_id": spec.project_id,
-                "servers": len(spec.servers),
-                "actor": principal.name,
-            },
-        )
-    return web.json_response(result.batch, status=202 if result.created else 200)
+    if dry_run:
+        return web.json_response(taken.body)
+    return web.json_response(taken.body, status=202 if taken.created else 200)
 
 
 def _parse(request: web.Request, payload: Any) -> BatchRequest:

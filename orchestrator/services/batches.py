@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 from sqlalchemy import JSON, String, and_, func, insert, literal, or_, select
@@ -38,26 +38,21 @@ class IdempotencyMismatch(ServiceError):
     code = "idempotency_key_reused"
 
 
-class BatchSpec(Protocol):
-    """What creating a batch needs from a validated request."""
+@dataclass(frozen=True)
+class NewBatch:
+    """A validated request, as plain values: what creating (or dry-running) a batch needs."""
 
     project_id: str
     region: str
-    servers: Sequence[str]
+    servers: tuple[str, ...]  # the targets, each once (a selector's already resolved)
     cloud_init: bool
-
-    def secrets(self) -> dict[str, str]: ...
-
-    def public_os_change(self) -> dict[str, Any]: ...
-
-    def policy_json(self) -> dict[str, Any]: ...
-
-    def canonical_fingerprint(self) -> str: ...
-
-    @property
-    def on_conflict(self) -> str: ...
-
-    def selector_json(self) -> dict[str, Any] | None: ...
+    os_change: dict[str, Any]  # as stored: without adminpass or user_data
+    policy: dict[str, Any]
+    on_conflict: str
+    fingerprint: str  # of the request, for Idempotency-Key replays
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    selector: dict[str, Any] | None = None
+    notify_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,7 +63,7 @@ class CreatedBatch:
 
 def create_batch(
     sessions: sessionmaker[Session],
-    spec: BatchSpec,
+    spec: NewBatch,
     *,
     now: datetime,
     secret_key: str | None,
@@ -82,8 +77,8 @@ def create_batch(
     refused (409), or with `on_conflict: skip` that server is stored `skipped`. The unique
     index on active servers is the arbiter, so concurrent requests cannot both win one.
     """
-    fingerprint = spec.canonical_fingerprint()
-    secrets = spec.secrets()
+    fingerprint = spec.fingerprint
+    secrets = spec.secrets
     if secrets and not secret_key:
         raise ServiceError("ORCH_SECRET_KEY is not configured; secrets cannot be stored")
     for _ in range(5):  # with on_conflict=skip, a lost race is simply evaluated again
@@ -131,7 +126,7 @@ def create_batch(
 def _insert_batch(
     session: Session,
     batch_id: str,
-    spec: BatchSpec,
+    spec: NewBatch,
     *,
     now: datetime,
     sealed: bytes | None,
@@ -141,7 +136,7 @@ def _insert_batch(
     actor: str,
     parent_id: str | None,
 ) -> None:
-    policy = spec.policy_json()
+    policy = spec.policy
     total = len(spec.servers)
     waves = wave_of_each(total, RolloutPolicy.from_json(policy).waves)
     session.add(
@@ -153,7 +148,7 @@ def _insert_batch(
             project_id=spec.project_id,
             region=spec.region,
             cloud_init=spec.cloud_init,
-            os_change=spec.public_os_change(),
+            os_change=spec.os_change,
             sealed_secrets=sealed,
             policy=policy,
             total=total,
@@ -167,8 +162,8 @@ def _insert_batch(
             cancel_requested=False,
             current_wave=1,
             waves_total=max(waves, default=1),
-            selector=spec.selector_json(),
-            notify_url=_notify_url(spec),
+            selector=spec.selector,
+            notify_url=spec.notify_url,
             parent_id=parent_id,
             idempotency_key=idempotency_key,
             request_fingerprint=fingerprint,
@@ -189,15 +184,6 @@ def _insert_batch(
     enqueue_batch_event(
         session, batch_id, previous=None, state=BatchState.PENDING, reason="accepted", now=now
     )
-
-
-def _notify_url(spec: BatchSpec) -> str | None:
-    # The API's spec wraps the validated request, which holds notify_url; accept either.
-    for source in (spec, getattr(spec, "request", None)):
-        url = getattr(source, "notify_url", None)
-        if isinstance(url, str) and url:
-            return url
-    return None
 
 
 def _insert_servers(

@@ -26,6 +26,7 @@ from tests.support.service_world import (
     Spec,
     World,
     WorldMaker,
+    as_new_batch,
     mark_call_lost,
     new_batch,
     reasons,
@@ -152,7 +153,7 @@ async def test_cloud_init_change_goes_to_v2_and_secrets_are_erased_after(world: 
     rt = world.make_runtime(secret_key="svc-test-secret-key")
     created = create_batch(
         rt.sessions,
-        SecretSpec((str(uuid.uuid4()),), cloud_init=True),
+        as_new_batch(SecretSpec((str(uuid.uuid4()),), cloud_init=True)),
         now=rt.clock(),
         secret_key="svc-test-secret-key",
     )

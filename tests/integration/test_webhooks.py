@@ -27,6 +27,7 @@ from orchestrator.services.dispatch import run_tick
 from orchestrator.services.webhooks import deliver_due, list_deliveries
 from tests.integration.stack import free_port, http, start_full_stack
 from tests.integration.webhook_receiver import Receiver
+from tests.support.service_world import as_new_batch
 
 SECRET = "whsec-test-0123456789"
 PROJECT = "0605767bd8b5d3f92f0ac0123456789a"
@@ -126,7 +127,7 @@ def receiver() -> Iterator[Receiver]:
 def new_batch(rt: Runtime, url: str | None, n: int = 2, **spec: Any) -> str:
     created = create_batch(
         rt.sessions,
-        Spec(tuple(str(uuid.uuid4()) for _ in range(n)), notify_url=url, **spec),
+        as_new_batch(Spec(tuple(str(uuid.uuid4()) for _ in range(n)), notify_url=url, **spec)),
         now=T0,
         secret_key="sealing-key-for-tests",
     )

@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from orchestrator.config import load_settings
 from orchestrator.db.models import Batch, BatchServer, ServerHistory
 from orchestrator.runtime import Runtime
-from orchestrator.services.batches import create_batch
+from orchestrator.services.batches import NewBatch, create_batch
 from orchestrator.services.dispatch import run_tick
 from orchestrator.services.polling import poll_servers
 from orchestrator.simulator.app import create_simulator_app
@@ -57,6 +57,23 @@ class Spec:
 
     def canonical_fingerprint(self) -> str:
         return uuid.uuid4().hex
+
+
+def as_new_batch(spec: Any) -> NewBatch:
+    """A test's spec (these methods, as a request would answer them) as the service takes it."""
+    return NewBatch(
+        project_id=spec.project_id,
+        region=spec.region,
+        servers=tuple(spec.servers),
+        cloud_init=spec.cloud_init,
+        os_change=spec.public_os_change(),
+        policy=spec.policy_json(),
+        on_conflict=spec.on_conflict,
+        fingerprint=spec.canonical_fingerprint(),
+        secrets=spec.secrets(),
+        selector=spec.selector_json(),
+        notify_url=getattr(spec, "notify_url", None),
+    )
 
 
 @dataclass
@@ -152,7 +169,7 @@ async def make_world_fixture(
 def new_batch(rt: Runtime, count: int, **spec: Any) -> tuple[str, list[int]]:
     created = create_batch(
         rt.sessions,
-        Spec(tuple(str(uuid.uuid4()) for _ in range(count)), **spec),
+        as_new_batch(Spec(tuple(str(uuid.uuid4()) for _ in range(count)), **spec)),
         now=rt.clock(),
         secret_key=None,
     )
