@@ -32,10 +32,12 @@ def free_port() -> int:
 
 @dataclass
 class Stack:
-    """Child processes (each in its own process group) and an embedded Redis."""
+    """Child processes by name (each in its own process group, its output in
+    DIRECTORY/NAME.log) and an embedded Redis: the one process harness of the demo, the
+    benchmark and the tests."""
 
     directory: Path
-    processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     embedded_redis: Any = None
 
     def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -54,11 +56,22 @@ class Stack:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        self.processes.append((name, process))
+        self.processes[name] = process
         return process
 
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal the process's whole group (a Celery worker's pool children too) and forget it."""
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            os.killpg(process.pid, sig)
+        process.wait(timeout=30)
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.directory / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
     def check_alive(self) -> None:
-        for name, process in self.processes:
+        for name, process in self.processes.items():
             if process.poll() is not None:
                 raise StackError(
                     f"the {name} process exited ({process.returncode}); "
@@ -66,16 +79,17 @@ class Stack:
                 )
 
     def stop(self) -> None:
-        for _, process in self.processes:
+        for process in self.processes.values():
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + 15
-        for _, process in self.processes:
+        for process in self.processes.values():
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        self.processes.clear()
         if self.embedded_redis is not None:
             self.embedded_redis.shutdown(nosave=True)
             self.embedded_redis = None

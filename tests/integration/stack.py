@@ -3,69 +3,36 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from orchestrator.devstack.stack import Stack, free_port
 
 
-@dataclass
-class ProcessStack:
-    directory: Path
-    env: dict[str, str]
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+class ProcessStack(Stack):
+    """The dev stack's harness (`orchestrator.devstack.stack.Stack`) with one environment for
+    every process it starts; `start(name, *args)` runs `python -m orchestrator ARGS`."""
 
-    def start(self, name: str, *args: str, extra_env: dict[str, str] | None = None) -> None:
-        log = (self.directory / f"{name}.log").open("ab")
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", *args],
-            env={**self.env, **(extra_env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    def __init__(self, directory: Path, env: dict[str, str]) -> None:
+        super().__init__(directory)
+        self.env = env
 
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        process = self.processes.pop(name)
-        if process.poll() is None:
-            os.killpg(process.pid, sig)
-        process.wait(timeout=30)
+    def start(  # type: ignore[override]
+        self, name: str, *args: str, extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        return super().start(name, list(args), {**self.env, **(extra_env or {})})
 
     def stop_all(self) -> None:
-        for name in list(self.processes):
-            process = self.processes[name]
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for name, process in list(self.processes.items()):
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-            del self.processes[name]
+        self.stop()
 
     def assert_alive(self) -> None:
         for name, process in self.processes.items():
             assert process.poll() is None, f"{name} exited:\n{self.log_tail(name)}"
-
-    def log_tail(self, name: str, lines: int = 40) -> str:
-        path = self.directory / f"{name}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def http(
