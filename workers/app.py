@@ -11,11 +11,9 @@ import sys
 from datetime import timedelta
 
 from celery import Celery
-from celery.signals import setup_logging
 from kombu import Exchange, Queue
 
 from orchestrator.config import Settings, SettingsError, load_settings
-from orchestrator.observability.logs import configure_logging
 
 SUBMIT_QUEUE = "reimage.submit"
 POLL_QUEUE = "reimage.poll"
@@ -85,10 +83,13 @@ def _settings_or_exit() -> Settings:
         raise SystemExit(2) from None
 
 
-app = create_celery_app(_settings_or_exit())
+_app: Celery | None = None
 
 
-@setup_logging.connect
-def _log_through_ours(**_: object) -> None:
-    """Celery's own records (worker and beat) go through our handler: JSON, ids, redacted."""
-    configure_logging(_settings_or_exit())
+def get_app() -> Celery:
+    """The process's Celery app, built from the settings the first time it is asked for (not
+    when this module is imported: importing reads no environment and opens nothing)."""
+    global _app
+    if _app is None:
+        _app = create_celery_app(_settings_or_exit())
+    return _app

@@ -129,8 +129,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_beat(args: argparse.Namespace) -> int:
     level = _apply_loglevel(args)
     _configure_logging(_settings())
-    from workers.app import app
+    from workers.app import get_app
 
+    app = get_app()
     # The leader-elected scheduler keeps its schedule in memory; the file is only a formality.
     schedule = Path(tempfile.mkdtemp(prefix="reimage-beat-")) / "schedule"
     app.start(["beat", f"--loglevel={level}", f"--schedule={schedule}"])
