@@ -1,6 +1,7 @@
-"""The OpenAPI 3.1 document, built from the route table (orchestrator/api/routes.py), the
-pydantic model that validates batch requests, and the response models: nothing is written by
-hand twice, so the document cannot drift from what the API checks and answers."""
+"""The OpenAPI 3.1 document: paths, roles and summaries from the route table (routes.py), the
+request and response schemas from the pydantic models that validate and shape them. What each
+route answers, and the query parameters the handlers read, are declared here beside them, keyed
+by route; schemathesis (tests/integration/test_openapi.py) holds the running API to them."""
 
 from __future__ import annotations
 
