@@ -89,27 +89,33 @@ async def json_body(request: web.Request, *, optional: bool = False) -> Any:
         raise RequestInvalid("the body is not valid JSON", {"body": "not valid JSON"}) from None
 
 
-async def _submit(
-    request: web.Request, parsed: BatchRequest, *, parent_id: str | None = None
-) -> web.Response:
+async def _submit(request: web.Request, parsed: BatchRequest) -> web.Response:
     principal = request[PRINCIPAL]
     request[AUDIT_PROJECT] = parsed.project_id
     if not principal.sees(parsed.project_id):
         raise Forbidden(f"this token may not act on project {parsed.project_id}")
     dry_run = _flag(request, "dry_run")
-    key = None if dry_run else request.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= 200:
-        raise RequestInvalid("invalid request", {"Idempotency-Key": "1 to 200 characters"})
     taken = await intake.take_in(
         request.app[RUNTIME],
         _new_batch(parsed),
         selector=parsed.selector,
         dry_run=dry_run,
-        idempotency_key=key,
-        parent_id=parent_id,
+        idempotency_key=_idempotency_key(request, dry_run),
+        parent_id=None,
         actor=principal.name,
         run_blocking=_in_thread,
     )
+    return _taken(taken, dry_run)
+
+
+def _idempotency_key(request: web.Request, dry_run: bool) -> str | None:
+    key = None if dry_run else request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 200:
+        raise RequestInvalid("invalid request", {"Idempotency-Key": "1 to 200 characters"})
+    return key
+
+
+def _taken(taken: intake.Intake, dry_run: bool) -> web.Response:
     if dry_run:
         return web.json_response(taken.body)
     return web.json_response(taken.body, status=202 if taken.created else 200)
@@ -170,12 +176,26 @@ async def cancel_batch(request: web.Request) -> web.Response:
 async def retry_batch(request: web.Request) -> web.Response:
     """A new batch (child of this one) of the servers in the given states, same change unless
     overridden."""
-    rt = request.app[RUNTIME]
     parent_id = await _visible_batch_id(request)
     body = object_with(await json_body(request, optional=True), batches.RETRY_FIELDS)
-    source = await _in_thread(batches.retry_source, rt.sessions, parent_id, body.get("states"))
-    payload = batches.retry_payload(source, body)
-    return await _submit(request, _parse(request, payload), parent_id=parent_id)
+    dry_run = _flag(request, "dry_run")
+
+    def parse(payload: dict[str, Any]) -> NewBatch:
+        parsed = _parse(request, payload)
+        request[AUDIT_PROJECT] = parsed.project_id
+        return _new_batch(parsed)
+
+    taken = await intake.take_in_retry(
+        request.app[RUNTIME],
+        parent_id,
+        body,
+        parse=parse,
+        dry_run=dry_run,
+        idempotency_key=_idempotency_key(request, dry_run),
+        actor=request[PRINCIPAL].name,
+        run_blocking=_in_thread,
+    )
+    return _taken(taken, dry_run)
 
 
 def limit_param(request: web.Request, default: int = 100, maximum: int = 1000) -> int:

@@ -1,7 +1,7 @@
-"""The OpenAPI 3.1 document: paths, roles and summaries from the route table (routes.py), the
-request and response schemas from the pydantic models that validate and shape them. What each
-route answers, and the query parameters the handlers read, are declared here beside them, keyed
-by route; schemathesis (tests/integration/test_openapi.py) holds the running API to them."""
+"""The OpenAPI 3.1 document, built from the route table (routes.py: paths, roles, bodies,
+answers) and the pydantic models that validate requests and shape responses; the query
+parameters the handlers read are described here once each. schemathesis
+(tests/integration/test_openapi.py) holds the running API to the document."""
 
 from __future__ import annotations
 
@@ -13,60 +13,12 @@ from pydantic.json_schema import models_json_schema
 
 from orchestrator import __version__
 from orchestrator.api import responses as r
-from orchestrator.api.route_spec import RouteSpec
+from orchestrator.api.route_spec import Answer, RouteSpec
 from orchestrator.api.schemas import BatchRequest
 from orchestrator.domain.states import ServerState
 from orchestrator.ids import UUID_PATTERN
 
 REF = "#/components/schemas/{model}"
-
-_BODIES: dict[tuple[str, str], type[BaseModel]] = {
-    ("POST", "/api/v1/batches"): BatchRequest,
-    ("POST", "/api/v1/batches/{batch_id}/pause"): r.PauseRequest,
-    ("POST", "/api/v1/batches/{batch_id}/resume"): r.EmptyRequest,
-    ("POST", "/api/v1/batches/{batch_id}/cancel"): r.EmptyRequest,
-    ("POST", "/api/v1/batches/{batch_id}/retry"): r.RetryRequest,
-    ("POST", "/api/v1/tokens"): r.TokenRequest,
-}
-# The body is optional where the handler accepts none at all.
-_OPTIONAL_BODIES = {"pause", "resume", "cancel", "retry"}
-
-_SUCCESS: dict[tuple[str, str], dict[int, tuple[str, list[type[BaseModel]]]]] = {
-    ("GET", "/healthz"): {200: ("alive", [r.Health])},
-    ("GET", "/readyz"): {200: ("ready", [r.Health]), 503: ("not ready", [r.Health])},
-    ("POST", "/api/v1/batches"): {
-        202: ("accepted: the batch", [r.BatchView]),
-        200: ("an Idempotency-Key replay, or the dry-run report", [r.BatchView, r.DryRunReport]),
-    },
-    ("GET", "/api/v1/batches"): {200: ("a page of batches", [r.BatchPage])},
-    ("GET", "/api/v1/batches/{batch_id}"): {200: ("the batch with its waves", [r.BatchView])},
-    ("GET", "/api/v1/batches/{batch_id}/servers"): {200: ("a page of servers", [r.ServerPage])},
-    ("GET", "/api/v1/batches/{batch_id}/webhooks"): {200: ("deliveries", [r.WebhookPage])},
-    ("POST", "/api/v1/batches/{batch_id}/pause"): {200: ("the batch", [r.BatchView])},
-    ("POST", "/api/v1/batches/{batch_id}/resume"): {200: ("the batch", [r.BatchView])},
-    ("POST", "/api/v1/batches/{batch_id}/cancel"): {200: ("the batch", [r.BatchView])},
-    ("POST", "/api/v1/batches/{batch_id}/retry"): {
-        202: ("the new batch", [r.BatchView]),
-        200: ("an Idempotency-Key replay, or the dry-run report", [r.BatchView, r.DryRunReport]),
-    },
-    ("GET", "/api/v1/servers/{server_id}/history"): {200: ("history rows", [r.HistoryPage])},
-    ("GET", "/api/v1/whoami"): {200: ("the caller", [r.WhoAmI])},
-    ("GET", "/api/v1/tokens"): {200: ("tokens", [r.TokenList])},
-    ("POST", "/api/v1/tokens"): {201: ("the token, shown once", [r.TokenCreated])},
-    ("DELETE", "/api/v1/tokens/{token}"): {200: ("the revoked token", [r.TokenView])},
-    ("GET", "/api/v1/audit"): {200: ("audit rows, newest first", [r.AuditPage])},
-}
-
-# Answers that are not JSON models: (media type, schema, description).
-_OTHER: dict[tuple[str, str], tuple[str, dict[str, Any], str]] = {
-    ("GET", "/metrics"): (
-        "text/plain",
-        {"type": "string"},
-        "Prometheus text format 0.0.4; aggregates only (no ids)",
-    ),
-    ("GET", "/api/v1/openapi.json"): ("application/json", {"type": "object"}, "OpenAPI 3.1"),
-    ("GET", "/api/v1/docs"): ("text/html", {"type": "string"}, "the document as a web page"),
-}
 
 _BATCH_LINKS = {
     "GetBatch": "get_batch",
@@ -114,14 +66,12 @@ _PATH_PARAMS: dict[str, dict[str, Any]] = {
 }
 
 
-def _component_schemas() -> dict[str, Any]:
-    models: list[type[BaseModel]] = [BatchRequest, r.ErrorResponse]
-    models += list(_BODIES.values())
-    for statuses in _SUCCESS.values():
-        for _, bodies in statuses.values():
-            models += bodies
+def _component_schemas(routes: Sequence[RouteSpec]) -> dict[str, Any]:
+    bodies = [spec.body for spec in routes if spec.body is not None]
+    models: list[type[BaseModel]] = [BatchRequest, r.ErrorResponse, *bodies]
+    models += [model for spec in routes for answer in spec.answers for model in answer.models]
     unique = list(dict.fromkeys(models))
-    mode = {BatchRequest, r.PauseRequest, r.RetryRequest, r.EmptyRequest, r.TokenRequest}
+    mode = {BatchRequest, *bodies}
     _, schema = models_json_schema(
         [(m, "validation" if m in mode else "serialization") for m in unique],
         ref_template=REF,
@@ -138,8 +88,14 @@ def _content(models: list[type[BaseModel]]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
+def _answer(answer: Answer) -> dict[str, Any]:
+    if answer.models:
+        return {"description": answer.description, "content": _content(list(answer.models))}
+    schema = {"type": answer.body_type}
+    return {"description": answer.description, "content": {answer.media: {"schema": schema}}}
+
+
 def _operation(spec: RouteSpec) -> dict[str, Any]:
-    key = (spec.method, spec.path)
     role = f"Needs the **{spec.role.value}** role." if spec.role else "Public: no token."
     operation: dict[str, Any] = {
         "operationId": spec.handler.__name__,
@@ -155,17 +111,8 @@ def _operation(spec: RouteSpec) -> dict[str, Any]:
             {"name": n, "in": "query", "required": False, "schema": s, "description": d}
             for n, (s, d) in ((n, _QUERY[n]) for n in spec.query)
         ],
-        "responses": {
-            str(status): {"description": text, "content": _content(models)}
-            for status, (text, models) in _SUCCESS.get(key, {}).items()
-        },
+        "responses": {str(answer.status): _answer(answer) for answer in spec.answers},
     }
-    if key in _OTHER:
-        media, schema, text = _OTHER[key]
-        operation["responses"]["200"] = {
-            "description": text,
-            "content": {media: {"schema": schema}},
-        }
     if spec.creates_batch and "202" in operation["responses"]:
         # Lets a client (and schemathesis' stateful phase) follow from a new batch to its routes.
         operation["responses"]["202"]["links"] = {
@@ -184,11 +131,10 @@ def _operation(spec: RouteSpec) -> dict[str, Any]:
                 "schema": {"type": "string", "minLength": 1, "maxLength": 200},
             }
         )
-    if key in _BODIES:
-        optional = spec.path.rsplit("/", 1)[-1] in _OPTIONAL_BODIES
+    if spec.body is not None:
         operation["requestBody"] = {
-            "required": not optional,
-            "content": {"application/json": {"schema": _ref(_BODIES[key])}},
+            "required": spec.body_required,
+            "content": {"application/json": {"schema": _ref(spec.body)}},
         }
     if spec.role is None:
         operation["security"] = []
@@ -217,7 +163,7 @@ def openapi_document(routes: Sequence[RouteSpec]) -> dict[str, Any]:
         "security": [{"bearerAuth": []}],
         "paths": paths,
         "components": {
-            "schemas": _component_schemas(),
+            "schemas": _component_schemas(routes),
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
         },
     }

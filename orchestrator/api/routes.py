@@ -1,24 +1,77 @@
-"""The route table: every endpoint with the role it needs, its audit action and how project scope
-applies. The app, the auth middleware, the OpenAPI document and the authorization matrix test are
-all built from this one list, so they cannot disagree."""
+"""The route table: every endpoint with the role it needs, its audit action, how project scope
+applies, the body it takes and what it answers. The app, the auth middleware, the OpenAPI
+document and the authorization matrix test are all built from this one list."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from orchestrator.api import admin_handlers, docs, handlers, metrics_handler, webhook_handlers
-from orchestrator.api.route_spec import RouteSpec
+from orchestrator.api import responses as r
+from orchestrator.api.route_spec import Answer, RouteSpec
+from orchestrator.api.schemas import BatchRequest
 from orchestrator.domain.access import Role
 
 VIEWER, OPERATOR, ADMIN = Role.VIEWER, Role.OPERATOR, Role.ADMIN
 BATCH = "/api/v1/batches/{batch_id}"
+THE_BATCH = Answer(200, "the batch", (r.BatchView,))
+REPLAY_OR_DRY_RUN = Answer(
+    200, "an Idempotency-Key replay, or the dry-run report", (r.BatchView, r.DryRunReport)
+)
 
 ROUTES: tuple[RouteSpec, ...] = (
-    RouteSpec("GET", "/healthz", handlers.healthz, None, "Liveness", tag="health"),
-    RouteSpec("GET", "/readyz", handlers.readyz, None, "Readiness", tag="health"),
-    RouteSpec("GET", "/metrics", metrics_handler.metrics, None, "Prometheus metrics", tag="health"),
-    RouteSpec("GET", "/api/v1/openapi.json", docs.openapi_json, None, "This document", tag="docs"),
-    RouteSpec("GET", "/api/v1/docs", docs.docs_page, None, "This document, to read", tag="docs"),
+    RouteSpec(
+        "GET",
+        "/healthz",
+        handlers.healthz,
+        None,
+        "Liveness",
+        tag="health",
+        answers=(Answer(200, "alive", (r.Health,)),),
+    ),
+    RouteSpec(
+        "GET",
+        "/readyz",
+        handlers.readyz,
+        None,
+        "Readiness",
+        tag="health",
+        answers=(Answer(200, "ready", (r.Health,)), Answer(503, "not ready", (r.Health,))),
+    ),
+    RouteSpec(
+        "GET",
+        "/metrics",
+        metrics_handler.metrics,
+        None,
+        "Prometheus metrics",
+        tag="health",
+        answers=(
+            Answer(
+                200,
+                "Prometheus text format 0.0.4; aggregates only (no ids)",
+                media="text/plain",
+                body_type="string",
+            ),
+        ),
+    ),
+    RouteSpec(
+        "GET",
+        "/api/v1/openapi.json",
+        docs.openapi_json,
+        None,
+        "This document",
+        tag="docs",
+        answers=(Answer(200, "OpenAPI 3.1", media="application/json"),),
+    ),
+    RouteSpec(
+        "GET",
+        "/api/v1/docs",
+        docs.docs_page,
+        None,
+        "This document, to read",
+        tag="docs",
+        answers=(Answer(200, "the document as a web page", media="text/html", body_type="string"),),
+    ),
     RouteSpec(
         "GET",
         "/api/v1/whoami",
@@ -26,6 +79,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         VIEWER,
         "The caller: token name, role and projects",
         tag="admin",
+        answers=(Answer(200, "the caller", (r.WhoAmI,)),),
     ),
     RouteSpec(
         "POST",
@@ -37,6 +91,8 @@ ROUTES: tuple[RouteSpec, ...] = (
         action="batch.create",
         creates_batch=True,
         query=("dry_run",),
+        body=BatchRequest,
+        answers=(Answer(202, "accepted: the batch", (r.BatchView,)), REPLAY_OR_DRY_RUN),
     ),
     RouteSpec(
         "GET",
@@ -46,8 +102,17 @@ ROUTES: tuple[RouteSpec, ...] = (
         "List batches, newest first",
         scope="filter",
         query=("limit", "cursor"),
+        answers=(Answer(200, "a page of batches", (r.BatchPage,)),),
     ),
-    RouteSpec("GET", BATCH, handlers.get_batch, VIEWER, "One batch", scope="batch"),
+    RouteSpec(
+        "GET",
+        BATCH,
+        handlers.get_batch,
+        VIEWER,
+        "One batch",
+        scope="batch",
+        answers=(Answer(200, "the batch with its waves", (r.BatchView,)),),
+    ),
     RouteSpec(
         "GET",
         BATCH + "/servers",
@@ -56,6 +121,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         "A batch's servers",
         scope="batch",
         query=("state", "server", "limit", "cursor"),
+        answers=(Answer(200, "a page of servers", (r.ServerPage,)),),
     ),
     RouteSpec(
         "GET",
@@ -65,6 +131,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         "A batch's webhook deliveries and every attempt",
         scope="batch",
         query=("limit",),
+        answers=(Answer(200, "deliveries", (r.WebhookPage,)),),
     ),
     RouteSpec(
         "POST",
@@ -74,6 +141,9 @@ ROUTES: tuple[RouteSpec, ...] = (
         "Pause a batch",
         scope="batch",
         action="batch.pause",
+        body=r.PauseRequest,
+        body_required=False,
+        answers=(THE_BATCH,),
     ),
     RouteSpec(
         "POST",
@@ -83,6 +153,9 @@ ROUTES: tuple[RouteSpec, ...] = (
         "Resume a paused batch",
         scope="batch",
         action="batch.resume",
+        body=r.EmptyRequest,
+        body_required=False,
+        answers=(THE_BATCH,),
     ),
     RouteSpec(
         "POST",
@@ -92,6 +165,9 @@ ROUTES: tuple[RouteSpec, ...] = (
         "Cancel a batch",
         scope="batch",
         action="batch.cancel",
+        body=r.EmptyRequest,
+        body_required=False,
+        answers=(THE_BATCH,),
     ),
     RouteSpec(
         "POST",
@@ -103,6 +179,9 @@ ROUTES: tuple[RouteSpec, ...] = (
         action="batch.retry",
         creates_batch=True,
         query=("dry_run",),
+        body=r.RetryRequest,
+        body_required=False,
+        answers=(Answer(202, "the new batch", (r.BatchView,)), REPLAY_OR_DRY_RUN),
     ),
     RouteSpec(
         "GET",
@@ -113,6 +192,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         scope="filter",
         tag="servers",
         query=("limit", "cursor"),
+        answers=(Answer(200, "history rows", (r.HistoryPage,)),),
     ),
     RouteSpec(
         "GET",
@@ -121,6 +201,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         ADMIN,
         "List API tokens (never the tokens themselves)",
         tag="admin",
+        answers=(Answer(200, "tokens", (r.TokenList,)),),
     ),
     RouteSpec(
         "POST",
@@ -130,6 +211,8 @@ ROUTES: tuple[RouteSpec, ...] = (
         "Create an API token (shown once)",
         action="token.create",
         tag="admin",
+        body=r.TokenRequest,
+        answers=(Answer(201, "the token, shown once", (r.TokenCreated,)),),
     ),
     RouteSpec(
         "DELETE",
@@ -139,6 +222,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         "Revoke an API token by name or id",
         action="token.revoke",
         tag="admin",
+        answers=(Answer(200, "the revoked token", (r.TokenView,)),),
     ),
     RouteSpec(
         "GET",
@@ -148,6 +232,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         "The audit log, newest first",
         tag="admin",
         query=("actor", "action", "batch_id", "outcome", "since", "until", "limit", "cursor"),
+        answers=(Answer(200, "audit rows, newest first", (r.AuditPage,)),),
     ),
 )
 

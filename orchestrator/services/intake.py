@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,3 +95,33 @@ async def take_in(
             },
         )
     return Intake(result.batch, created=result.created)
+
+
+async def take_in_retry(
+    rt: Runtime,
+    parent_id: str,
+    overrides: dict[str, Any],
+    *,
+    parse: Callable[[dict[str, Any]], NewBatch],
+    dry_run: bool,
+    idempotency_key: str | None,
+    actor: str,
+    run_blocking: Any,
+) -> Intake:
+    """A retry: a new batch (child of `parent_id`) of the parent's servers in the states asked
+    for, with the parent's change and policy unless overridden. `parse` validates the request
+    this amounts to exactly as a submission is validated (the caller's rules)."""
+    source = await run_blocking(
+        batches.retry_source, rt.sessions, parent_id, overrides.get("states")
+    )
+    new = parse(batches.retry_payload(source, overrides))
+    return await take_in(
+        rt,
+        new,
+        selector=None,
+        dry_run=dry_run,
+        idempotency_key=idempotency_key,
+        parent_id=parent_id,
+        actor=actor,
+        run_blocking=run_blocking,
+    )
