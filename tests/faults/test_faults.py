@@ -56,7 +56,9 @@ TERMINAL_BATCH = {"succeeded", "partially_failed", "aborted", "cancelled"}
 FINISHED_BATCH = frozenset({"succeeded", "partially_failed"})
 TERMINAL_SERVER = {"succeeded", "failed", "cancelled", "skipped"}
 TRUTH_TO_STATE = {"SUCCESS": "succeeded", "FAIL": "failed"}
-BATCH_DEADLINE_S = 150.0
+# Scenarios end in 60-145 s on this 2-core machine (SIGKILLs every 3 s are the slowest); a
+# batch still open after this long is stuck, not slow.
+BATCH_DEADLINE_S = 240.0
 CHAOS_FLAGS = (
     "--transient-error-ratio",
     "0.1",
