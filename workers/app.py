@@ -11,9 +11,11 @@ import sys
 from datetime import timedelta
 
 from celery import Celery
+from celery.signals import setup_logging
 from kombu import Exchange, Queue
 
 from orchestrator.config import Settings, SettingsError, load_settings
+from orchestrator.observability.logs import configure_logging
 
 SUBMIT_QUEUE = "reimage.submit"
 POLL_QUEUE = "reimage.poll"
@@ -93,3 +95,9 @@ def get_app() -> Celery:
     if _app is None:
         _app = create_celery_app(_settings_or_exit())
     return _app
+
+
+@setup_logging.connect
+def _log_through_ours(**_: object) -> None:
+    """Celery's own records (worker and beat) go through our handler: JSON, ids, redacted."""
+    configure_logging(_settings_or_exit())
