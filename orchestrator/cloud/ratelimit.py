@@ -8,6 +8,7 @@ Time comes from Redis itself (TIME), so machines with skewed clocks share one no
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -95,35 +96,36 @@ class FleetRateLimiter:
 
     async def acquire(self, project_id: str, region: str) -> float:
         """Wait until a token is ours; answer the seconds spent waiting."""
-        waited = 0.0
-        while True:
-            wait = self.try_take(project_id, region)
-            if wait <= 0:
-                if waited > 0 and self._metrics is not None:
-                    self._metrics.rate_wait(waited)
-                return waited
-            # A refused take costs no token; sleeping the computed time is fair among waiters.
-            await asyncio.sleep(wait)
-            waited += wait
+        waited = await self._wait_for_token(project_id, region, deadline_s=math.inf)
+        assert waited is not None  # no deadline: always granted in the end
+        return waited
 
     async def acquire_within(self, project_id: str, region: str, deadline_s: float) -> bool:
         """Take a token if one can be had within `deadline_s`; False (no token taken) when not.
 
         The changeos path takes its token this way BEFORE it records the attempt, so that no
         wait of any length sits between the record and the send (DESIGN.md invariant 3)."""
+        return await self._wait_for_token(project_id, region, deadline_s=deadline_s) is not None
+
+    async def _wait_for_token(
+        self, project_id: str, region: str, *, deadline_s: float
+    ) -> float | None:
+        """The seconds waited for a token, or None when it would come after `deadline_s`."""
         waited = 0.0
+        granted = True
         while True:
             wait = self.try_take(project_id, region)
             if wait <= 0:
-                if waited > 0 and self._metrics is not None:
-                    self._metrics.rate_wait(waited)
-                return True
+                break
             if waited + wait > deadline_s:
-                if waited > 0 and self._metrics is not None:
-                    self._metrics.rate_wait(waited)
-                return False
+                granted = False
+                break
+            # A refused take costs no token; sleeping the computed time is fair among waiters.
             await asyncio.sleep(wait)
             waited += wait
+        if waited > 0 and self._metrics is not None:
+            self._metrics.rate_wait(waited)
+        return waited if granted else None
 
     def penalise(self, project_id: str, region: str) -> None:
         """The cloud said 429: slow everyone on this bucket down for a cool-down."""

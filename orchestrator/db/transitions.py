@@ -269,18 +269,6 @@ def record_batch_transition(
     ).one_or_none()
     if result is None:
         return False
-    if to == expected:  # a flag changed, not the state: the event row tells it, no webhook
-        record_batch_event(
-            session,
-            batch_id,
-            from_state=expected,
-            to=to,
-            reason=reason,
-            actor=actor,
-            now=now,
-            details=details,
-        )
-        return True
     record_batch_event(
         session,
         batch_id,
@@ -291,6 +279,8 @@ def record_batch_transition(
         now=now,
         details=details,
     )
+    if to == expected:  # a flag changed, not the state: the event row tells it, no webhook
+        return True
     # The webhook rows commit or roll back with the change they report.
     enqueue_batch_event(session, batch_id, previous=expected, state=to, reason=reason, now=now)
     log.info(

@@ -17,7 +17,7 @@ from jsonschema.protocols import Validator
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
-# The Compose specification's JSON schema (from ../shared/reference/), carried with the repository.
+# The Compose specification's JSON schema; this repository carries its own copy in tests/data/.
 SCHEMA_FILE = REPO / "tests" / "data" / "compose-spec.json"
 
 APP_SERVICES = ("api", "worker", "beat")

@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.cloud import signer
 
-# Captured from the official SDK (../shared/reference/), carried with the repository.
+# Captured from the official SDK; this repository carries its own copy in tests/data/.
 VECTORS_PATH = Path(__file__).resolve().parents[1] / "data" / "sdk-signing-vectors.json"
 VECTORS: list[dict[str, Any]] = json.loads(VECTORS_PATH.read_text())["vectors"]
 
