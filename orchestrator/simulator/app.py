@@ -1,7 +1,7 @@
-"""The simulator's HTTP face: the ECS routes served at the root, the API gateway's checks in
-front of them (signature or token, clock skew, throttling), an X-Request-Id on every answer, the
-delivery faults only HTTP can show (a late answer, a dropped connection) and the `/_sim/`
-control endpoints.
+"""The simulator's HTTP face: the ECS, IMS and EVS routes served at the root (one host for all
+three services), the API gateway's checks in front of them (signature or token, clock skew,
+throttling: one bucket for every route), an X-Request-Id on every answer, the delivery faults
+only HTTP can show (a late answer, a dropped connection) and the `/_sim/` control endpoints.
 
 Handlers only translate HTTP to `Cloud` calls and back; every rule and every decision of which
 call meets which fault lives in the model.
@@ -28,6 +28,7 @@ from orchestrator.simulator.cloud import (
     SimulatorConfig,
     gateway_error,
 )
+from orchestrator.simulator.images import parse_images
 from orchestrator.simulator.inventory import parse_inventory
 
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -75,13 +76,19 @@ def create_simulator_app(
                 name="changeos-v2",
             ),
             web.get("/v1/{project_id}/jobs/{job_id}", show_job),
-            # Before the {server_id} route, which would otherwise take "detail" as an id.
+            # Before the {server_id} route, which would otherwise take these as ids.
             web.get("/v1/{project_id}/cloudservers/detail", list_servers),
+            web.get("/v1/{project_id}/cloudservers/flavors", list_flavors),
             web.get("/v1/{project_id}/cloudservers/{server_id}", show_server),
+            web.get("/v2/cloudimages", list_images),
+            # Before the {volume_id} route, likewise.
+            web.get("/v2/{project_id}/cloudvolumes/detail", list_volumes),
+            web.get("/v2/{project_id}/cloudvolumes/{volume_id}", show_volume),
             web.get("/_sim/stats", sim_stats),
             web.get("/_sim/changeos", sim_changeos),
             web.post("/_sim/reset", sim_reset),
             web.post("/_sim/servers", sim_servers),
+            web.post("/_sim/images", sim_images),
             web.get("/_sim/faults", sim_faults),
             web.post("/_sim/faults", sim_set_faults),
         ]
@@ -108,7 +115,11 @@ async def _gateway(request: web.Request, handler: Handler) -> web.StreamResponse
         # A changeos turned away here still reached the simulator: the client did send it.
         if request.match_info.route.name in CHANGEOS_ROUTES:
             simulator.cloud.changeos_turned_away(
-                request.match_info["server_id"], error.code, now=simulator.clock()
+                request.match_info["server_id"],
+                error.code,
+                now=simulator.clock(),
+                project_id=request.match_info["project_id"],
+                body=await request.read(),
             )
         return _error_response(request, error)
     return await handler(request)
@@ -229,6 +240,42 @@ async def list_servers(request: web.Request) -> web.Response:
     return await _deliver(request, answer)
 
 
+async def list_flavors(request: web.Request) -> web.Response:
+    simulator = request.app[SIMULATOR]
+    answer = simulator.cloud.answer_list_flavors(
+        request.match_info["project_id"], request.query, now=simulator.clock()
+    )
+    return await _deliver(request, answer)
+
+
+# --- IMS and EVS ---------------------------------------------------------------------------
+
+
+async def list_images(request: web.Request) -> web.Response:
+    simulator = request.app[SIMULATOR]
+    answer = simulator.cloud.answer_list_images(
+        request.headers.get("X-Project-Id"), request.query, now=simulator.clock()
+    )
+    return await _deliver(request, answer)
+
+
+async def show_volume(request: web.Request) -> web.Response:
+    simulator = request.app[SIMULATOR]
+    answer = simulator.cloud.answer_show_volume(
+        request.match_info["project_id"], request.match_info["volume_id"], now=simulator.clock()
+    )
+    return await _deliver(request, answer)
+
+
+async def list_volumes(request: web.Request) -> web.Response:
+    simulator = request.app[SIMULATOR]
+    # The multidict itself: its items() keep every value of a repeated `ids`.
+    answer = simulator.cloud.answer_list_volumes(
+        request.match_info["project_id"], request.query, now=simulator.clock()
+    )
+    return await _deliver(request, answer)
+
+
 async def _deliver(request: web.Request, answer: Answer) -> web.Response:
     """Send the reply, late when the model said so, or close the connection instead."""
     if answer.delay_s > 0:
@@ -275,6 +322,17 @@ async def sim_servers(request: web.Request) -> web.Response:
         return _control_error(str(error))
     ids = simulator.cloud.put_servers(specs, now=simulator.clock())
     return web.json_response({"servers": ids})
+
+
+async def sim_images(request: web.Request) -> web.Response:
+    """Add or replace images: `{"images": [entry, ...]}` (see `images`) -> their ids."""
+    simulator = request.app[SIMULATOR]
+    try:
+        specs = parse_images(await request.json())
+    except ValueError as error:  # also malformed JSON
+        return _control_error(str(error))
+    ids = simulator.cloud.put_images(specs, now=simulator.clock())
+    return web.json_response({"images": ids})
 
 
 async def sim_faults(request: web.Request) -> web.Response:

@@ -13,6 +13,8 @@ from aiohttp import web
 from orchestrator.simulator.app import create_simulator_app
 from orchestrator.simulator.cloud import ServerSpec, SimulatorConfig, is_uuid
 from orchestrator.simulator.config import MAX_JOB_SECONDS_SPREAD
+from orchestrator.simulator.flavors import flavor_ids
+from orchestrator.simulator.images import ImageSpec, load_images
 from orchestrator.simulator.inventory import load_inventory, parse_tags
 
 
@@ -48,7 +50,18 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         type=_image_ids,
         default=None,
         metavar="ID,...",
-        help="the only image ids that exist (default: every well-formed UUID)",
+        help="the only image ids that exist, besides the base image every server starts on: "
+        "active Linux x86 BIOS images (default, with no --images-file: every well-formed UUID)",
+    )
+    parser.add_argument(
+        "--images-file",
+        type=_images_file,
+        default=None,
+        metavar="FILE",
+        help='images described: {"images": [{"id", "name", "status", "min_disk", "min_ram", '
+        '"os_type", "os_version", "platform", "architecture" (x86|arm), "firmware" '
+        '(bios|uefi|null), "cloud_init", "visibility"}, ...]} as POST /_sim/images takes; '
+        "with it, only these, --images and the base image exist",
     )
     parser.add_argument("--auth-token", default=None, help="an X-Auth-Token also accepted")
     parser.add_argument(
@@ -123,7 +136,10 @@ def _add_inventory_arguments(parser: argparse.ArgumentParser) -> None:
         type=_inventory_file,
         default=(),
         metavar="FILE",
-        help='servers to create at start: {"servers": [...]} as POST /_sim/servers takes',
+        help='servers to create at start: {"servers": [...]} as POST /_sim/servers takes; '
+        "entry keys: id, name, tags, status, locked, charging_mode (0|1|2), has_system_disk, "
+        f"image_id, key_name, task_state, busy_for_s, missing, flavor_id ({', '.join(flavor_ids())}"
+        "; kc1 are Kunpeng), system_disk_size (GB), availability_zone",
     )
     parser.add_argument(
         "--inventory-size",
@@ -155,6 +171,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         fail_ratio=args.fail_ratio,
         seed=args.seed,
         images=args.images,
+        image_specs=args.images_file,
         auth_token=args.auth_token,
         rate_limit=args.rate_limit,
         burst=args.burst,
@@ -270,6 +287,13 @@ def _tags(text: str) -> tuple[str, ...]:
 def _inventory_file(path: str) -> tuple[ServerSpec, ...]:
     try:
         return load_inventory(path)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _images_file(path: str) -> tuple[ImageSpec, ...]:
+    try:
+        return load_images(path)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 

@@ -1,10 +1,15 @@
 """The simulated cloud: one project's state and the order in which an API call meets the gateway's
 throttle, the injected faults and the ECS rules; plus the counters behind `/_sim/stats`.
 
+Besides ECS (changeos, jobs, servers, flavors) it answers what a pre-flight check reads from IMS
+(ListImages) and EVS (the system disks), and counts every changeos that Huawei's compatibility
+rules forbid, whatever it was answered.
+
 Pure and clock-free: every method takes `now` (monotonic seconds) and job and server states are
 derived from it when read, so tests never sleep and nothing runs in the background. The parts
-live beside it (`config`, `validation`, `servers`, `jobs`, `faults`, `inventory`); the names this
-module always offered are re-exported so it stays the one import callers need.
+live beside it (`config`, `validation`, `servers`, `jobs`, `faults`, `inventory`, `images`,
+`ims`, `flavors`, `volumes`, `compatibility`); the names this module always offered are
+re-exported so it stays the one import callers need.
 """
 
 from __future__ import annotations
@@ -14,6 +19,13 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
+from orchestrator.simulator.compatibility import (
+    FIRMWARE_FAIL_CODE,
+    Breach,
+    image_refusal,
+    pairing_breaches,
+    server_refusal,
+)
 from orchestrator.simulator.config import SimulatorConfig
 from orchestrator.simulator.faults import (
     FaultDraws,
@@ -24,7 +36,20 @@ from orchestrator.simulator.faults import (
     throttled,
     transient_error,
 )
-from orchestrator.simulator.inventory import ServerSpec, generated_inventory
+from orchestrator.simulator.flavors import DEFAULT_FLAVOR_ID, find_flavor, list_flavors
+from orchestrator.simulator.images import (
+    ImageCatalog,
+    ImageSpec,
+    base_image,
+    default_image,
+)
+from orchestrator.simulator.ims import check_ims_project, list_images
+from orchestrator.simulator.inventory import (
+    DEFAULT_AVAILABILITY_ZONE,
+    DEFAULT_SYSTEM_DISK_GB,
+    ServerSpec,
+    generated_inventory,
+)
 from orchestrator.simulator.jobs import (
     JOB_FAIL_CODE,
     JOB_FAIL_REASON,
@@ -53,6 +78,7 @@ from orchestrator.simulator.servers import (
     parse_paging,
     server_body,
     server_filter,
+    system_disk_id,
 )
 from orchestrator.simulator.shared import (
     UUID_PATTERN,
@@ -66,8 +92,19 @@ from orchestrator.simulator.validation import (
     USER_DATA_MAX_BYTES,
     WITH_STOP_SERVER,
     OsChangeRequest,
+    intended_change,
     parse_os_change,
     password_is_complex,
+)
+from orchestrator.simulator.volumes import (
+    SystemDisk,
+    check_evs_project,
+    check_volume_id,
+    list_volumes,
+    listing,
+    parse_volume_query,
+    volume_body,
+    volume_not_found,
 )
 
 __all__ = [
@@ -84,6 +121,7 @@ __all__ = [
     "Answer",
     "ApiError",
     "Cloud",
+    "ImageSpec",
     "JsonObject",
     "OsChangeRequest",
     "Reply",
@@ -98,7 +136,17 @@ __all__ = [
     "password_is_complex",
 ]
 
-REQUEST_KINDS = ("changeos", "show_job", "show_server", "list_servers", "rejected_429")
+REQUEST_KINDS = (
+    "changeos",
+    "show_job",
+    "show_server",
+    "list_servers",
+    "rejected_429",
+    "list_images",
+    "list_flavors",
+    "show_volume",
+    "list_volumes",
+)
 # Faults counted as they are decided; "purged" and "broken" are read from the jobs instead.
 _DECIDED_FAULTS = ("transient", "flow_control", "dropped", "dropped_failing", "slow", "stuck")
 
@@ -124,15 +172,28 @@ class Cloud:
         """Back to the start: the initial config and inventory, no job, no counter, a full
         bucket."""
         config = self.config = self.initial_config
-        self._known_images = (
-            None if config.images is None else frozenset(i.lower() for i in config.images)
+        start = self._created_at if now is None else now
+        base = base_image(config.seed)
+        self._images = ImageCatalog(
+            [
+                base,
+                *(default_image(image_id) for image_id in sorted(config.images or ())),
+                *(config.image_specs or ()),
+            ],
+            closed=config.closed_catalog,
+            now=start,
         )
         self._draws = FaultDraws(config.seed)
         self._bucket = TokenBucket(config.rate_limit, config.bucket_size)
-        self._servers = ServerRegistry(config.seed)
+        self._servers = ServerRegistry(config.seed, base.id)
+        # Who owns each current system disk: ShowVolume's lookup, kept as disks are replaced.
+        self._volume_owner: dict[str, str] = {}
+        self._volume_of: dict[str, str] = {}
         self._jobs = JobBook()
         self._accepted: Counter[str] = Counter()
         self._received: Counter[str] = Counter()  # changeos per server id, whatever the answer
+        # changeos per server id that Huawei's rules forbid (see `compatibility`), likewise.
+        self._incompatible: Counter[str] = Counter()
         self._show_calls: Counter[str] = Counter()  # ShowServer calls per server id
         self._poll_calls: Counter[str] = Counter()  # ShowJob calls per job id
         self._list_calls = 0
@@ -143,9 +204,7 @@ class Cloud:
         self._errors: Counter[str] = Counter()
         self._faults: Counter[str] = Counter()
         generated = generated_inventory(config.seed, config.inventory_size, config.inventory_tags)
-        self.put_servers(
-            (*config.inventory, *generated), now=self._created_at if now is None else now
-        )
+        self.put_servers((*config.inventory, *generated), now=start)
 
     # --- the gateway's part -------------------------------------------------------------
 
@@ -161,9 +220,20 @@ class Cloud:
         """Count an error answered outside this model (authentication, unknown routes)."""
         self._errors[code] += 1
 
-    def changeos_turned_away(self, server_id: str, code: str, *, now: float) -> None:
-        """A changeos the gateway refused (authentication, throttling) still reached us."""
+    def changeos_turned_away(
+        self,
+        server_id: str,
+        code: str,
+        *,
+        now: float,
+        project_id: str | None = None,
+        body: bytes = b"",
+    ) -> None:
+        """A changeos the gateway refused (authentication, throttling) still reached us: with
+        its `project_id` and `body`, it also counts when it broke a compatibility rule."""
         self.count_changeos_received(server_id)
+        if project_id is not None:
+            self._count_incompatible(project_id, server_id, body, now)
         self._changeos_log.append((self._timestamps.unix(now), server_id, code))
 
     def count_changeos_received(self, server_id: str) -> int:
@@ -189,25 +259,26 @@ class Cloud:
     ) -> Answer:
         self._requests["changeos"] += 1
         key = ("changeos", server_id, self.count_changeos_received(server_id))
+        self._count_incompatible(project_id, server_id, body, now)
         # Transient errors and flow control come first: the cloud refused before doing anything.
         reply = (
             self._transient(key)
             or self._flow_control(key)
             or self._change_os(project_id, server_id, body, cloud_init, now)
         )
-        drop = not isinstance(reply, ApiError) and self._draws.hits(
-            "drop", self._drop_ratio(server_id), *key
-        )
+        job = None if isinstance(reply, ApiError) else self._jobs.record(reply["job_id"])
+        will_fail = job is not None and job.fails
+        drop = job is not None and self._draws.hits("drop", self._drop_ratio(will_fail), *key)
         if drop:
             self._faults["dropped"] += 1
-            self._faults["dropped_failing"] += self._fails(server_id)
+            self._faults["dropped_failing"] += will_fail
         answer = "accepted" if not isinstance(reply, ApiError) else reply.code
         self._changeos_log.append((self._timestamps.unix(now), server_id, answer))
         return self._deliver(reply, key, drop=drop)
 
-    def _drop_ratio(self, server_id: str) -> float:
+    def _drop_ratio(self, will_fail: bool) -> float:
         config = self.config
-        if config.drop_failing_ratio and self._fails(server_id):
+        if config.drop_failing_ratio and will_fail:
             return max(config.drop_ratio, config.drop_failing_ratio)
         return config.drop_ratio
 
@@ -247,6 +318,53 @@ class Cloud:
         key = ("list_servers", self._list_calls)
         return self._deliver(self._list_servers(project_id, query, now), key)
 
+    # --- IMS, flavors and EVS: what a pre-flight check reads -------------------------------
+    # Never a transient error, like ListServersDetails; late answers (slow_ratio) do happen.
+
+    def list_images(
+        self, header_project_id: str | None, query: Mapping[str, str], *, now: float
+    ) -> Reply:
+        """IMS ListImages; `header_project_id` is the X-Project-Id header, if any."""
+        return self.answer_list_images(header_project_id, query, now=now).reply
+
+    def answer_list_images(
+        self, header_project_id: str | None, query: Mapping[str, str], *, now: float
+    ) -> Answer:
+        self._requests["list_images"] += 1
+        reply = check_ims_project(header_project_id, self.config.project_id) or list_images(
+            self._images, query, project_id=self.config.project_id, timestamps=self._timestamps
+        )
+        return self._deliver(reply, ("list_images", self._requests["list_images"]))
+
+    def list_flavors(self, project_id: str, query: Mapping[str, str], *, now: float) -> Reply:
+        return self.answer_list_flavors(project_id, query, now=now).reply
+
+    def answer_list_flavors(
+        self, project_id: str, query: Mapping[str, str], *, now: float
+    ) -> Answer:
+        self._requests["list_flavors"] += 1
+        reply = self._check_project(project_id) or list_flavors(project_id, query)
+        return self._deliver(reply, ("list_flavors", self._requests["list_flavors"]))
+
+    def show_volume(self, project_id: str, volume_id: str, *, now: float) -> Reply:
+        return self.answer_show_volume(project_id, volume_id, now=now).reply
+
+    def answer_show_volume(self, project_id: str, volume_id: str, *, now: float) -> Answer:
+        self._requests["show_volume"] += 1
+        key = ("show_volume", volume_id, self._requests["show_volume"])
+        return self._deliver(self._show_volume(project_id, volume_id, now), key)
+
+    def list_volumes(self, project_id: str, query: Mapping[str, str], *, now: float) -> Reply:
+        """ListVolumes: a repeated `ids` parameter is read from `query.items()`."""
+        return self.answer_list_volumes(project_id, query, now=now).reply
+
+    def answer_list_volumes(
+        self, project_id: str, query: Mapping[str, str], *, now: float
+    ) -> Answer:
+        self._requests["list_volumes"] += 1
+        key = ("list_volumes", self._requests["list_volumes"])
+        return self._deliver(self._list_volumes(project_id, query, now), key)
+
     # --- for tests, benchmarks and the control endpoints -------------------------------------
 
     def add_server(
@@ -265,6 +383,9 @@ class Cloud:
         task_state: str | None = None,
         busy_for_s: float | None = None,
         missing: bool = False,
+        flavor_id: str = DEFAULT_FLAVOR_ID,
+        system_disk_size: int = DEFAULT_SYSTEM_DISK_GB,
+        availability_zone: str = DEFAULT_AVAILABILITY_ZONE,
     ) -> str:
         """Create a server with chosen attributes (the list API serves it); answer its id."""
         if server_id is not None and (not is_uuid(server_id) or self._servers.get(server_id)):
@@ -282,6 +403,9 @@ class Cloud:
             task_state=task_state,
             busy_for_s=busy_for_s,
             missing=missing,
+            flavor_id=flavor_id,
+            system_disk_size=system_disk_size,
+            availability_zone=availability_zone,
         )
         return self.put_servers([spec], now=now)[0]
 
@@ -294,8 +418,15 @@ class Cloud:
         ids = []
         for spec in specs:
             settled = 0 if spec.id is None else self._settled_job_count(spec.id, now)
-            ids.append(self._servers.put(spec, now, first_job=settled).id)
+            server = self._servers.put(spec, now, first_job=settled)
+            self._index_volume(server, now)
+            ids.append(server.id)
         return ids
+
+    def put_images(self, images: Iterable[ImageSpec], *, now: float) -> list[str]:
+        """Add images to the catalog, or replace those with the same id; answer their ids.
+        Servers on a replaced image show its new attributes."""
+        return self._images.put(images, now=now)
 
     def changeos_calls(self, since: float = 0.0) -> list[JsonObject]:
         """Every changeos received at or after Unix time `since`, oldest first, with its answer
@@ -347,6 +478,8 @@ class Cloud:
             "faults": faults,
             "changeos_received_by_server": dict(self._received),
             "concurrent_jobs_now": self._jobs.running_count(now),
+            "incompatible_changeos": sum(self._incompatible.values()),
+            "incompatible_changeos_by_server": dict(self._incompatible),
         }
 
     # --- faults --------------------------------------------------------------------------
@@ -391,25 +524,66 @@ class Cloud:
         request = parse_os_change(body, cloud_init=cloud_init)
         if isinstance(request, ApiError):
             return request
-        if self._known_images is not None and request.image_id.lower() not in self._known_images:
-            return ecs_error("Ecs.0031", f"The image {request.image_id} does not exist.")
+        image = self._images.get(request.image_id)
+        error = image_refusal(request.image_id, image)
+        if error is not None:
+            return error  # before the server lookup, as the cloud does
+        assert image is not None  # image_refusal vouched for it
         server = self._find_server(server_id, now)
         if server is None:
             return server_not_found(server_id)
+        breaches = self._pairing(server, image, request.key_name, now)
+        error = server_refusal(server) or next(
+            (breach.refusal for breach in breaches if breach.refusal is not None), None
+        )
+        if error is not None:
+            return error
         error = self._check_server_state(server, request, now)
         if error is not None:
             return error
-        return {"job_id": self._start_job(server, request, now).id}
+        failure = next((breach for breach in breaches if breach.refusal is None), None)
+        return {"job_id": self._start_job(server, request, image, failure, now).id}
+
+    def _pairing(
+        self, server: SimServer, image: ImageSpec, key_name: str | None, now: float
+    ) -> list[Breach]:
+        """The rules that bind this image (asked with `key_name`) to this server."""
+        seen = self._observe(server, now)
+        flavor = find_flavor(server.flavor_id)
+        assert flavor is not None  # ServerSpec checked it
+        return pairing_breaches(
+            image=image,
+            key_name=key_name,
+            flavor=flavor,
+            charging_mode=server.charging_mode,
+            disk_size=seen.disk_size,
+            current_image=self._images.describe(seen.image_id),
+        )
+
+    def _count_incompatible(self, project_id: str, server_id: str, body: bytes, now: float) -> None:
+        """Count a changeos that Huawei's rules forbid, judged on what it asks for, before and
+        whatever its answer (a fault, a refusal, an accepted job that will fail)."""
+        if project_id != self.config.project_id:
+            return  # not a server of this project
+        server = self._peek_server(server_id, now)
+        if server is None:
+            return
+        image_id, key_name = intended_change(body)
+        incompatible = server_refusal(server) is not None
+        if image_id is not None:
+            image = self._images.get(image_id)
+            if image_refusal(image_id, image) is not None:
+                incompatible = True
+            elif image is not None:
+                incompatible = incompatible or bool(self._pairing(server, image, key_name, now))
+        if incompatible:
+            self._incompatible[server_id] += 1
 
     def _check_server_state(
         self, server: SimServer, request: OsChangeRequest, now: float
     ) -> ApiError | None:
-        if server.locked:
-            return ecs_error("Ecs.0605", "The server is locked.")
-        if not server.has_system_disk:
-            return ecs_error("Ecs.0105", "The server has no system disk.")
-        if server.charging_mode == "2":
-            return ecs_error("Ecs.0100", "The OS of a spot-priced server cannot be changed.")
+        """Busy or running: what may pass once the server is idle and stopped (the rules that
+        forbid a change outright are in `compatibility`)."""
         jobs = self._jobs.of_server(server.id)
         job_running = bool(jobs) and not jobs[-1].is_final(now)
         if job_running or server.busy_task(now) is not None:
@@ -425,7 +599,15 @@ class Cloud:
             )
         return None
 
-    def _start_job(self, server: SimServer, request: OsChangeRequest, now: float) -> SimJob:
+    def _start_job(
+        self,
+        server: SimServer,
+        request: OsChangeRequest,
+        image: ImageSpec,
+        failure: Breach | None,
+        now: float,
+    ) -> SimJob:
+        """Accept the change. `failure`: the rule that makes its job fail, if any."""
         config, draws = self.config, self._draws
         previous = self._jobs.of_server(server.id)
         number = len(previous)
@@ -436,7 +618,9 @@ class Cloud:
         spread = config.job_seconds_spread * (2 * draws.unit("spread", server.id, number) - 1)
         seconds = config.job_seconds * (1 + spread)
         stuck = draws.hits("stuck", config.stuck_ratio, server.id, number)
-        fails = self._fails(server.id)
+        fails = failure is not None or self._fails(server.id)
+        # The new system disk is made for the image: never smaller than it needs (section 11).
+        disk_size = max(self._observe(server, now).disk_size, image.min_disk)
         job = SimJob(
             id=uuid.uuid4().hex,  # random: job ids must not repeat across simulator restarts
             sub_job_id=uuid.uuid4().hex,
@@ -450,10 +634,16 @@ class Cloud:
             number=number,
             broken=not fails
             and draws.hits("broken", config.error_after_success_ratio, server.id, number),
+            disk_size=disk_size,
         )
+        if failure is not None:
+            job = dataclasses.replace(
+                job, fail_code=FIRMWARE_FAIL_CODE, fail_reason=failure.fail_reason
+            )
         if stuck:
             self._faults["stuck"] += 1
         self._jobs.add(job, now)
+        self._index_volume(server, now)  # the old system disk is gone, a new one replaces it
         self._accepted[server.id] += 1
         return job
 
@@ -469,6 +659,15 @@ class Cloud:
     def _find_server(self, server_id: str, now: float) -> SimServer | None:
         """A known server unless `missing`; else, unless the inventory is strict, any
         well-formed id exists: it is created on first reference."""
+        server = self._peek_server(server_id, now)
+        if server is None or self._servers.get(server_id) is not None:
+            return server
+        created = self._servers.create(server_id, now)
+        self._index_volume(created, now)
+        return created
+
+    def _peek_server(self, server_id: str, now: float) -> SimServer | None:
+        """What `_find_server` would answer, creating nothing."""
         if not is_uuid(server_id):
             return None
         server = self._servers.get(server_id)
@@ -476,7 +675,17 @@ class Cloud:
             return None if server.missing else server
         if self.config.strict_inventory:
             return None
-        return self._servers.create(server_id, now)
+        return self._servers.preview(server_id, now)
+
+    def _index_volume(self, server: SimServer, now: float) -> None:
+        """Record the server's current system disk id (replacing its previous one)."""
+        previous = self._volume_of.pop(server.id, None)
+        if previous is not None:
+            self._volume_owner.pop(previous, None)
+        generation = self._observe(server, now).disk_generation
+        volume_id = system_disk_id(self.config.seed, server.id, generation)
+        self._volume_owner[volume_id] = server.id
+        self._volume_of[server.id] = volume_id
 
     def _observe(self, server: SimServer, now: float) -> Observed:
         return observe(server, self._jobs.of_server(server.id), now)
@@ -526,11 +735,65 @@ class Cloud:
         }
 
     def _server_body(self, server: SimServer, now: float) -> JsonObject:
+        seen = self._observe(server, now)
+        flavor = find_flavor(server.flavor_id)
+        assert flavor is not None  # ServerSpec checked it
         return server_body(
             server,
-            self._observe(server, now),
+            seen,
+            flavor=flavor,
+            image=self._images.describe(seen.image_id),
             seed=self.config.seed,
             project_id=self.config.project_id,
             ak=self.config.ak,
             timestamps=self._timestamps,
         )
+
+    def _system_disk(self, server: SimServer, now: float) -> SystemDisk:
+        seen = self._observe(server, now)
+        return SystemDisk(
+            id=system_disk_id(self.config.seed, server.id, seen.disk_generation),
+            server=server,
+            seen=seen,
+            image=self._images.describe(seen.image_id),
+        )
+
+    def _volume_body(self, disk: SystemDisk) -> JsonObject:
+        return volume_body(
+            disk,
+            seed=self.config.seed,
+            project_id=self.config.project_id,
+            ak=self.config.ak,
+            timestamps=self._timestamps,
+        )
+
+    def _show_volume(self, project_id: str, volume_id: str, now: float) -> Reply:
+        error = check_evs_project(project_id, self.config.project_id) or check_volume_id(volume_id)
+        if error is not None:
+            return error
+        owner = self._volume_owner.get(volume_id.lower())
+        server = None if owner is None else self._servers.get(owner)
+        if server is None or server.missing or not server.has_system_disk:
+            return volume_not_found(volume_id)
+        disk = self._system_disk(server, now)
+        if disk.id != volume_id.lower():  # a disk an earlier change of OS deleted
+            return volume_not_found(volume_id)
+        return {"volume": self._volume_body(disk)}
+
+    def _list_volumes(self, project_id: str, query: Mapping[str, str], now: float) -> Reply:
+        error = check_evs_project(project_id, self.config.project_id)
+        if error is not None:
+            return error
+        volume_query = parse_volume_query(query)
+        if isinstance(volume_query, ApiError):
+            return volume_query
+        disks = [
+            self._system_disk(server, now)
+            for server in self._servers.listed()
+            if server.has_system_disk
+        ]
+        paged = list_volumes(disks, volume_query, query, project_id=self.config.project_id)
+        if isinstance(paged, ApiError):
+            return paged
+        page, count, link = paged
+        return listing([self._volume_body(disk) for disk in page], count, link)

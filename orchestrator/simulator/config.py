@@ -8,6 +8,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from orchestrator.simulator.images import ImageSpec
 from orchestrator.simulator.inventory import ServerSpec, parse_tag
 from orchestrator.simulator.shared import is_uuid
 
@@ -35,7 +36,11 @@ class SimulatorConfig:
     job_seconds: float = 5.0
     fail_ratio: float = 0.0  # share of servers whose jobs fail (decided by seed and server id)
     seed: int = 0
-    images: frozenset[str] | None = None  # None: every well-formed image id exists and is active
+    # The image catalog. With neither of these every well-formed image id exists and is an
+    # active default image; with either, only those (and the base image) exist. `images` are
+    # default ones, `image_specs` (--images-file) described ones, which win on the same id.
+    images: frozenset[str] | None = None
+    image_specs: tuple[ImageSpec, ...] | None = None
     auth_token: str | None = None
     rate_limit: float | None = None  # requests per second over every API call, None: unlimited
     burst: int | None = None  # bucket size; None: one second's worth of rate_limit
@@ -63,6 +68,10 @@ class SimulatorConfig:
         problem = next(self._problems(), None)
         if problem is not None:
             raise ValueError(problem)
+
+    @property
+    def closed_catalog(self) -> bool:
+        return self.images is not None or self.image_specs is not None
 
     @property
     def bucket_size(self) -> int:
@@ -101,6 +110,10 @@ class SimulatorConfig:
     def _inventory_problems(self) -> Iterator[str]:
         if self.images is not None and not all(is_uuid(image) for image in self.images):
             yield "images must be UUIDs"
+        if self.image_specs is not None and not all(
+            isinstance(spec, ImageSpec) for spec in self.image_specs
+        ):
+            yield "image_specs must hold ImageSpec entries"
         if self.inventory_size < 0:
             yield "inventory_size must be >= 0"
         try:

@@ -2,9 +2,11 @@
 `reimage simulate --inventory FILE` take, and the generated `--inventory-size` fleet.
 
 Entry schema, every key optional: `id` (UUID), `name`, `tags` (["key=value", ...]), `status`,
-`locked`, `charging_mode` ("0" | "1" | "2"), `has_system_disk`, `image_id` (UUID), `key_name`,
-`task_state` (the server is busy while it is set), `busy_for_s` (busy for that long, then idle),
-`missing` (the id answers 404 everywhere).
+`locked`, `charging_mode` ("0" | "1" | "2"), `has_system_disk`, `image_id` (UUID; default: the
+seed's shared base image), `key_name`, `task_state` (the server is busy while it is set),
+`busy_for_s` (busy for that long, then idle), `missing` (the id answers 404 everywhere),
+`flavor_id` (one of the built-in flavors, default s6.small.1; kc1.* are Kunpeng/arm),
+`system_disk_size` (GB, 1-32768, default 40), `availability_zone` (default sim-az1).
 """
 
 from __future__ import annotations
@@ -17,11 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.simulator.flavors import DEFAULT_FLAVOR_ID, find_flavor, flavor_ids
 from orchestrator.simulator.shared import derived_uuid, is_uuid
 
 CHARGING_MODES = frozenset({"0", "1", "2"})  # pay-per-use, yearly/monthly, spot
 # The task a server is busy with when only `busy_for_s` is given.
 DEFAULT_BUSY_TASK = "powering-on"
+DEFAULT_SYSTEM_DISK_GB = 40
+MAX_SYSTEM_DISK_GB = 32768
+DEFAULT_AVAILABILITY_ZONE = "sim-az1"
 _STATUS = re.compile(r"[A-Z][A-Z_]*")
 
 
@@ -41,6 +47,17 @@ class ServerSpec:
     task_state: str | None = None
     busy_for_s: float | None = None
     missing: bool = False
+    flavor_id: str = DEFAULT_FLAVOR_ID
+    system_disk_size: int = DEFAULT_SYSTEM_DISK_GB
+    availability_zone: str = DEFAULT_AVAILABILITY_ZONE
+
+    def __post_init__(self) -> None:
+        # The facts a pre-flight check reads must hold even for specs built in code.
+        for key in ("flavor_id", "system_disk_size", "availability_zone"):
+            try:
+                _FIELDS[key](getattr(self, key))
+            except ValueError as error:
+                raise ValueError(f"{key} {error}") from None
 
 
 def parse_tag(tag: object) -> str:
@@ -104,6 +121,20 @@ def _seconds(value: object) -> float | None:
     return float(value)
 
 
+def _flavor_id(value: object) -> str:
+    if not (isinstance(value, str) and find_flavor(value)):
+        raise ValueError(f"must be one of the flavors {flavor_ids()}")
+    return value
+
+
+def _disk_size(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be an integer number of GB")
+    if not 1 <= value <= MAX_SYSTEM_DISK_GB:
+        raise ValueError(f"must be within [1, {MAX_SYSTEM_DISK_GB}] GB")
+    return value
+
+
 _FIELDS: dict[str, Callable[[object], Any]] = {
     "id": _uuid,
     "name": _text,
@@ -117,6 +148,9 @@ _FIELDS: dict[str, Callable[[object], Any]] = {
     "task_state": _optional_text,
     "busy_for_s": _seconds,
     "missing": _flag,
+    "flavor_id": _flavor_id,
+    "system_disk_size": _disk_size,
+    "availability_zone": _text,
 }
 
 

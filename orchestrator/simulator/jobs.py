@@ -31,6 +31,10 @@ class SimJob:
     fails: bool
     number: int = 0  # its rank among the server's jobs, from 0
     broken: bool = False  # a SUCCESS that leaves the server in ERROR on its old image
+    disk_size: int = 40  # GB of the system disk the job creates in place of the old one
+    # What a failed job reports (only read when `fails`).
+    fail_code: str = JOB_FAIL_CODE
+    fail_reason: str = JOB_FAIL_REASON
 
     @property
     def stuck(self) -> bool:
@@ -58,14 +62,14 @@ def job_body(job: SimJob, now: float, timestamps: Timestamps) -> JsonObject:
                 "status": status,
                 "entities": {
                     "server_id": job.server_id,
-                    "errorcode_message": JOB_FAIL_REASON if failed else None,
+                    "errorcode_message": job.fail_reason if failed else None,
                 },
                 "job_id": job.sub_job_id,
                 "job_type": JOB_TYPE,
                 "begin_time": timestamps.iso_ms(job.running_at),
                 "end_time": end_time,
-                "error_code": JOB_FAIL_CODE if failed else None,
-                "fail_reason": JOB_FAIL_REASON if failed else None,
+                "error_code": job.fail_code if failed else None,
+                "fail_reason": job.fail_reason if failed else None,
             }
         ]
     return {
@@ -75,8 +79,8 @@ def job_body(job: SimJob, now: float, timestamps: Timestamps) -> JsonObject:
         "job_type": JOB_TYPE,
         "begin_time": timestamps.iso_ms(job.created_at),
         "end_time": end_time,
-        "error_code": JOB_FAIL_CODE if failed else None,
-        "fail_reason": JOB_FAIL_REASON if failed else None,
+        "error_code": job.fail_code if failed else None,
+        "fail_reason": job.fail_reason if failed else None,
     }
 
 

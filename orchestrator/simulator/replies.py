@@ -1,5 +1,5 @@
-"""What a simulated API call answers: the success body or an `ApiError` (in either of the cloud's
-two error shapes), and how the answer is delivered (`Answer`: on time, late, or not at all).
+"""What a simulated API call answers: the success body or an `ApiError` (in one of the cloud's
+error shapes), and how the answer is delivered (`Answer`: on time, late, or not at all).
 """
 
 from __future__ import annotations
@@ -11,19 +11,26 @@ from orchestrator.simulator.shared import JsonObject
 
 @dataclass(frozen=True)
 class ApiError:
-    """An error answer: the ECS nested body, or the API gateway's flat one when `gateway`."""
+    """An error answer: the nested `{"error": {"code", "message"}}` body of ECS, IMS and EVS,
+    the API gateway's flat one when `gateway`, or, when `openstack`, the OpenStack shape EVS
+    also answers, `{<code>: {"code": <status>, "message": ...}}` (`code` is then the key, such
+    as `itemNotFound`)."""
 
     status: int
     code: str
     message: str
     gateway: bool = False
-    # The flow-control 202 is documented without a `details` list; every other ECS error has one.
+    # The flow-control 202 is documented without a `details` list, and IMS and EVS errors have
+    # none; every other ECS error has one.
     with_details: bool = True
     retry_after: float | None = None  # seconds, sent as a Retry-After header when set
+    openstack: bool = False
 
     def body(self, request_id: str) -> JsonObject:
         if self.gateway:
             return {"error_code": self.code, "error_msg": self.message, "request_id": request_id}
+        if self.openstack:
+            return {self.code: {"code": self.status, "message": self.message}}
         error: JsonObject = {"code": self.code, "message": self.message}
         if self.with_details:
             error["details"] = []

@@ -1,6 +1,6 @@
 """Servers: their resting attributes (`SimServer`), the live state derived from their jobs
-(`observe`), the ShowServer body, the registry that holds them in listing order, and
-ListServersDetails' filters and paging.
+(`observe`: status, image, system disk), the ShowServer body, the registry that holds them in
+listing order, and ListServersDetails' filters and paging.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from orchestrator.simulator.flavors import Flavor, server_flavor
+from orchestrator.simulator.images import ImageSpec
 from orchestrator.simulator.inventory import DEFAULT_BUSY_TASK, ServerSpec
 from orchestrator.simulator.jobs import SimJob
 from orchestrator.simulator.replies import ApiError, invalid
@@ -25,7 +27,7 @@ _STATUS_FILTER = {
 }
 _VM_STATE = {"ACTIVE": "active", "SHUTOFF": "stopped", "ERROR": "error"}
 _POWER_STATE = {"ACTIVE": 1, "SHUTOFF": 4}
-_FLAVOR = {"id": "s6.small.1", "name": "s6.small.1", "disk": "0", "vcpus": "1", "ram": "1024"}
+SYSTEM_DISK_DEVICE = "/dev/vda"
 
 
 @dataclass
@@ -42,6 +44,9 @@ class SimServer:
     tags: tuple[str, ...]
     key_name: str | None
     created_at: float
+    flavor_id: str
+    system_disk_size: int  # GB, before any change of OS
+    availability_zone: str
     task_state: str | None = None  # busy with another operation while set...
     busy_until: float | None = None  # ...until then (None: until the server is replaced)
     missing: bool = False  # answers 404 everywhere and is never listed
@@ -67,16 +72,19 @@ class Observed:
     # How many system disks the server has had since it was (re)defined: every change of OS,
     # failed or not, deletes the old one and creates another (fleet-safety-api.md section 11).
     disk_generation: int = 0
+    disk_size: int = 40  # GB of the current system disk
+    disk_created_at: float = 0.0
 
 
 def observe(server: SimServer, jobs: Sequence[SimJob], now: float) -> Observed:
     """Replay the server's jobs up to `now` on top of its resting attributes."""
     rest_status, running = server.status, False
     image_id, key_name, updated_at = server.image_id, server.key_name, server.created_at
-    disks = 0
+    disks, disk_size, disk_created_at = 0, server.system_disk_size, server.created_at
     for job in jobs[server.first_job :]:
         # Accepted: the server goes into REBUILD at once, and its system disk is replaced.
         updated_at, disks = job.created_at, disks + 1
+        disk_size, disk_created_at = job.disk_size, job.created_at
         if not job.is_final(now):
             running = True
             continue
@@ -90,18 +98,29 @@ def observe(server: SimServer, jobs: Sequence[SimJob], now: float) -> Observed:
             rest_status = "ERROR"  # "succeeded", yet the server is broken on its old image
             continue
         rest_status, image_id, key_name = server.status, job.image_id, job.key_name or key_name
-    if running:
-        return Observed("REBUILD", rest_status, "rebuilding", image_id, key_name, updated_at, disks)
-    task_state = server.busy_task(now) or ""
-    return Observed(rest_status, rest_status, task_state, image_id, key_name, updated_at, disks)
+    status, task_state = "REBUILD", "rebuilding"
+    if not running:
+        status, task_state = rest_status, server.busy_task(now) or ""
+    return Observed(
+        status=status,
+        rest_status=rest_status,
+        task_state=task_state,
+        image_id=image_id,
+        key_name=key_name,
+        updated_at=updated_at,
+        disk_generation=disks,
+        disk_size=disk_size,
+        disk_created_at=disk_created_at,
+    )
 
 
 class ServerRegistry:
     """Every server the simulated project has, in listing order (the order they first appeared,
     kept when one is replaced), so "after the marker" is stable across pages."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, base_image_id: str) -> None:
         self._seed = seed
+        self._base_image_id = base_image_id
         self._servers: dict[str, SimServer] = {}
         self._position: dict[str, int] = {}
         self._generated = 0
@@ -135,23 +154,34 @@ class ServerRegistry:
                 return server_id
 
     def create(self, server_id: str, now: float) -> SimServer:
-        """A default server: idle, ACTIVE, pay-per-use, on an old image of its own."""
+        """A default server: idle, ACTIVE, pay-per-use, on the base image."""
         return self.put(ServerSpec(id=server_id), now)
+
+    def preview(self, server_id: str, now: float) -> SimServer:
+        """The default server `create` would make, without registering it."""
+        return self.build(ServerSpec(id=server_id), now)
 
     def put(self, spec: ServerSpec, now: float, *, first_job: int = 0) -> SimServer:
         """Add the server `spec` describes, or replace the one with its id."""
+        server = self.build(spec, now, first_job=first_job)
+        self._position.setdefault(server.id, len(self._position))
+        self._servers[server.id] = server
+        return server
+
+    def build(self, spec: ServerSpec, now: float, *, first_job: int = 0) -> SimServer:
+        """The server `spec` describes, registered nowhere."""
         server_id = spec.id or self.new_id()
         task_state = spec.task_state
         busy_until = None
         if spec.busy_for_s is not None:
             task_state = task_state or DEFAULT_BUSY_TASK
             busy_until = now + spec.busy_for_s
-        server = SimServer(
+        return SimServer(
             id=server_id,
             name=spec.name if spec.name is not None else f"ecs-{server_id[:8]}",
             status=spec.status,
-            # Derived from the seed and the id, so it never equals a requested image by chance.
-            image_id=spec.image_id or derived_uuid(self._seed, server_id, "image"),
+            # One shared image, as a real fleet runs few distinct images.
+            image_id=spec.image_id or self._base_image_id,
             locked=spec.locked,
             charging_mode=spec.charging_mode,
             has_system_disk=spec.has_system_disk,
@@ -162,22 +192,25 @@ class ServerRegistry:
             busy_until=busy_until,
             missing=spec.missing,
             first_job=first_job,
+            flavor_id=spec.flavor_id,
+            system_disk_size=spec.system_disk_size,
+            availability_zone=spec.availability_zone,
         )
-        self._position.setdefault(server_id, len(self._position))
-        self._servers[server_id] = server
-        return server
 
 
 def server_body(
     server: SimServer,
     seen: Observed,
     *,
+    flavor: Flavor,
+    image: ImageSpec,
     seed: int,
     project_id: str,
     ak: str,
     timestamps: Timestamps,
 ) -> JsonObject:
-    """The ShowServer shape captured from the SDK, every key included."""
+    """The ShowServer shape captured from the SDK, every key included; `image` describes the
+    image the server is on now."""
     vpc_id = derived_uuid(seed, project_id, "vpc")
     nic = hashlib.sha256(f"{seed}:{server.id}:nic".encode()).digest()
     return {
@@ -197,18 +230,20 @@ def server_body(
             ]
         },
         "image": {"id": seen.image_id},
-        "flavor": dict(_FLAVOR),
+        "flavor": server_flavor(flavor),
         "key_name": seen.key_name,
         "metadata": {
             "metering.image_id": seen.image_id,
-            "os_type": "Linux",
+            "metering.imagetype": "gold" if image.visibility == "public" else "private",
+            "image_name": image.name,
+            "os_type": image.os_type,
             "charging_mode": server.charging_mode,
             "vpc_id": vpc_id,
         },
         "OS-EXT-STS:vm_state": _VM_STATE.get(seen.rest_status, seen.rest_status.lower()),
         "OS-EXT-STS:task_state": seen.task_state,
         "OS-EXT-STS:power_state": _POWER_STATE.get(seen.rest_status, 0),
-        "OS-EXT-AZ:availability_zone": "sim-az1",
+        "OS-EXT-AZ:availability_zone": server.availability_zone,
         "tenant_id": project_id,
         "user_id": uuid.UUID(derived_uuid(seed, ak, "user")).hex,
         "created": timestamps.iso_seconds(server.created_at),
@@ -219,6 +254,7 @@ def server_body(
                     "id": system_disk_id(seed, server.id, seen.disk_generation),
                     "delete_on_termination": "true",
                     "bootIndex": "0",
+                    "device": SYSTEM_DISK_DEVICE,
                 }
             ]
             if server.has_system_disk
@@ -262,7 +298,7 @@ def server_filter(
         checks.append(lambda server: not_tag not in server.tags)
     flavor = query.get("flavor")
     if flavor:
-        checks.append(lambda server: flavor == _FLAVOR["id"])
+        checks.append(lambda server: server.flavor_id == flavor)
     if len(checks) == 1:  # the usual case, and a listing of a large fleet calls it per server
         return checks[0]
     return lambda server: all(check(server) for check in checks)

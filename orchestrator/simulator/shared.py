@@ -54,5 +54,9 @@ class Timestamps:
         return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
     def iso_seconds(self, now: float) -> str:
-        """Server times: `2016-04-25T20:04:34Z`."""
+        """Server and image times: `2016-04-25T20:04:34Z`."""
         return self._wall(now).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def iso_microseconds(self, now: float) -> str:
+        """Volume times, with no zone as EVS shows them: `2016-05-25T02:38:40.392463`."""
+        return self._wall(now).strftime("%Y-%m-%dT%H:%M:%S.%f")

@@ -1,5 +1,5 @@
-"""The changeos request body: its rules, checked in the cloud's order, and the parts of a valid
-body the simulation keeps (`OsChangeRequest`).
+"""The changeos request body: its rules, checked in the cloud's order, the parts of a valid
+body the simulation keeps (`OsChangeRequest`), and what any body, valid or not, asks for.
 """
 
 from __future__ import annotations
@@ -61,6 +61,20 @@ def parse_os_change(body: bytes, *, cloud_init: bool) -> OsChangeRequest | ApiEr
         image_id=str(option["imageid"]),
         key_name=option.get("keyname"),
         with_stop_server=option.get("mode") == WITH_STOP_SERVER,
+    )
+
+
+def intended_change(body: bytes) -> tuple[str | None, str | None]:
+    """(image id, key pair name) a body asks for, whether or not it is valid: None where it
+    does not say."""
+    option = _decode_option(body)
+    if isinstance(option, ApiError):
+        return None, None
+    image_id = option.get("imageid")
+    key_name = option.get("keyname")
+    return (
+        str(image_id) if is_uuid(image_id) else None,
+        key_name if isinstance(key_name, str) and key_name else None,
     )
 
 

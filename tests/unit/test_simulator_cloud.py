@@ -492,6 +492,10 @@ def test_stats_report_requests_concurrency_and_truth() -> None:
         "show_server": 1,
         "list_servers": 1,
         "rejected_429": 0,
+        "list_images": 0,
+        "list_flavors": 0,
+        "show_volume": 0,
+        "list_volumes": 0,
     }
     assert stats["errors_by_code"] == {"Ecs.0005": 1}
     assert stats["changeos_accepted"] == dict.fromkeys(servers, 1)
@@ -528,6 +532,8 @@ def test_stats_report_requests_concurrency_and_truth() -> None:
         },
         "changeos_received_by_server": {},
         "concurrent_jobs_now": 0,
+        "incompatible_changeos": 0,
+        "incompatible_changeos_by_server": {},
     }
 
 

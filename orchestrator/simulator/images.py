@@ -1,0 +1,232 @@
+"""Images (IMS): their attributes (`ImageSpec`), the JSON that `--images-file` and
+`POST /_sim/images` take, and the catalog a simulated project sees (`ImageCatalog`).
+
+Entry schema, only `id` required: `id` (UUID), `name` (1-128 letters, digits, `-._`, spaces or
+Chinese, no space at either end), `status` (queued | saving | active | killed | deleted, default
+active), `min_disk` (GB, 1-1024, default 40), `min_ram` (MB, default 0), `os_type` (Linux |
+Windows | Other, default Linux), `os_version` (default "EulerOS 2.9 64bit"), `platform` (default
+EulerOS), `architecture` (x86 | arm, default x86), `firmware` (bios | uefi | null, default null:
+the image has no `hw_firmware_type`, which means BIOS), `cloud_init` (default true),
+`visibility` (private | public, default private).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from orchestrator.simulator.shared import derived_uuid, is_uuid
+
+IMAGE_STATUSES = ("queued", "saving", "active", "killed", "deleted")
+OS_TYPES = ("Linux", "Windows", "Other")
+IMAGE_ARCHITECTURES = ("x86", "arm")
+FIRMWARES = ("bios", "uefi")
+VISIBILITIES = ("private", "public")
+MIN_DISK_RANGE = (1, 1024)
+MAX_MIN_RAM_MB = 1024 * 1024
+_NAME = re.compile(r"[0-9A-Za-z\-._ \u4e00-\u9fa5]{1,128}")
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One image as IMS describes it."""
+
+    id: str
+    name: str
+    status: str = "active"
+    min_disk: int = 40  # GB
+    min_ram: int = 0  # MB
+    os_type: str = "Linux"
+    os_version: str = "EulerOS 2.9 64bit"
+    platform: str = "EulerOS"
+    architecture: str = "x86"
+    firmware: str | None = None  # None: no hw_firmware_type, which means BIOS
+    cloud_init: bool = True
+    visibility: str = "private"
+
+    def __post_init__(self) -> None:
+        # Specs built in code (config, tests) obey the same rules as the JSON.
+        for key, parse in _FIELDS.items():
+            try:
+                parse(getattr(self, key))
+            except ValueError as error:
+                raise ValueError(f"image {self.id!r}: {key} {error}") from None
+
+    @property
+    def boot_mode(self) -> str:
+        return self.firmware or "bios"
+
+
+def default_image(image_id: str) -> ImageSpec:
+    """An image nothing described: active, Linux, x86, BIOS, 40 GB."""
+    return ImageSpec(id=image_id.lower(), name=f"sim-image-{image_id[:8].lower()}")
+
+
+def base_image(seed: int) -> ImageSpec:
+    """The image every server starts on unless its spec names another: one per seed, derived
+    from it, so it never equals an image a test asks for by chance."""
+    return ImageSpec(id=derived_uuid(seed, "base-image"), name="sim-base-euleros-2.9")
+
+
+# --- parsing -----------------------------------------------------------------------------
+
+
+def _uuid(value: object) -> str:
+    if not is_uuid(value):
+        raise ValueError("must be a UUID")
+    return str(value).lower()
+
+
+def _name(value: object) -> str:
+    if not (isinstance(value, str) and _NAME.fullmatch(value) and value.strip() == value):
+        raise ValueError(
+            "must be 1-128 letters, digits, '-', '_', '.', spaces or Chinese characters, "
+            "not starting or ending with a space"
+        )
+    return value
+
+
+def _text(value: object) -> str:
+    if not (isinstance(value, str) and value):
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {list(choices)}")
+        return str(value)
+
+    return parse
+
+
+def _firmware(value: object) -> str | None:
+    return None if value is None else _one_of(FIRMWARES)(value)
+
+
+def _integer(low: int, high: int) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"must be an integer within [{low}, {high}]")
+        return value
+
+    return parse
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+_FIELDS: dict[str, Callable[[object], Any]] = {
+    "id": _uuid,
+    "name": _name,
+    "status": _one_of(IMAGE_STATUSES),
+    "min_disk": _integer(*MIN_DISK_RANGE),
+    "min_ram": _integer(0, MAX_MIN_RAM_MB),
+    "os_type": _one_of(OS_TYPES),
+    "os_version": _text,
+    "platform": _text,
+    "architecture": _one_of(IMAGE_ARCHITECTURES),
+    "firmware": _firmware,
+    "cloud_init": _flag,
+    "visibility": _one_of(VISIBILITIES),
+}
+
+
+def parse_image_spec(entry: object) -> ImageSpec:
+    """One entry of `{"images": [...]}`; ValueError names the first bad or unknown key."""
+    if not isinstance(entry, dict):
+        raise ValueError("an image entry must be an object")
+    unknown = sorted(set(entry) - set(_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown keys {unknown}; known: {sorted(_FIELDS)}")
+    if "id" not in entry:
+        raise ValueError("id is required")
+    values: dict[str, Any] = {}
+    for key, value in entry.items():
+        try:
+            values[key] = _FIELDS[key](value)
+        except ValueError as error:
+            raise ValueError(f"{key} {error}") from None
+    return replace(default_image(values["id"]), **values)
+
+
+def parse_images(data: object) -> tuple[ImageSpec, ...]:
+    """`{"images": [entry, ...]}`; ValueError says which entry is wrong and why."""
+    images = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(images, list):
+        raise ValueError('expected {"images": [...]}')
+    specs: list[ImageSpec] = []
+    first_index: dict[str, int] = {}
+    for index, entry in enumerate(images):
+        try:
+            spec = parse_image_spec(entry)
+        except ValueError as error:
+            raise ValueError(f"images[{index}]: {error}") from None
+        if spec.id in first_index:
+            raise ValueError(f"images[{index}]: id repeats images[{first_index[spec.id]}]")
+        first_index[spec.id] = index
+        specs.append(spec)
+    return tuple(specs)
+
+
+def load_images(path: str | Path) -> tuple[ImageSpec, ...]:
+    """The --images-file file: the same JSON as `POST /_sim/images` takes."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read {path}: {error}") from None
+    return parse_images(data)
+
+
+# --- the catalog -------------------------------------------------------------------------
+
+
+class ImageCatalog:
+    """The images of the simulated region in a stable order, each with when it was added.
+
+    Open (`closed=False`): besides the images it holds, every well-formed UUID is an active
+    default image, synthesized when looked up and never listed unless asked for by id.
+    """
+
+    def __init__(self, images: Iterable[ImageSpec], *, closed: bool, now: float) -> None:
+        self.closed = closed
+        self._images: dict[str, ImageSpec] = {}
+        self._added_at: dict[str, float] = {}
+        self._created_at = now
+        self.put(images, now=now)
+
+    def put(self, images: Iterable[ImageSpec], *, now: float) -> list[str]:
+        """Add images, or replace those with the same id (keeping their place); their ids."""
+        ids = []
+        for given in images:
+            image = replace(given, id=given.id.lower())
+            self._images[image.id] = image
+            self._added_at.setdefault(image.id, now)
+            ids.append(image.id)
+        return ids
+
+    def get(self, image_id: str) -> ImageSpec | None:
+        """The image, synthesized when the catalog is open; None when it does not exist."""
+        known = self._images.get(image_id.lower())
+        if known is not None or self.closed or not is_uuid(image_id):
+            return known
+        return default_image(image_id)
+
+    def describe(self, image_id: str) -> ImageSpec:
+        """What a server on `image_id` shows: the image, or a default one when the catalog no
+        longer (or never did) hold it, as a server keeps running on a deleted image."""
+        return self.get(image_id) or default_image(image_id)
+
+    def added_at(self, image_id: str) -> float:
+        return self._added_at.get(image_id.lower(), self._created_at)
+
+    def __iter__(self) -> Iterator[ImageSpec]:
+        return iter(self._images.values())
