@@ -67,6 +67,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "time and peak memory, cancel",
     )
     parser.add_argument("--large-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--preflight",
+        type=int,
+        default=None,
+        metavar="N",
+        help="instead: a dry run of N servers (a mixed fleet: x86 and Kunpeng, small and large "
+        "disks, locked and spot); report its cloud calls by kind and how long it took",
+    )
 
 
 @dataclass
@@ -157,6 +165,9 @@ def _launch(
         "ORCH_DATABASE_URL": args.database_url or f"sqlite:///{directory / 'bench.db'}",
         "ORCH_REDIS_URL": private_redis(stack),
         "ORCH_ECS_ENDPOINT": f"http://127.0.0.1:{sim_port}",
+        # The simulator serves IMS and EVS beside ECS, on the same port.
+        "ORCH_IMS_ENDPOINT": f"http://127.0.0.1:{sim_port}",
+        "ORCH_EVS_ENDPOINT": f"http://127.0.0.1:{sim_port}",
         "HUAWEICLOUD_SDK_AK": ak,
         "HUAWEICLOUD_SDK_SK": sk,
         "ORCH_API_TOKEN": TOKEN,
@@ -366,13 +377,16 @@ def run_large(args: argparse.Namespace, directory: Path, console: Console) -> in
                 PROJECT,
                 "--job-seconds",
                 str(args.job_seconds),
+                # A project that holds the batch's servers: pre-flight reads them in sweeps.
+                *("--inventory-size", str(args.large), "--inventory-tags", "bench=1"),
             ],
         )
         samplers, api, token = up.samplers, up.api, TOKEN
+        servers, _ = _inventory(up.sim, up.ak, up.sk)
         body = {
             "project_id": PROJECT,
             "region": "cn-north-4",
-            "servers": [str(uuid.uuid4()) for _ in range(args.large)],
+            "servers": servers,
             "os_change": {
                 "imageid": str(uuid.uuid4()),
                 "keyname": "KeyPair-bench",
@@ -408,6 +422,88 @@ def run_large(args: argparse.Namespace, directory: Path, console: Console) -> in
         stack.stop()
 
 
+def _mixed_fleet(n: int) -> dict[str, Any]:
+    """An inventory of n servers in the proportions of a real mixed fleet: most compatible,
+    a fifth Kunpeng, some on small yearly/monthly disks, a few locked or spot."""
+    kinds: list[dict[str, Any]] = [
+        {"system_disk_size": 100},
+        {"system_disk_size": 100},
+        {"system_disk_size": 100},
+        {"flavor_id": "kc1.large.2", "system_disk_size": 100},
+        {"system_disk_size": 40, "charging_mode": "1"},
+    ]
+    servers = []
+    for number in range(n):
+        entry = {"id": str(uuid.UUID(int=(1 << 96) | number)), **kinds[number % len(kinds)]}
+        if number % 97 == 0:
+            entry["locked"] = True
+        elif number % 89 == 0:
+            entry["charging_mode"] = "2"
+        servers.append(entry)
+    return {"servers": servers}
+
+
+def run_preflight(args: argparse.Namespace, directory: Path, console: Console) -> int:
+    """A dry run of a large mixed fleet through the real API: what pre-flight costs."""
+    x86, arm = str(uuid.uuid4()), str(uuid.uuid4())
+    images = directory / "images.json"
+    images.write_text(
+        json.dumps(
+            {
+                "images": [
+                    {"id": x86, "min_disk": 50},
+                    {"id": arm, "min_disk": 50, "architecture": "arm"},
+                ]
+            }
+        )
+    )
+    inventory = directory / "inventory.json"
+    fleet = _mixed_fleet(args.preflight)
+    inventory.write_text(json.dumps(fleet))
+    stack = Stack(directory)
+    try:
+        up = _launch(
+            args,
+            stack,
+            rate=args.rate,
+            burst=args.burst,
+            simulator=lambda port, ak, sk: [
+                *("simulate", "--port", str(port), "--ak", ak, "--sk", sk),
+                *("--project-id", PROJECT, "--rate-limit", str(args.rate)),
+                *("--burst", str(args.burst), "--images-file", str(images)),
+                *("--inventory", str(inventory), "--strict-inventory"),
+            ],
+        )
+        before = http_json("GET", f"{up.sim}/_sim/stats")["requests"]
+        body = {
+            "project_id": PROJECT,
+            "region": "cn-north-4",
+            "servers": [entry["id"] for entry in fleet["servers"]],
+            "os_change": {
+                "images": {"x86_64": x86, "aarch64": arm},
+                "keyname": "KeyPair-bench",
+                "mode": "withStopServer",
+            },
+        }
+        started = time.monotonic()
+        report = http_json("POST", f"{up.api}/api/v1/batches?dry_run=true", TOKEN, body)
+        took = time.monotonic() - started
+        after = http_json("GET", f"{up.sim}/_sim/stats")["requests"]
+        spent = {kind: after[kind] - before.get(kind, 0) for kind in after}
+        table = Table(title=f"pre-flight (dry run) of {args.preflight} servers")
+        for column in ("figure", "value"):
+            table.add_column(column)
+        table.add_row("answered in", f"{took:.2f} s (cloud rate {args.rate:g}/s)")
+        table.add_row("cloud calls (simulator)", str(sum(spent.values())))
+        table.add_row("by kind", ", ".join(f"{k} {v}" for k, v in spent.items() if v))
+        table.add_row("verdicts", ", ".join(f"{k} {v}" for k, v in report["verdicts"].items()))
+        table.add_row("codes", ", ".join(f"{k} {v}" for k, v in report["codes"].items()))
+        console.print(table)
+        return 0
+    finally:
+        stack.stop()
+
+
 def run_bench(args: argparse.Namespace) -> int:
     if args.smoke:
         args.servers, args.job_seconds, args.rate = min(args.servers, 60), 1.0, 100.0
@@ -416,9 +512,10 @@ def run_bench(args: argparse.Namespace) -> int:
     args.max_in_flight = args.max_in_flight or args.servers
     console = Console(width=150)
     directory = Path(tempfile.mkdtemp(prefix="reimage-bench-"))
-    if args.large:
+    if args.large or args.preflight:
         try:
-            return run_large(args, directory, console)
+            only = run_large if args.large else run_preflight
+            return only(args, directory, console)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
     runs = [run_ours(args, directory, console)]

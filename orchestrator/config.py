@@ -28,6 +28,19 @@ class Settings(BaseSettings):
     ecs_endpoints: dict[str, str] = Field(
         default_factory=dict, validation_alias="ORCH_ECS_ENDPOINTS"
     )
+    # IMS and EVS (pre-flight facts), signed like ECS; templates and per-region overrides.
+    ims_endpoint: str = Field(
+        "https://ims.{region}.myhuaweicloud.com", validation_alias="ORCH_IMS_ENDPOINT"
+    )
+    ims_endpoints: dict[str, str] = Field(
+        default_factory=dict, validation_alias="ORCH_IMS_ENDPOINTS"
+    )
+    evs_endpoint: str = Field(
+        "https://evs.{region}.myhuaweicloud.com", validation_alias="ORCH_EVS_ENDPOINT"
+    )
+    evs_endpoints: dict[str, str] = Field(
+        default_factory=dict, validation_alias="ORCH_EVS_ENDPOINTS"
+    )
     cloud_ak: SecretStr | None = Field(None, validation_alias="HUAWEICLOUD_SDK_AK")
     cloud_sk: SecretStr | None = Field(None, validation_alias="HUAWEICLOUD_SDK_SK")
     cloud_security_token: SecretStr | None = Field(
@@ -44,6 +57,9 @@ class Settings(BaseSettings):
     # How long after an unknown changeos outcome we wait before reading the server: a job
     # accepted by the cloud may take a moment to put the server into REBUILD.
     reconcile_grace_s: float = Field(20.0, ge=0, validation_alias="ORCH_RECONCILE_GRACE_S")
+    # How old a list sweep's view of a server may be when the pre-flight check before its
+    # changeos relies on it (0: always read the server itself, one call per server).
+    facts_max_age_s: float = Field(30.0, ge=0, le=300, validation_alias="ORCH_FACTS_MAX_AGE_S")
     # A task message that has not made progress after this long is sent again (it was lost).
     task_lease_s: float = Field(120.0, gt=0, validation_alias="ORCH_TASK_LEASE_S")
 
@@ -87,7 +103,7 @@ class Settings(BaseSettings):
             raise ValueError("must be a sqlite:// or postgresql+psycopg:// URL")
         return value
 
-    @field_validator("ecs_endpoints")
+    @field_validator("ecs_endpoints", "ims_endpoints", "evs_endpoints")
     @classmethod
     def _http_endpoints(cls, value: dict[str, str]) -> dict[str, str]:
         for region, url in value.items():
@@ -102,7 +118,7 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis:// or unix:// URL")
         return value
 
-    @field_validator("ecs_endpoint")
+    @field_validator("ecs_endpoint", "ims_endpoint", "evs_endpoint")
     @classmethod
     def _http_endpoint(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
@@ -123,8 +139,14 @@ class Settings(BaseSettings):
             return "unix://" + self.redis_url.removeprefix("redis+socket://")
         return self.redis_url
 
-    def endpoint_for(self, region: str) -> str:
-        return self.ecs_endpoints.get(region) or self.ecs_endpoint.replace("{region}", region)
+    def endpoint_for(self, region: str, service: Literal["ecs", "ims", "evs"] = "ecs") -> str:
+        """The service's endpoint in the region: its per-region override, else its template."""
+        overrides, template = {
+            "ecs": (self.ecs_endpoints, self.ecs_endpoint),
+            "ims": (self.ims_endpoints, self.ims_endpoint),
+            "evs": (self.evs_endpoints, self.evs_endpoint),
+        }[service]
+        return overrides.get(region) or template.replace("{region}", region)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, TypeVar
 
 import aiohttp
 import redis
@@ -10,13 +11,16 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.clock import Clock, utcnow
-from orchestrator.cloud.client import Credentials, EcsClient, RateGate, Timeouts
+from orchestrator.cloud.catalog import EvsClient, ImsClient
+from orchestrator.cloud.client import Credentials, EcsClient, RateGate, SignedApi, Timeouts
 from orchestrator.cloud.credentials import CredentialStore, load_credentials
 from orchestrator.cloud.facts import FactsCache
 from orchestrator.cloud.ratelimit import FleetRateLimiter, RateBudget
 from orchestrator.config import Settings
 from orchestrator.db.engine import make_engine, make_session_factory
 from orchestrator.observability.metrics import CloudCallMetrics, Metrics
+
+ApiT = TypeVar("ApiT", bound=SignedApi)
 
 
 @dataclass
@@ -54,9 +58,26 @@ class Runtime:
         return self._credentials.for_project(project_id)
 
     def ecs_client(self, http: aiohttp.ClientSession, *, project_id: str, region: str) -> EcsClient:
-        return EcsClient(
+        return self._client(EcsClient, "ecs", http, project_id=project_id, region=region)
+
+    def ims_client(self, http: aiohttp.ClientSession, *, project_id: str, region: str) -> ImsClient:
+        return self._client(ImsClient, "ims", http, project_id=project_id, region=region)
+
+    def evs_client(self, http: aiohttp.ClientSession, *, project_id: str, region: str) -> EvsClient:
+        return self._client(EvsClient, "evs", http, project_id=project_id, region=region)
+
+    def _client(
+        self,
+        kind: type[ApiT],
+        service: Literal["ecs", "ims", "evs"],
+        http: aiohttp.ClientSession,
+        *,
+        project_id: str,
+        region: str,
+    ) -> ApiT:
+        return kind(
             http,
-            endpoint=self.settings.endpoint_for(region),
+            endpoint=self.settings.endpoint_for(region, service),
             project_id=project_id,
             region=region,
             credentials=self.credentials(project_id),

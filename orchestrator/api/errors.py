@@ -15,6 +15,7 @@ from orchestrator.cloud.errors import EcsError, Retryable
 from orchestrator.errors import Conflict, Forbidden, NotFound, ServiceError, Unavailable
 from orchestrator.services.batches import IdempotencyMismatch, RequestInvalidError
 from orchestrator.services.cursors import BadCursor
+from orchestrator.services.preflight import Abandoned, FactsUnavailable, Incompatible
 from orchestrator.services.tokens import TokenInvalid
 
 log = logging.getLogger("reimage.api")
@@ -33,6 +34,20 @@ def json_error(status: int, code: str, message: str, **extra: Any) -> web.Respon
 UNAVAILABLE = (Unavailable, OperationalError, PoolTimeout, TimeoutError)
 
 
+# Service errors with their own status; the first group carries its details in the body.
+_WITH_DETAILS: tuple[tuple[type[ServiceError], int], ...] = (
+    (Conflict, 409),
+    (Incompatible, 422),
+    (IdempotencyMismatch, 422),
+)
+_PLAIN: tuple[tuple[type[ServiceError], int], ...] = (
+    (Forbidden, 403),
+    (NotFound, 404),
+    (FactsUnavailable, 503),
+    (Abandoned, 499),  # nobody reads it: the caller closed its connection (nginx's 499)
+)
+
+
 def response_for(exc: Exception) -> web.Response | None:
     """The answer for an expected failure; None for a bug (left to aiohttp's 500)."""
     if isinstance(exc, RequestInvalid | RequestInvalidError):
@@ -41,14 +56,12 @@ def response_for(exc: Exception) -> web.Response | None:
         return json_error(400, exc.code, exc.message, fields={"cursor": exc.message})
     if isinstance(exc, TokenInvalid):
         return json_error(400, exc.code, exc.message, fields=dict(exc.fields))
-    if isinstance(exc, Forbidden):
-        return json_error(403, exc.code, exc.message)
-    if isinstance(exc, NotFound):
-        return json_error(404, exc.code, exc.message)
-    if isinstance(exc, Conflict):
-        return json_error(409, exc.code, exc.message, **exc.details)
-    if isinstance(exc, IdempotencyMismatch):
-        return json_error(422, exc.code, exc.message, **exc.details)
+    for kind, status in _WITH_DETAILS:
+        if isinstance(exc, kind):
+            return json_error(status, exc.code, exc.message, **exc.details)
+    for kind, status in _PLAIN:
+        if isinstance(exc, kind):
+            return json_error(status, exc.code, exc.message)
     if isinstance(exc, ServiceError):
         return json_error(400, exc.code, exc.message)
     if isinstance(exc, UNAVAILABLE) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):

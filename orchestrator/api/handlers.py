@@ -104,8 +104,20 @@ async def _submit(request: web.Request, parsed: BatchRequest) -> web.Response:
         parent_id=None,
         actor=principal.name,
         run_blocking=_in_thread,
+        abandoned=_client_gone(request),
     )
     return _taken(taken, dry_run)
+
+
+def _client_gone(request: web.Request) -> Callable[[], bool]:
+    """Whether the caller has closed its connection (a dry run then stops reading the cloud,
+    so the fleet's rate budget is not spent for nobody)."""
+
+    def gone() -> bool:
+        transport = request.transport
+        return transport is None or transport.is_closing()
+
+    return gone
 
 
 def _idempotency_key(request: web.Request, dry_run: bool) -> str | None:

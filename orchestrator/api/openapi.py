@@ -37,9 +37,11 @@ _ERRORS = {
     404: "no such resource, or not in the token's projects",
     409: "conflicts with the current state",
     413: "the body is larger than ORCH_MAX_BODY_BYTES",
-    422: "Idempotency-Key reused with a different body",
+    422: "Idempotency-Key reused with a different body; or servers pre-flight finds "
+    "incompatible with `policy.on_incompatible` reject (`incompatible_servers`: "
+    "`error.servers` lists each with its codes, `error.codes` counts them)",
     429: "too many bad tokens from this address",
-    503: "a backing service is unreachable; try again",
+    503: "a backing service (or the cloud, for pre-flight) is unreachable; try again",
 }
 
 _QUERY: dict[str, tuple[dict[str, Any], str]] = {

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from orchestrator.domain.preflight import CODES, Verdict
 from orchestrator.domain.states import BatchState, ServerState
 
 Time = str  # ISO 8601 UTC, e.g. "2026-11-27T08:21:58.756494Z"
@@ -18,10 +19,41 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+# The stable codes, documented as an enum (the schemathesis run checks answers against it).
+_CODE_ENUM: dict[str, JsonValue] = {"enum": list[JsonValue](CODES)}
+
+
+class Reason(_Open):
+    """Why pre-flight judged a server so; README "Pre-flight" says each rule's source."""
+
+    code: str = Field(
+        description="; ".join(f"`{code}`: {meaning}" for code, meaning in CODES.items()),
+        json_schema_extra=_CODE_ENUM,
+    )
+    message: str
+    facts: dict[str, Any] = Field(description="the facts the rule used (sizes, architectures...)")
+    blocking: bool = Field(description="false: a warning, the verdict stays submit")
+
+
+class IncompatibleServer(_Open):
+    server_id: str
+    codes: list[str] = Field(json_schema_extra={"items": _CODE_ENUM})
+    reasons: list[Reason]
+
+
 class ErrorDetail(_Open):
-    code: str = Field(description="machine-readable, e.g. invalid_request, not_found, conflict")
+    code: str = Field(
+        description="machine-readable, e.g. invalid_request, not_found, conflict, "
+        "incompatible_servers (422), preflight_unavailable (503)"
+    )
     message: str
     fields: dict[str, str] | None = Field(None, description="field path -> reason (400 only)")
+    codes: dict[str, int] | None = Field(
+        None, description="incompatible_servers: how many servers have each blocking code"
+    )
+    servers: list[IncompatibleServer] | None = Field(
+        None, description="incompatible_servers: each server with its blocking reasons"
+    )
 
 
 class ErrorResponse(_Open):
@@ -73,13 +105,23 @@ class BatchView(_Open):
     waves: list[WaveView] | None = Field(None, description="only on GET of one batch")
 
 
+class ServerVerdict(_Open):
+    server_id: str
+    verdict: Verdict
+    image_id: str | None = Field(description="the image this server would be sent")
+    reasons: list[Reason]
+    exists: bool
+
+
 class DryRunReport(_Open):
     dry_run: Literal[True]
     total: int
     plan: dict[str, Any]
-    verdicts: dict[str, int]
+    verdicts: dict[Verdict, int]
+    codes: dict[str, int] = Field(description="servers per reason code")
+    cloud_calls: dict[str, int] = Field(description="calls the dry run made, by kind, and total")
     conflicts: list[dict[str, str]]
-    servers: list[dict[str, Any]]
+    servers: list[ServerVerdict]
 
 
 class BatchPage(_Open):
@@ -94,6 +136,8 @@ class ServerView(_Open):
     attempt: int
     job_id: str | None
     job_status: str | None
+    image_id: str | None = Field(description="the image it is (or was) changed to")
+    facts: dict[str, Any] | None = Field(description="what pre-flight saw at submission")
     error_code: str | None
     error_message: str | None
     broken: bool

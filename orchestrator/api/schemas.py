@@ -221,18 +221,43 @@ class OsChangeMetadata(BaseModel):
         return value
 
 
+class ImagesByArchitecture(BaseModel):
+    """`os_change.images`: the image for x86 servers and the one for Kunpeng (Arm) servers."""
+
+    model_config = _FROZEN
+
+    x86_64: Uuid | None = None
+    aarch64: Uuid | None = None
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> ImagesByArchitecture:
+        if self.x86_64 is None and self.aarch64 is None:
+            _fail("give x86_64, aarch64 or both")
+        return self
+
+
 class OsChangeSpec(BaseModel):
     """`os_change`: what every server of the batch is changed to (the `os-change` body)."""
 
     model_config = _FROZEN
 
-    imageid: Uuid
+    imageid: Uuid | None = None
+    # One image per CPU architecture instead of `imageid`: each server gets its flavor's.
+    images: ImagesByArchitecture | None = None
     keyname: KeyName | None = None
     userid: UserId | None = None
     adminpass: SecretStr | None = Field(None, strict=True)
     metadata: OsChangeMetadata = Field(default_factory=OsChangeMetadata)
     mode: Literal["withStopServer"] | None = None
     is_auto_pay: Literal["true", "false"] | None = Field(None, alias="isAutoPay")
+
+    @model_validator(mode="after")
+    def _one_image_form(self) -> OsChangeSpec:
+        if self.imageid is None and self.images is None:
+            _raise_errors([(("imageid",), "required (or images: one image per architecture)")])
+        if self.imageid is not None and self.images is not None:
+            _raise_errors([(("images",), "give imageid or images, not both")])
+        return self
 
     @field_validator("adminpass")
     @classmethod
@@ -257,6 +282,7 @@ class BatchPolicy(BaseModel):
     pause_after_waves: StrictBool | tuple[WaveNumber, ...] = DEFAULT_POLICY.pause_after_waves
     wave_delay_s: Annotated[Seconds, Field(ge=0, le=86400)] = DEFAULT_POLICY.wave_delay_s
     skip_matching: StrictBool = DEFAULT_POLICY.skip_matching
+    on_incompatible: Literal["reject", "skip"] = "reject"
 
     @field_validator("waves")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import urllib.error
 import urllib.parse
@@ -22,9 +23,13 @@ class ApiError(Exception):
     code: str
     message: str
     fields: dict[str, str]
+    # Reason codes and how many servers have each (a pre-flight refusal, 422).
+    codes: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def one_line(self) -> str:
-        detail = "; ".join(f"{name}: {reason}" for name, reason in list(self.fields.items())[:5])
+        problems = [f"{name}: {reason}" for name, reason in list(self.fields.items())[:5]]
+        problems += [f"{code} x{count}" for code, count in list(self.codes.items())[:8]]
+        detail = "; ".join(problems)
         return f"{self.message} ({self.code}, HTTP {self.status})" + (
             f": {detail}" if detail else ""
         )
@@ -85,4 +90,5 @@ def _api_error(exc: urllib.error.HTTPError) -> ApiError:
         code=str(error.get("code") or f"http_{exc.code}"),
         message=str(error.get("message") or exc.reason),
         fields={str(k): str(v) for k, v in (error.get("fields") or {}).items()},
+        codes={str(k): int(v) for k, v in (error.get("codes") or {}).items()},
     )

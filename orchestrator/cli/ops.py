@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
+import dataclasses
 import getpass
 import io
 import json
@@ -122,11 +123,28 @@ def _policy(args: argparse.Namespace) -> dict[str, Any]:
             policy[name] = value
     if args.no_skip_matching:
         policy["skip_matching"] = False
+    if getattr(args, "on_incompatible", None):
+        policy["on_incompatible"] = args.on_incompatible
     return policy
 
 
+def _images(args: argparse.Namespace) -> dict[str, Any]:
+    per_arch = {
+        arch: image
+        for arch, image in (("x86_64", args.image_x86), ("aarch64", args.image_arm))
+        if image
+    }
+    if args.image and per_arch:
+        raise UsageError("give --image, or --image-x86/--image-arm, not both")
+    if per_arch:
+        return {"images": per_arch}
+    if not args.image:
+        raise UsageError("give --image (or --image-x86 and/or --image-arm)")
+    return {"imageid": args.image}
+
+
 def _os_change(args: argparse.Namespace) -> dict[str, Any]:
-    change: dict[str, Any] = {"imageid": args.image, "mode": "withStopServer"}
+    change: dict[str, Any] = {**_images(args), "mode": "withStopServer"}
     if args.no_stop:
         change.pop("mode")
     if args.keyname:
@@ -171,26 +189,60 @@ def cmd_submit(args: argparse.Namespace, api: ApiClient) -> int:
     if args.on_conflict:
         body["on_conflict"] = args.on_conflict
     if args.dry_run:
-        report = api.post("/api/v1/batches", body, dry_run="true")
-        if args.output != "table":
-            emit(
-                [report] if args.output == "json" else report["servers"],
-                ["server_id", "verdict", "status", "image_id", "problems"],
-                args.output,
-            )
-            return EXIT_OK
-        emit(
-            report["servers"],
-            ["server_id", "verdict", "status", "image_id", "problems"],
-            "table",
-            title=f"dry run: {report['verdicts']}; plan {report['plan']}",
+        # Pre-flight reads the whole fleet at the fleet's rate: give it minutes, not seconds.
+        report = dataclasses.replace(api, timeout_s=max(api.timeout_s, DRY_RUN_TIMEOUT_S)).post(
+            "/api/v1/batches", body, dry_run="true"
         )
-        return EXIT_OK
+        print_dry_run(report, args.output)
+        incompatible = report["verdicts"].get("will_fail", 0)
+        return EXIT_FAILED if incompatible else EXIT_OK
     batch = api.post("/api/v1/batches", body)
     if args.watch:  # one document on stdout: the batch as it ended
         return watch(api, batch["id"], args.output)
     emit([_batch_row(batch)], ["id", "state", "total", "progress"], args.output)
     return EXIT_OK
+
+
+DRY_RUN_TIMEOUT_S = 900.0
+# A dry run's table shows this many servers of each reason code.
+FIRST_OF_EACH_CODE = 5
+
+
+def print_dry_run(report: dict[str, Any], output: str) -> None:
+    """Counts per verdict and per reason code, then the first servers of each code."""
+    if output == "json":
+        print(json.dumps(report, indent=2))
+        return
+    servers = report["servers"]
+    if output != "table":
+        rows = [{**s, "codes": ",".join(r["code"] for r in s.get("reasons", []))} for s in servers]
+        emit(rows, ["server_id", "verdict", "image_id", "codes"], output)
+        return
+    console = Console()
+    plan = report["plan"]
+    console.print(
+        f"dry run of {report['total']} servers: nothing stored, nothing sent; "
+        f"{report['cloud_calls']['total']} cloud calls; waves {len(plan['waves'])}, "
+        f"max in flight {plan['max_in_flight']}, on_incompatible {plan['on_incompatible']}"
+    )
+    verdicts = Table("verdict", "servers")
+    for verdict, count in sorted(report["verdicts"].items(), key=lambda kv: -kv[1]):
+        verdicts.add_row(verdict, str(count))
+    console.print(verdicts)
+    if not report["codes"]:
+        return
+    codes = Table("code", "servers", "blocks", "first servers", "why (first server)")
+    for code, count in sorted(report["codes"].items(), key=lambda kv: (-kv[1], kv[0])):
+        having = [s for s in servers if any(r["code"] == code for r in s.get("reasons", []))]
+        first = next(r for r in having[0]["reasons"] if r["code"] == code) if having else None
+        codes.add_row(
+            code,
+            str(count),
+            "yes" if first and first["blocking"] else "no",
+            "\n".join(s["server_id"] for s in having[:FIRST_OF_EACH_CODE]),
+            first["message"] if first else "",
+        )
+    console.print(codes)
 
 
 # ------------------------------------------------------------------ watch
@@ -340,7 +392,9 @@ def add_operator_commands(sub: Any) -> None:
     )
     p.add_argument("--project-id", required=True)
     p.add_argument("--region", required=True)
-    p.add_argument("--image", required=True, help="the new image's UUID")
+    p.add_argument("--image", help="the new image's UUID (every server)")
+    p.add_argument("--image-x86", help="the image for x86 servers (with or without --image-arm)")
+    p.add_argument("--image-arm", help="the image for Kunpeng (Arm) servers")
     p.add_argument("--servers", help="file of server ids, one a line (or a CSV); - for stdin")
     p.add_argument("--csv-column", help="take server ids from this CSV column")
     p.add_argument("--tag", action="append", help="selector: key=value (repeatable)")
@@ -361,6 +415,11 @@ def add_operator_commands(sub: Any) -> None:
     p.add_argument("--job-timeout", dest="job_timeout_s", type=int)
     p.add_argument("--no-skip-matching", action="store_true")
     p.add_argument("--on-conflict", choices=("reject", "skip"))
+    p.add_argument(
+        "--on-incompatible",
+        choices=("reject", "skip"),
+        help="servers pre-flight finds incompatible: refuse the batch (default) or skip them",
+    )
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--watch", action="store_true")
     p = command("watch", "follow a batch live until it ends", cmd_watch)

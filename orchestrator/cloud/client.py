@@ -1,4 +1,5 @@
-"""A small typed async client for the ECS calls we make: changeos (v1/v2), job, server, list.
+"""A small typed async client for the ECS calls we make: changeos (v1/v2), job, server, list,
+flavors; and the signed transport the IMS and EVS clients (`cloud.catalog`) share with it.
 
 Every request is signed (AK/SK) or carries an IAM token, takes a token from the fleet's rate
 budget first, and has explicit connect and read timeouts. Failures come out as the typed
@@ -8,6 +9,7 @@ errors of `orchestrator.cloud.errors`; a changeos whose answer never arrived is 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,7 +26,7 @@ from orchestrator.cloud.errors import (
     classify,
     refused_before_acting,
 )
-from orchestrator.cloud.models import Job, OsChange, Server
+from orchestrator.cloud.models import Flavor, Job, OsChange, Server
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,10 @@ class RateGate(Protocol):
     def penalise(self, project_id: str, region: str) -> None: ...
 
 
-class EcsClient:
-    """The ECS API of one project in one region."""
+class SignedApi:
+    """One cloud service's API for one project in one region: signing (AK/SK or an IAM
+    token), the fleet's rate budget (shared by every service of the project and region),
+    timeouts, and the cloud's errors as typed exceptions. ECS, IMS and EVS clients build on it."""
 
     def __init__(
         self,
@@ -102,92 +106,20 @@ class EcsClient:
         self._rate_gate = rate_gate
         self._observer = observer
 
+    @property
+    def project_id(self) -> str:
+        return self._project_id
+
+    @property
+    def region(self) -> str:
+        return self._region
+
     async def take_rate_token(self, *, within_s: float) -> bool:
         """Take one token of the fleet's rate budget for a call to come, waiting at most
         `within_s`; False when none could be had in that time (nothing was taken)."""
         if self._rate_gate is None:
             return True
         return await self._rate_gate.acquire_within(self._project_id, self._region, within_s)
-
-    async def change_os(
-        self, server_id: str, change: OsChange, *, cloud_init: bool, token_taken: bool = False
-    ) -> str:
-        """Send changeos; answer the cloud's job id. The OS is changed only when the job ends.
-
-        `token_taken`: the caller already holds this call's rate token (`take_rate_token`), so
-        the request goes out at once. A server error that does not prove the cloud refused
-        before acting (a 5xx system error) is an `OutcomeUnknown`, like a lost answer."""
-        version = "v2" if cloud_init else "v1"
-        path = f"/{version}/{self._project_id}/cloudservers/{quote(server_id, safe='')}/changeos"
-        try:
-            try:
-                job_id = await self._change_os(path, change, token_taken=token_taken)
-            except Retryable as exc:
-                if refused_before_acting(exc):
-                    raise
-                raise OutcomeUnknown(
-                    code=exc.code,
-                    message=exc.message,
-                    http_status=exc.http_status,
-                    request_id=exc.request_id,
-                    details=exc.details,
-                ) from None
-        except EcsError as exc:
-            if self._observer is not None:
-                self._observer.changeos_answered(exc)
-            raise
-        if self._observer is not None:
-            self._observer.changeos_answered(None)
-        return job_id
-
-    async def _change_os(self, path: str, change: OsChange, *, token_taken: bool) -> str:
-        status, body, headers = await self._call(
-            "POST", path, body=change.to_body(), operation="changeos", token_taken=token_taken
-        )
-        job_id = body.get("job_id") if isinstance(body, dict) else None
-        if isinstance(job_id, str) and job_id:
-            return job_id
-        # A 2xx without a job id is not a success: Common.0024 is flow control answered with
-        # 202; anything else we cannot prove was or was not applied.
-        error = classify(status, json.dumps(body).encode(), request_id=headers.get("X-Request-Id"))
-        if isinstance(error, Retryable):
-            raise error
-        raise OutcomeUnknown(
-            code=error.code if error.code != f"HTTP.{status}" else "NoJobId",
-            message="changeos answered without a job id",
-            http_status=status,
-            request_id=headers.get("X-Request-Id"),
-        )
-
-    async def show_job(self, job_id: str) -> Job:
-        path = f"/v1/{self._project_id}/jobs/{quote(job_id, safe='')}"
-        _, body, _ = await self._call("GET", path, operation="job")
-        return Job.from_body(body if isinstance(body, dict) else {})
-
-    async def show_server(self, server_id: str) -> Server:
-        path = f"/v1/{self._project_id}/cloudservers/{quote(server_id, safe='')}"
-        _, body, _ = await self._call("GET", path, operation="server")
-        server = body.get("server") if isinstance(body, dict) else None
-        return Server.from_body(server if isinstance(server, dict) else {})
-
-    async def list_servers(
-        self, filters: dict[str, str] | None = None, *, page_size: int = 1000
-    ) -> AsyncIterator[Server]:
-        """Every server matching `filters`, paged with `marker` until a short page."""
-        marker: str | None = None
-        path = f"/v1/{self._project_id}/cloudservers/detail"
-        while True:
-            query = [*sorted((filters or {}).items()), ("limit", str(page_size))]
-            if marker:
-                query.append(("marker", marker))
-            _, body, _ = await self._call("GET", path, query=query, operation="list")
-            page = body.get("servers") if isinstance(body, dict) else None
-            servers = [Server.from_body(s) for s in page if isinstance(s, dict)] if page else []
-            for server in servers:
-                yield server
-            if len(servers) < page_size:
-                return
-            marker = servers[-1].id
 
     def _headers(
         self, method: str, path: str, query: list[tuple[str, str]], raw: bytes
@@ -263,6 +195,143 @@ class EcsClient:
     def _answered(self, operation: str, status: str) -> None:
         if self._observer is not None:
             self._observer.request_answered(operation, status)
+
+    async def _get_pages(
+        self,
+        path: str,
+        *,
+        key: str,
+        filters: list[tuple[str, str]],
+        page_size: int,
+        operation: str,
+        calls: Counter[str] | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every item of a `marker`-paged list (`marker` = the last id), until a short page, or
+        until the `count` the answer gives is reached (no empty last call). `calls` counts the
+        calls made, under `operation`."""
+        marker: str | None = None
+        seen = 0
+        while True:
+            query = [*filters, ("limit", str(page_size))]
+            if marker:
+                query.append(("marker", marker))
+            if calls is not None:
+                calls[operation] += 1
+            _, body, _ = await self._call("GET", path, query=query, operation=operation)
+            page = body.get(key) if isinstance(body, dict) else None
+            items = [item for item in page if isinstance(item, dict)] if page else []
+            for item in items:
+                yield item
+            seen += len(items)
+            count = body.get("count") if isinstance(body, dict) else None
+            if len(items) < page_size or (isinstance(count, int) and seen >= count):
+                return
+            marker = str(items[-1].get("id") or "")
+            if not marker:
+                return
+
+
+class EcsClient(SignedApi):
+    """The ECS API of one project in one region."""
+
+    async def change_os(
+        self, server_id: str, change: OsChange, *, cloud_init: bool, token_taken: bool = False
+    ) -> str:
+        """Send changeos; answer the cloud's job id. The OS is changed only when the job ends.
+
+        `token_taken`: the caller already holds this call's rate token (`take_rate_token`), so
+        the request goes out at once. A server error that does not prove the cloud refused
+        before acting (a 5xx system error) is an `OutcomeUnknown`, like a lost answer."""
+        version = "v2" if cloud_init else "v1"
+        path = f"/{version}/{self._project_id}/cloudservers/{quote(server_id, safe='')}/changeos"
+        try:
+            try:
+                job_id = await self._change_os(path, change, token_taken=token_taken)
+            except Retryable as exc:
+                if refused_before_acting(exc):
+                    raise
+                raise OutcomeUnknown(
+                    code=exc.code,
+                    message=exc.message,
+                    http_status=exc.http_status,
+                    request_id=exc.request_id,
+                    details=exc.details,
+                ) from None
+        except EcsError as exc:
+            if self._observer is not None:
+                self._observer.changeos_answered(exc)
+            raise
+        if self._observer is not None:
+            self._observer.changeos_answered(None)
+        return job_id
+
+    async def _change_os(self, path: str, change: OsChange, *, token_taken: bool) -> str:
+        status, body, headers = await self._call(
+            "POST", path, body=change.to_body(), operation="changeos", token_taken=token_taken
+        )
+        job_id = body.get("job_id") if isinstance(body, dict) else None
+        if isinstance(job_id, str) and job_id:
+            return job_id
+        # A 2xx without a job id is not a success: Common.0024 is flow control answered with
+        # 202; anything else we cannot prove was or was not applied.
+        error = classify(status, json.dumps(body).encode(), request_id=headers.get("X-Request-Id"))
+        if isinstance(error, Retryable):
+            raise error
+        raise OutcomeUnknown(
+            code=error.code if error.code != f"HTTP.{status}" else "NoJobId",
+            message="changeos answered without a job id",
+            http_status=status,
+            request_id=headers.get("X-Request-Id"),
+        )
+
+    async def show_job(self, job_id: str) -> Job:
+        path = f"/v1/{self._project_id}/jobs/{quote(job_id, safe='')}"
+        _, body, _ = await self._call("GET", path, operation="job")
+        return Job.from_body(body if isinstance(body, dict) else {})
+
+    async def show_server(self, server_id: str) -> Server:
+        path = f"/v1/{self._project_id}/cloudservers/{quote(server_id, safe='')}"
+        _, body, _ = await self._call("GET", path, operation="server")
+        server = body.get("server") if isinstance(body, dict) else None
+        return Server.from_body(server if isinstance(server, dict) else {})
+
+    async def list_servers(
+        self,
+        filters: dict[str, str] | None = None,
+        *,
+        page_size: int = 1000,
+        calls: Counter[str] | None = None,
+    ) -> AsyncIterator[Server]:
+        """Every server matching `filters`, paged with `marker`."""
+        async for body in self._get_pages(
+            f"/v1/{self._project_id}/cloudservers/detail",
+            key="servers",
+            filters=sorted((filters or {}).items()),
+            page_size=page_size,
+            operation="list",
+            calls=calls,
+        ):
+            yield Server.from_body(body)
+
+    async def list_servers_page(
+        self, *, marker: str | None, limit: int
+    ) -> tuple[list[Server], int]:
+        """One page of every server of the project, after `marker`, and how many there are."""
+        query = [("limit", str(limit)), *([("marker", marker)] if marker else [])]
+        path = f"/v1/{self._project_id}/cloudservers/detail"
+        _, body, _ = await self._call("GET", path, query=query, operation="list")
+        page = body.get("servers") if isinstance(body, dict) else None
+        count = body.get("count") if isinstance(body, dict) else None
+        servers = [Server.from_body(s) for s in page or [] if isinstance(s, dict)]
+        total = count if isinstance(count, int) and not isinstance(count, bool) else 0
+        return servers, total
+
+    async def list_flavors(self) -> list[Flavor]:
+        """Every flavor of the region (ListFlavors without an availability zone: one call)."""
+        path = f"/v1/{self._project_id}/cloudservers/flavors"
+        _, body, _ = await self._call("GET", path, operation="flavors")
+        flavors = body.get("flavors") if isinstance(body, dict) else None
+        return [Flavor.from_body(f) for f in flavors or [] if isinstance(f, dict)]
 
 
 def _json_or_empty(payload: bytes) -> Any:

@@ -16,13 +16,24 @@ RETRYABLE_CODES = frozenset(
         "Ecs.0603",
         "Common.0001",
         "Ecs.0615",
+        "IMG.0060",  # IMS task flow control
+        "IMG.0010",  # IMS: the server has tasks in progress
     }
 )
 # Retryable answers that prove the cloud refused before acting: the gateway's and the
 # service's flow control, "busy", and a connection that was never made. Any other retryable
 # answer to a changeos (a 5xx system error) may come after the change was accepted.
 REFUSED_BEFORE_ACTING_CODES = frozenset(
-    {"APIGW.0308", "APIG.0308", "Common.1503", "Common.0024", "Ecs.0603", "Connection.Failed"}
+    {
+        "APIGW.0308",
+        "APIG.0308",
+        "Common.1503",
+        "Common.0024",
+        "Ecs.0603",
+        "IMG.0060",
+        "IMG.0010",
+        "Connection.Failed",
+    }
 )
 CONFIG_CODES = frozenset(
     {
@@ -42,6 +53,7 @@ REJECTED_CODES = frozenset(
     {
         "Ecs.0100",
         "Ecs.0005",
+        "Ecs.0007",  # image-related attributes invalid for the server (flavor or image)
         "Ecs.0011",
         "Ecs.0031",
         "Ecs.0032",
@@ -111,7 +123,8 @@ class OutcomeUnknown(EcsError):
 
 
 def parse_error_body(body: bytes) -> tuple[str | None, str, list[dict[str, Any]]]:
-    """(code, message, details) from either the ECS shape or the API gateway's flat shape."""
+    """(code, message, details) from the ECS/IMS/EVS shape, the API gateway's flat shape, or
+    OpenStack's wrapped one."""
     try:
         data = json.loads(body) if body else None
     except (ValueError, UnicodeDecodeError):
@@ -129,6 +142,12 @@ def parse_error_body(body: bytes) -> tuple[str | None, str, list[dict[str, Any]]
         )
     if "error_code" in data:
         return _str_or_none(data.get("error_code")), str(data.get("error_msg") or ""), []
+    # OpenStack's shape, which EVS also answers: {"itemNotFound": {"code": 404, "message": ...}}
+    if len(data) == 1:
+        (wrapped,) = data.values()
+        if isinstance(wrapped, dict) and "message" in wrapped:
+            code = wrapped.get("code")
+            return (code if isinstance(code, str) and code else None), str(wrapped["message"]), []
     return None, "", []
 
 

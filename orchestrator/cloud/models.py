@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.domain.preflight import Architecture, Firmware, ImageFacts, ServerFacts
 from orchestrator.domain.verdicts import ServerSnapshot
 
 FINAL_JOB_STATUSES = frozenset({"SUCCESS", "FAIL"})
@@ -107,6 +108,19 @@ class Server:
     # the first and replaces the second (defaults: facts cached by an older version).
     updated: str | None = None
     system_disk_id: str | None = None
+    # Pre-flight and failure-domain facts (defaults: facts cached by an older version).
+    flavor_id: str | None = None
+    availability_zone: str | None = None
+    os_type: str | None = None
+
+    def facts(self) -> ServerFacts:
+        return ServerFacts(
+            snapshot=self.snapshot(),
+            flavor_id=self.flavor_id,
+            charging_mode=self.charging_mode,
+            locked=self.locked,
+            has_system_disk=self.has_system_disk,
+        )
 
     def snapshot(self) -> ServerSnapshot:
         return ServerSnapshot(
@@ -128,6 +142,7 @@ class Server:
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> Server:
         image = body.get("image")
+        flavor = body.get("flavor")
         metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
         volumes = body.get("os-extended-volumes:volumes_attached")
         tags = body.get("tags")
@@ -149,7 +164,74 @@ class Server:
             tags=tuple(str(t) for t in tags) if isinstance(tags, list) else (),
             updated=_opt(body.get("updated")),
             system_disk_id=_opt(system_disks[0].get("id")) if system_disks else None,
+            flavor_id=_opt(flavor.get("id")) if isinstance(flavor, dict) else None,
+            availability_zone=_opt(body.get("OS-EXT-AZ:availability_zone")),
+            os_type=_opt(metadata.get("os_type")) if metadata else None,
         )
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """An ECS flavor; only Kunpeng flavors carry `ecs:instance_architecture` (arm64)."""
+
+    id: str
+    name: str
+    architecture: Architecture
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> Flavor:
+        specs = body.get("os_extra_specs")
+        arch = specs.get("ecs:instance_architecture") if isinstance(specs, dict) else None
+        return cls(
+            id=str(body.get("id") or ""),
+            name=str(body.get("name") or ""),
+            architecture=Architecture.AARCH64 if arch == "arm64" else Architecture.X86_64,
+        )
+
+
+@dataclass(frozen=True)
+class Volume:
+    """An EVS disk: its size in GB and the servers it is attached to."""
+
+    id: str
+    size_gb: int
+    bootable: bool
+    server_ids: tuple[str, ...]
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> Volume:
+        attachments = body.get("attachments")
+        size = body.get("size")
+        return cls(
+            id=str(body.get("id") or ""),
+            size_gb=size if isinstance(size, int) and not isinstance(size, bool) else 0,
+            bootable=str(body.get("bootable")).lower() == "true",
+            server_ids=tuple(
+                str(a.get("server_id"))
+                for a in (attachments if isinstance(attachments, list) else [])
+                if isinstance(a, dict) and a.get("server_id")
+            ),
+        )
+
+
+def image_facts(body: dict[str, Any]) -> ImageFacts:
+    """An IMS image (ListImages) as the pre-flight rules read it: Arm when `__support_arm` is
+    "true"; UEFI only when `hw_firmware_type` says so (absent means BIOS)."""
+    min_disk = body.get("min_disk")
+    return ImageFacts(
+        id=str(body.get("id") or ""),
+        name=str(body.get("name") or ""),
+        status=str(body.get("status") or ""),
+        min_disk_gb=min_disk if isinstance(min_disk, int) and not isinstance(min_disk, bool) else 0,
+        os_type=str(body.get("__os_type") or "Linux"),
+        architecture=(
+            Architecture.AARCH64
+            if str(body.get("__support_arm")).lower() == "true"
+            else Architecture.X86_64
+        ),
+        firmware=Firmware.UEFI if body.get("hw_firmware_type") == "uefi" else Firmware.BIOS,
+        virtual_env_type=_opt(body.get("virtual_env_type")),
+    )
 
 
 def _opt(value: object) -> str | None:

@@ -167,6 +167,18 @@ class BatchServer(Base):
     # Facts about the server observed before this moment may not decide its next send (a
     # resend after a reconcile must look at the server again, never at an older list sweep).
     facts_not_before: Mapped[datetime | None]
+    # The image this server is changed to (with per-architecture images, its flavor's), chosen
+    # at submission and confirmed by the pre-flight check of each send; None on rows written
+    # before pre-flight existed, which take the batch's `os_change.imageid`.
+    target_image: Mapped[str | None] = mapped_column(String(64))
+    # What the pre-flight check saw at submission (flavor, architecture, zone, charging mode,
+    # system disk and its size, present image and its firmware), shown with the server.
+    facts: Mapped[dict[str, Any] | None]
+
+    def image_for(self, os_change: dict[str, Any]) -> str:
+        """The image this server is changed to: its own, else the batch's single image."""
+        return self.target_image or str(os_change.get("imageid") or "")
+
     # When a task was last handed this row; a message lost in the broker is re-sent after a lease.
     dispatched_at: Mapped[datetime | None]
     next_attempt_at: Mapped[datetime | None]

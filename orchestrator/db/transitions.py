@@ -47,6 +47,7 @@ class ServerColumns(TypedDict, total=False):
     outcome_unknown: bool
     before_call: dict[str, Any] | None
     facts_not_before: datetime | None
+    target_image: str | None
     dispatched_at: datetime | None
     next_attempt_at: datetime | None
     retries: int

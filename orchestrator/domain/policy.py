@@ -26,6 +26,9 @@ class RolloutPolicy:
     pause_after_waves: bool | tuple[int, ...] = False
     wave_delay_s: float = 0.0
     skip_matching: bool = True
+    # A server pre-flight finds incompatible: "reject" refuses the whole batch (422, nothing
+    # stored), "skip" stores it `skipped` with its code.
+    on_incompatible: str = "reject"
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> RolloutPolicy:

@@ -1,8 +1,8 @@
 """Decisions about one server from what the cloud shows of it: pure functions, typed values.
 
-Every path that needs one of these judgements calls the function here: the send path (pre-flight
-just before a changeos), the reconcile after an unknown outcome, and the dry run. Nothing in
-this module reads a database, a clock or the network.
+Every path that needs one of these judgements calls the function here: the reconcile after an
+unknown outcome and the check after a job (pre-flight, the judgement before a changeos, is
+`domain.preflight`). Nothing in this module reads a database, a clock or the network.
 
 The reconcile rule is the project's central promise (DESIGN.md invariant 3): after a changeos
 whose answer never arrived, the server is sent the change again only when it is exactly as it
@@ -76,24 +76,6 @@ class ServerSnapshot:
         """The names of the facts that differ between the two snapshots."""
         mine, theirs = self.as_dict(), other.as_dict()
         return [name for name in mine if mine[name] != theirs[name]]
-
-
-class Preflight(StrEnum):
-    """What to do with a server just before its changeos (and what a dry run predicts)."""
-
-    SUBMIT = "submit"
-    SKIP = "skip"  # already on the target image and idle (AWS Instance Refresh's SkipMatching)
-    WAIT = "wait"  # busy with another operation: ask again later
-
-
-def preflight_verdict(seen: ServerSnapshot, *, target_image: str, skip_matching: bool) -> Preflight:
-    """A busy server waits even when it is already on the target image: it may be in the
-    middle of a change that has not finished (or of something else that could undo it)."""
-    if not seen.is_idle:
-        return Preflight.WAIT
-    if skip_matching and seen.image_id == target_image:
-        return Preflight.SKIP
-    return Preflight.SUBMIT
 
 
 class Reconcile(StrEnum):

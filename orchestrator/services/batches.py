@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -53,6 +54,18 @@ class NewBatch:
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
     selector: dict[str, Any] | None = None
     notify_url: str | None = None
+    # Pre-flight's word on each server (empty: not checked, e.g. rows made by a test).
+    plans: Mapping[str, ServerPlan] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServerPlan:
+    """What submission decided for one server: its image, the facts it was judged on and,
+    when it is incompatible (with `on_incompatible: skip`), why it is skipped."""
+
+    target_image: str | None
+    facts: dict[str, Any] | None
+    incompatible: dict[str, Any] | None = None  # {"code", "message", "reasons"}
 
 
 @dataclass(frozen=True)
@@ -139,6 +152,12 @@ def _insert_batch(
     policy = spec.policy
     total = len(spec.servers)
     waves = wave_of_each(total, RolloutPolicy.from_json(policy).waves)
+    incompatible = {
+        server_id: plan.incompatible
+        for server_id, plan in spec.plans.items()
+        if plan.incompatible is not None and server_id not in skipped
+    }
+    n_skipped = len(skipped) + len(incompatible)
     session.add(
         Batch(
             id=batch_id,
@@ -152,13 +171,13 @@ def _insert_batch(
             sealed_secrets=sealed,
             policy=policy,
             total=total,
-            n_pending=total - len(skipped),
+            n_pending=total - n_skipped,
             n_submitting=0,
             n_running=0,
             n_succeeded=0,
             n_failed=0,
             n_cancelled=0,
-            n_skipped=len(skipped),
+            n_skipped=n_skipped,
             cancel_requested=False,
             current_wave=1,
             waves_total=max(waves, default=1),
@@ -170,7 +189,7 @@ def _insert_batch(
         )
     )
     session.flush()
-    _insert_servers(session, batch_id, spec.servers, waves, skipped, now)
+    _insert_servers(session, batch_id, spec, waves, skipped, incompatible, now)
     record_batch_event(
         session,
         batch_id,
@@ -179,7 +198,12 @@ def _insert_batch(
         reason="accepted",
         actor=actor,
         now=now,
-        details={"total": total, "skipped_conflicts": len(skipped), "parent_id": parent_id},
+        details={
+            "total": total,
+            "skipped_conflicts": len(skipped),
+            "skipped_incompatible": len(incompatible),
+            "parent_id": parent_id,
+        },
     )
     enqueue_batch_event(
         session, batch_id, previous=None, state=BatchState.PENDING, reason="accepted", now=now
@@ -189,20 +213,36 @@ def _insert_batch(
 def _insert_servers(
     session: Session,
     batch_id: str,
-    servers: Sequence[str],
+    spec: NewBatch,
     waves: Sequence[int],
     skipped: dict[str, str],
+    incompatible: dict[str, dict[str, Any]],
     now: datetime,
 ) -> None:
     """Bulk paths: the rows in chunks without RETURNING (an executemany that psycopg pipelines),
     then every creation history row in one INSERT ... SELECT from the rows just written."""
+    servers = spec.servers
+    postgres = session.get_bind().dialect.name == "postgresql"
+    none = ServerPlan(None, None)
+
+    def plan(server_id: str) -> ServerPlan:
+        return spec.plans.get(server_id, none)
+
+    def facts(server_id: str) -> Any:
+        value = plan(server_id).facts
+        # COPY takes JSON as text; an executemany takes the value itself.
+        return json.dumps(value) if postgres and value is not None else value
+
+    def left_out(server_id: str) -> bool:
+        return server_id in skipped or server_id in incompatible
+
     rows = [
         {
             "batch_id": batch_id,
             "server_id": server_id,
             "position": position,
             "wave": waves[position],
-            "state": (ServerState.SKIPPED if server_id in skipped else ServerState.PENDING).value,
+            "state": (ServerState.SKIPPED if left_out(server_id) else ServerState.PENDING).value,
             "attempt": 0,
             "retries": 0,
             "polls": 0,
@@ -210,19 +250,23 @@ def _insert_servers(
             "broken": False,
             "created_at": now,
             "updated_at": now,
-            "finished_at": now if server_id in skipped else None,
+            "finished_at": now if left_out(server_id) else None,
+            "target_image": plan(server_id).target_image,
+            "facts": facts(server_id),
+            "error_code": (incompatible.get(server_id) or {}).get("code"),
+            "error_message": (incompatible.get(server_id) or {}).get("message"),
         }
         for position, server_id in enumerate(servers)
     ]
     counts: dict[tuple[int, str], int] = {}
     for position, server_id in enumerate(servers):
-        state = ServerState.SKIPPED if server_id in skipped else ServerState.PENDING
+        state = ServerState.SKIPPED if left_out(server_id) else ServerState.PENDING
         counts[(waves[position], state.value)] = counts.get((waves[position], state.value), 0) + 1
     session.execute(
         insert(BatchWaveCount),
         [{"batch_id": batch_id, "wave": w, "state": st, "n": n} for (w, st), n in counts.items()],
     )
-    if session.get_bind().dialect.name == "postgresql":
+    if postgres:
         _copy_rows(session, BatchServer.__tablename__, rows)
     else:
         for start in range(0, len(rows), CHUNK):
@@ -256,7 +300,7 @@ def _insert_servers(
             created,
         )
     )
-    if skipped:
+    if skipped or incompatible:
         skipped_rows = session.execute(
             select(BatchServer.id, BatchServer.server_id).where(
                 BatchServer.batch_id == batch_id,
@@ -266,7 +310,7 @@ def _insert_servers(
         session.execute(
             insert(ServerHistory),
             [
-                _accepted_row(row_id, batch_id, sid, skipped[sid], now)
+                _skipped_row(row_id, batch_id, sid, skipped.get(sid), incompatible.get(sid), now)
                 for row_id, sid in skipped_rows
             ],
         )
@@ -285,22 +329,37 @@ def _copy_rows(session: Session, table: str, rows: list[dict[str, Any]]) -> None
             copy.write_row([row[c] for c in columns])
 
 
-def _accepted_row(
-    row_id: int, batch_id: str, server_id: str, conflict_batch: str | None, now: datetime
+def _skipped_row(
+    row_id: int,
+    batch_id: str,
+    server_id: str,
+    conflict_batch: str | None,
+    incompatible: dict[str, Any] | None,
+    now: datetime,
 ) -> dict[str, Any]:
-    skipped = conflict_batch is not None
+    """The creation row of a server stored `skipped`: in another batch, or incompatible."""
+    if conflict_batch is not None:
+        reason, details = "active_in_other_batch", {"other_batch_id": conflict_batch}
+    else:
+        reason, details = "incompatible", dict(incompatible or {})
     return {
         "batch_server_id": row_id,
         "batch_id": batch_id,
         "server_id": server_id,
         "from_state": None,
-        "to_state": (ServerState.SKIPPED if skipped else ServerState.PENDING).value,
+        "to_state": ServerState.SKIPPED.value,
         "at": now,
-        "reason": "active_in_other_batch" if skipped else "accepted",
+        "reason": reason,
         "attempt": 0,
         "job_id": None,
-        "details": {"other_batch_id": conflict_batch} if skipped else {},
+        "details": details,
     }
+
+
+def replay(sessions: sessionmaker[Session], key: str, fingerprint: str) -> CreatedBatch | None:
+    """The batch an Idempotency-Key already made (IdempotencyMismatch for another body)."""
+    with sessions() as session:
+        return _replay(session, key, fingerprint)
 
 
 def _replay(session: Session, key: str, fingerprint: str) -> CreatedBatch | None:

@@ -1,18 +1,23 @@
 """Taking a batch in: the listed servers and those its selector resolves to, each once and
-within the batch size limit; then either the dry run's report, or the batch stored."""
+within the batch size limit; pre-flight's verdict on each; then either the dry run's report,
+or the batch stored (refused whole when incompatible servers meet `on_incompatible: reject`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.cloud.models import Server
+from orchestrator.domain.policy import RolloutPolicy
+from orchestrator.domain.preflight import Judgement, Verdict
 from orchestrator.runtime import Runtime
-from orchestrator.services import batches
+from orchestrator.services import batches, preflight
 from orchestrator.services import targets as targets_service
-from orchestrator.services.batches import NewBatch, RequestInvalidError
+from orchestrator.services.batches import NewBatch, RequestInvalidError, ServerPlan
 
 log = logging.getLogger("reimage.intake")
 
@@ -29,15 +34,23 @@ async def resolve_targets(
     rt: Runtime,
     new: NewBatch,
     selector: targets_service.Selector | None,
-) -> tuple[str, ...]:
-    """The listed servers, then whatever the selector adds, each once, frozen for good."""
-    found: Sequence[str] = ()
+    abandoned: Callable[[], bool] = lambda: False,
+) -> tuple[tuple[str, ...], dict[str, Server], int]:
+    """The listed servers, then whatever the selector adds, each once, frozen for good; the
+    servers the selector's sweep already read; and the list calls that sweep made."""
+    found: Sequence[Server] = ()
+    pages = 0
     if selector is not None:
-        found = await targets_service.resolve_selector(
-            rt, project_id=new.project_id, region=new.region, selector=selector
+        found, pages = await targets_service.resolve_selector(
+            rt,
+            project_id=new.project_id,
+            region=new.region,
+            selector=selector,
+            abandoned=abandoned,
         )
     listed = set(new.servers)
-    targets = [*new.servers, *(server for server in found if server not in listed)]
+    known = {server.id.lower(): server for server in found}
+    targets = [*new.servers, *(server for server in known if server not in listed)]
     if selector is not None and not targets:
         raise RequestInvalidError({"selector": "matched no servers"})
     limit = rt.settings.max_servers_per_batch
@@ -45,7 +58,7 @@ async def resolve_targets(
         raise RequestInvalidError(
             {"selector": f"matched {len(targets)} servers, at most {limit} per batch"}
         )
-    return tuple(targets)
+    return tuple(targets), known, pages
 
 
 async def take_in(
@@ -58,22 +71,39 @@ async def take_in(
     parent_id: str | None,
     actor: str,
     run_blocking: Any,
+    abandoned: Callable[[], bool] = lambda: False,
 ) -> Intake:
-    """Resolve the targets, then answer the dry run or store the batch (`run_blocking` runs
-    the synchronous database work off the event loop, with the caller's deadline)."""
-    new = dataclasses.replace(new, servers=await resolve_targets(rt, new, selector))
+    """Resolve the targets, judge each server (pre-flight), then answer the dry run or store
+    the batch (`run_blocking` runs the synchronous database work off the event loop, with the
+    caller's deadline). `abandoned`: the caller has gone; stop reading the cloud."""
+    servers, known, selector_pages = await resolve_targets(rt, new, selector, abandoned)
+    new = dataclasses.replace(new, servers=servers)
+    if idempotency_key and not dry_run:
+        # A replay answers the batch it made without judging the fleet again.
+        replayed = await run_blocking(batches.replay, rt.sessions, idempotency_key, new.fingerprint)
+        if replayed is not None:
+            return Intake(replayed.batch, created=False)
+    request = preflight.change_request(
+        new.os_change,
+        cloud_init=new.cloud_init,
+        skip_matching=RolloutPolicy.from_json(new.policy).skip_matching,
+        has_adminpass="adminpass" in new.secrets,
+        has_user_data="user_data" in new.secrets,
+    )
+    fleet = await preflight.read_fleet(
+        rt,
+        project_id=new.project_id,
+        region=new.region,
+        server_ids=new.servers,
+        image_ids=request.image_ids,
+        known=known,
+        abandoned=abandoned,
+    )
+    fleet.calls["list_servers"] += selector_pages
+    judgements = preflight.judge_fleet(fleet, new.servers, request)
     if dry_run:
-        report = await targets_service.dry_run(
-            rt,
-            project_id=new.project_id,
-            region=new.region,
-            servers=new.servers,
-            os_change=new.os_change,
-            policy=new.policy,
-            on_conflict=new.on_conflict,
-            selector=new.selector,
-        )
-        return Intake(report, created=False)
+        return Intake(targets_service.dry_run_report(rt, new, fleet, judgements), created=False)
+    new = dataclasses.replace(new, plans=_plans(new, fleet, judgements))
     secret_key = rt.settings.secret_key
     result: batches.CreatedBatch = await run_blocking(
         batches.create_batch,
@@ -91,10 +121,50 @@ async def take_in(
                 "batch_id": result.batch["id"],
                 "project_id": new.project_id,
                 "servers": len(new.servers),
+                "incompatible": sum(1 for p in new.plans.values() if p.incompatible),
                 "actor": actor,
             },
         )
     return Intake(result.batch, created=result.created)
+
+
+def _plans(
+    new: NewBatch, fleet: preflight.FleetFacts, judgements: dict[str, Judgement]
+) -> dict[str, ServerPlan]:
+    """Each server's image and facts; incompatible servers refuse the batch (`reject`, 422,
+    nothing stored) or are stored skipped with their code (`skip`)."""
+    incompatible = {s: j for s, j in judgements.items() if j.verdict is Verdict.WILL_FAIL}
+    if incompatible and RolloutPolicy.from_json(new.policy).on_incompatible == "reject":
+        codes: Counter[str] = Counter(
+            r.code for j in incompatible.values() for r in j.reasons if r.blocking
+        )
+        raise preflight.Incompatible(
+            f"{len(incompatible)} of {len(new.servers)} servers cannot take this change "
+            '(policy.on_incompatible is "reject"; "skip" stores them skipped); nothing stored',
+            {
+                "codes": dict(codes),
+                "servers": [
+                    {
+                        "server_id": server_id,
+                        "codes": [r.code for r in j.reasons if r.blocking],
+                        "reasons": [r.as_dict() for r in j.reasons if r.blocking],
+                    }
+                    for server_id, j in incompatible.items()
+                ],
+            },
+        )
+    plans: dict[str, ServerPlan] = {}
+    for server_id, judgement in judgements.items():
+        skip = None
+        first = judgement.first_blocking
+        if judgement.verdict is Verdict.WILL_FAIL and first is not None:
+            skip = {
+                "code": first.code,
+                "message": first.message,
+                "reasons": [r.as_dict() for r in judgement.reasons],
+            }
+        plans[server_id] = ServerPlan(judgement.image_id, fleet.frozen(server_id), skip)
+    return plans
 
 
 async def take_in_retry(

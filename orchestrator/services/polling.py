@@ -181,7 +181,7 @@ async def _check_server_after(
         return "awaiting_sweep"
     seen = server.snapshot()
     verdict = after_job_verdict(
-        seen, target_image=str(batch.os_change["imageid"]), job_succeeded=job.succeeded
+        seen, target_image=row.image_for(batch.os_change), job_succeeded=job.succeeded
     )
     details = {"job": job.body, "server": seen.as_dict()}
     if verdict is AfterJob.WAIT:
@@ -289,7 +289,7 @@ async def _follow_server(
 ) -> str:
     seen = (await client.show_server(row.server_id)).snapshot()
     verdict = after_job_verdict(
-        seen, target_image=str(batch.os_change["imageid"]), job_succeeded=None
+        seen, target_image=row.image_for(batch.os_change), job_succeeded=None
     )
     details = {**why, "server": seen.as_dict()}
     if verdict is AfterJob.WAIT and seen.is_rebuilding and overdue:

@@ -10,6 +10,7 @@ server is read, and a new call goes out only when it is exactly as it was before
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from collections.abc import Sequence
@@ -26,23 +27,18 @@ from orchestrator.cloud.models import OsChange
 from orchestrator.db.bookkeeping import release_dispatch
 from orchestrator.db.models import Batch, BatchServer
 from orchestrator.db.transitions import ServerColumns, ServerGuard, record_server_transition
+from orchestrator.domain.preflight import Judgement, Verdict
 from orchestrator.domain.rollout import allowed_failures, budget_spent
 from orchestrator.domain.states import TERMINAL_BATCH_STATES, BatchState, ServerState
 from orchestrator.domain.timing import first_poll_delay_s, retry_delay_s
-from orchestrator.domain.verdicts import (
-    Preflight,
-    Reconcile,
-    ServerSnapshot,
-    preflight_verdict,
-    reconcile_verdict,
-)
+from orchestrator.domain.verdicts import Reconcile, ServerSnapshot, reconcile_verdict
 from orchestrator.observability.logs import log_context
 from orchestrator.runtime import Runtime
+from orchestrator.services import preflight
 from orchestrator.services.control import pause_for_config_error
 from orchestrator.services.sealing import SealError, unseal
+from orchestrator.services.send_checks import judge_before_send
 
-# Skip matching may rely on a list sweep this recent; older facts mean a server-details call.
-PREFLIGHT_MAX_AGE_S = 30.0
 # With backoff capped at two minutes, about an hour of trying before a server is given up.
 MAX_SUBMIT_RETRIES = 30
 # Calls sent for one server whose outcomes were each lost, yet the server showed no change:
@@ -89,7 +85,7 @@ async def submit_server(rt: Runtime, batch_server_id: int) -> str:
             client = rt.ecs_client(http, project_id=batch.project_id, region=batch.region)
             if row.call_started_at is not None:
                 return await reconcile(rt, client, row, batch)
-            return await _send_changeos(rt, client, row, batch)
+            return await _send_changeos(rt, http, client, row, batch)
 
 
 def _release_dispatch(rt: Runtime, row_id: int) -> None:
@@ -153,7 +149,7 @@ def _batch_may_send(batch: Batch) -> ColumnElement[bool]:
     return select(Batch.id).where(*conditions).exists()
 
 
-def _os_change(rt: Runtime, batch: Batch) -> OsChange:
+def _os_change(rt: Runtime, row: BatchServer, batch: Batch) -> OsChange:
     body = dict(batch.os_change)
     metadata = {str(k): str(v) for k, v in (body.get("metadata") or {}).items()}
     adminpass = None
@@ -164,7 +160,8 @@ def _os_change(rt: Runtime, batch: Batch) -> OsChange:
         if "user_data" in secrets:
             metadata["user_data"] = secrets["user_data"]
     return OsChange(
-        imageid=str(body["imageid"]),
+        # Confirmed (or chosen, for per-architecture images) by the pre-flight check.
+        imageid=row.image_for(batch.os_change),
         keyname=body.get("keyname"),
         userid=body.get("userid"),
         adminpass=adminpass,
@@ -182,20 +179,23 @@ def token_deadline_s(rt: Runtime) -> float:
     return max(1.0, rt.settings.task_lease_s / 2)
 
 
-async def _send_changeos(rt: Runtime, client: EcsClient, row: BatchServer, batch: Batch) -> str:
+async def _send_changeos(
+    rt: Runtime, http: aiohttp.ClientSession, client: EcsClient, row: BatchServer, batch: Batch
+) -> str:
     stopped = _stop_before_sending(rt, row, batch)
     if stopped:
         return stopped
-    looked = await _look_before_sending(rt, client, row, batch)
-    if isinstance(looked, str):
-        return looked
-    before = looked
     try:
-        change = _os_change(rt, batch)
+        change = _os_change(rt, row, batch)
     except SealError as exc:
         pause_for_config_error(rt, batch.id, f"secrets unreadable: {exc}")
         _release(rt, row, "config_error", {"error": str(exc)})
         return "config_error"
+    looked = await _look_before_sending(rt, http, client, row, batch, change)
+    if isinstance(looked, str):
+        return looked
+    before, image_id = looked
+    change = dataclasses.replace(change, imageid=image_id)
     # The rate token BEFORE the attempt is recorded: whatever the wait, it happens while the
     # row still says "nothing sent", so nothing that can take unbounded time sits between the
     # record and the send (DESIGN.md invariant 3).
@@ -219,6 +219,7 @@ async def _send_changeos(rt: Runtime, client: EcsClient, row: BatchServer, batch
             "call_started_at": started,
             "before_call": before.as_dict(),
             "facts_not_before": None,
+            "target_image": image_id,
         },
         details={
             "attempt": row.attempt + 1,
@@ -300,14 +301,21 @@ def _log_refused(exc: EcsError, attempt: int) -> None:
 
 
 async def _look_before_sending(
-    rt: Runtime, client: EcsClient, row: BatchServer, batch: Batch
-) -> ServerSnapshot | str:
-    """Read the server just before the change: the snapshot an unknown outcome is settled
-    against, and the pre-flight verdict (skip one already on the target image, wait while it
-    is busy). Answers the snapshot to send with, or what was done instead."""
+    rt: Runtime,
+    http: aiohttp.ClientSession,
+    client: EcsClient,
+    row: BatchServer,
+    batch: Batch,
+    change: OsChange,
+) -> tuple[ServerSnapshot, str] | str:
+    """Read the server just before the change and judge it again (pre-flight): skip one
+    already on its image, wait while it is busy, fail one the change cannot work on without
+    sending anything. Answers the snapshot an unknown outcome is settled against and the image
+    to send, or what was done instead."""
     server = None
     if rt.facts is not None:  # a recent list sweep saves a call per server
-        observed_after = rt.clock().timestamp() - PREFLIGHT_MAX_AGE_S
+        # Pre-flight may rely on a list sweep this recent; older facts mean a details call.
+        observed_after = rt.clock().timestamp() - rt.settings.facts_max_age_s
         if row.facts_not_before is not None:
             observed_after = max(observed_after, row.facts_not_before.timestamp())
         server = rt.facts.lookup(
@@ -324,13 +332,40 @@ async def _look_before_sending(
         return "config_error"
     except Rejected as exc:
         return _fail(rt, row, exc, reason="preflight_rejected", attempt=row.attempt)
-    seen = server.snapshot()
-    verdict = preflight_verdict(
-        seen,
-        target_image=str(batch.os_change["imageid"]),
+    request = preflight.change_request(
+        batch.os_change,
+        cloud_init=batch.cloud_init,
         skip_matching=batch.rollout_policy.skip_matching,
+        has_adminpass=change.adminpass is not None,
+        has_user_data="user_data" in change.metadata,
     )
-    if verdict is Preflight.SKIP:
+    try:
+        judgement = await judge_before_send(
+            rt,
+            http,
+            project_id=batch.project_id,
+            region=batch.region,
+            server=server,
+            frozen=row.facts,
+            request=request,
+        )
+    except Retryable as exc:
+        return _schedule_retry(rt, row, row.attempt, exc)
+    except EcsError as exc:
+        # IMS, EVS or flavors refused us (credentials, an endpoint that is not the cloud's):
+        # nothing can be judged, so nothing is sent until a person has looked.
+        pause_for_config_error(rt, batch.id, f"pre-flight facts unreadable: {exc}")
+        _release(rt, row, "config_error", exc.as_details())
+        return "config_error"
+    return _act_on_judgement(rt, row, server.snapshot(), judgement)
+
+
+def _act_on_judgement(
+    rt: Runtime, row: BatchServer, seen: ServerSnapshot, judgement: Judgement
+) -> tuple[ServerSnapshot, str] | str:
+    reasons = [reason.as_dict() for reason in judgement.reasons]
+    verdict = judgement.verdict
+    if verdict is Verdict.SKIP:
         _settle(
             rt,
             row.id,
@@ -338,14 +373,38 @@ async def _look_before_sending(
             reason="already_on_image",
             now=rt.clock(),
             guard={"call_started_at": None, "attempt": row.attempt},
-            values={"dispatched_at": None},
-            details={"server": seen.as_dict()},
+            values={"dispatched_at": None, "target_image": judgement.image_id},
+            details={"server": seen.as_dict(), "reasons": reasons},
         )
         return "skipped"
-    if verdict is Preflight.WAIT:
+    if verdict is Verdict.WAIT:
         busy = Retryable(code="ServerBusy", message=f"server is {seen.status}/{seen.task_state}")
         return _schedule_retry(rt, row, row.attempt, busy, details={"server": seen.as_dict()})
-    return seen
+    if verdict is Verdict.UNKNOWN:
+        unknown = Retryable(
+            code="PreflightUnknown",
+            message="a fact pre-flight needs: " + ", ".join(judgement.codes),
+        )
+        return _schedule_retry(rt, row, row.attempt, unknown, details={"reasons": reasons})
+    first = judgement.first_blocking
+    if verdict is Verdict.WILL_FAIL and first is not None:
+        _settle(
+            rt,
+            row.id,
+            to=ServerState.FAILED,
+            reason="preflight_failed",
+            now=rt.clock(),
+            guard={"call_started_at": None, "attempt": row.attempt},
+            values={
+                "dispatched_at": None,
+                "error_code": first.code,
+                "error_message": first.message,
+            },
+            details={"server": seen.as_dict(), "reasons": reasons, "changeos_sent": False},
+        )
+        return "preflight_failed"
+    assert judgement.image_id is not None
+    return seen, judgement.image_id
 
 
 def _settle(
@@ -516,7 +575,7 @@ async def reconcile(rt: Runtime, client: EcsClient, row: BatchServer, batch: Bat
 def _apply_reconcile(rt: Runtime, row: BatchServer, batch: Batch, seen: ServerSnapshot) -> str:
     now = rt.clock()
     before = ServerSnapshot.from_dict(row.before_call) if row.before_call else None
-    verdict = reconcile_verdict(before, seen, target_image=str(batch.os_change["imageid"]))
+    verdict = reconcile_verdict(before, seen, target_image=row.image_for(batch.os_change))
     details = verdict.details(before, seen)
     # Only the call we examined may be settled by what we saw.
     same_call: ServerGuard = {"attempt": row.attempt, "call_started_at": row.call_started_at}

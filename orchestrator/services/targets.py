@@ -1,25 +1,21 @@
 """Which servers a batch targets: a selector resolved through the list API into a frozen list,
-and the dry run that reads each server and says what a real run would do, sending nothing."""
+and the dry run's report of what a real run would do with each (pre-flight verdicts)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import aiohttp
 
-from orchestrator.cloud.client import EcsClient
-from orchestrator.cloud.errors import EcsError, Rejected
 from orchestrator.cloud.models import Server
 from orchestrator.domain.policy import RolloutPolicy
+from orchestrator.domain.preflight import CHARGING_NAMES, Judgement, Verdict
 from orchestrator.domain.rollout import allowed_failures, plan_waves
-from orchestrator.domain.verdicts import preflight_verdict
 from orchestrator.runtime import Runtime
-from orchestrator.services.batches import active_conflicts
-
-CHARGING_MODES = {"0": "pay_per_use", "1": "yearly_monthly", "2": "spot"}
-DRY_RUN_CONCURRENCY = 16
+from orchestrator.services.batches import NewBatch, active_conflicts
+from orchestrator.services.preflight import Abandoned, FleetFacts
 
 
 class Selector(Protocol):
@@ -33,132 +29,94 @@ class Selector(Protocol):
 
 
 async def resolve_selector(
-    rt: Runtime, *, project_id: str, region: str, selector: Selector
-) -> list[str]:
-    """Every server the list API returns for the selector, in the cloud's order. The API
-    filters by one tag; further tags and `not_image` are checked here."""
-    wanted_tags = set(selector.tags)
-    found: list[str] = []
-    async with aiohttp.ClientSession() as http:
-        client = rt.ecs_client(http, project_id=project_id, region=region)
-        async for server in client.list_servers(selector.list_filters()):
-            if not wanted_tags <= set(server.tags):
-                continue
-            if selector.not_image and server.image_id == selector.not_image:
-                continue
-            found.append(server.id.lower())
-    return found
-
-
-def _verdict(
-    server: Server, *, target: str, mode: str | None, skip_matching: bool
-) -> dict[str, Any]:
-    running_without_stop = server.status == "ACTIVE" and mode != "withStopServer"
-    charging = CHARGING_MODES.get(server.charging_mode or "", server.charging_mode)
-    problems = [
-        text
-        for text, present in (
-            ("no system disk", not server.has_system_disk),
-            ("spot-priced servers cannot change OS", charging == "spot"),
-            ("locked", server.locked),
-            ("running, and mode is not withStopServer", running_without_stop),
-        )
-        if present
-    ]
-    already = server.image_id == target
-    busy = not server.is_idle
-    # The same pre-flight decision the send path makes, so the dry run predicts it exactly.
-    preflight = preflight_verdict(
-        server.snapshot(), target_image=target, skip_matching=skip_matching
-    )
-    verdict = "will_fail" if problems else preflight.value
-    return {
-        "exists": True,
-        "status": server.status,
-        "task_state": server.task_state,
-        "image_id": server.image_id,
-        "has_system_disk": server.has_system_disk,
-        "charging_mode": charging,
-        "locked": server.locked,
-        "running_without_stop": running_without_stop,
-        "already_on_image": already,
-        "busy": busy,
-        "problems": problems,
-        "verdict": verdict,
-    }
-
-
-async def _inspect(
-    client: EcsClient, server_id: str, limit: asyncio.Semaphore, **rules: Any
-) -> dict[str, Any]:
-    async with limit:
-        try:
-            server = await client.show_server(server_id)
-        except Rejected as exc:
-            exists = exc.http_status != 404
-            return {
-                "server_id": server_id,
-                "exists": exists,
-                "error_code": exc.code,
-                "problems": [exc.message],
-                "verdict": "will_fail",
-            }
-        except EcsError as exc:
-            return {
-                "server_id": server_id,
-                "exists": None,
-                "error_code": exc.code,
-                "problems": [exc.message],
-                "verdict": "unknown",
-            }
-    return {"server_id": server_id, **_verdict(server, **rules)}
-
-
-async def dry_run(
     rt: Runtime,
     *,
     project_id: str,
     region: str,
-    servers: Sequence[str],
-    os_change: dict[str, Any],
-    policy: dict[str, Any],
-    on_conflict: str,
-    selector: dict[str, Any] | None,
-) -> dict[str, Any]:
-    """What a real submission would do: nothing is stored and no change is sent."""
-    with rt.sessions() as session:
-        conflicts = {c["server_id"]: c["batch_id"] for c in active_conflicts(session, servers)}
-    limit = asyncio.Semaphore(DRY_RUN_CONCURRENCY)
-    rollout = RolloutPolicy.from_json(policy)
-    rules = {
-        "target": str(os_change["imageid"]),
-        "mode": os_change.get("mode"),
-        "skip_matching": rollout.skip_matching,
-    }
+    selector: Selector,
+    abandoned: Callable[[], bool] = lambda: False,
+) -> tuple[list[Server], int]:
+    """Every server the list API returns for the selector, in the cloud's order (the facts
+    pre-flight reads, so they are not read again). The API filters by one tag; further tags
+    and `not_image` are checked here. Also answers the list calls it made; stops (`Abandoned`)
+    once `abandoned()` says the caller has gone."""
+    wanted_tags = set(selector.tags)
+    found: list[Server] = []
+    calls = Counter[str]()
     async with aiohttp.ClientSession() as http:
         client = rt.ecs_client(http, project_id=project_id, region=region)
-        reports = await asyncio.gather(*(_inspect(client, s, limit, **rules) for s in servers))
-    for report in reports:
-        other = conflicts.get(report["server_id"])
+        async for server in client.list_servers(selector.list_filters(), calls=calls):
+            if abandoned():
+                raise Abandoned
+            if not wanted_tags <= set(server.tags):
+                continue
+            if selector.not_image and server.image_id == selector.not_image:
+                continue
+            found.append(server)
+    return found, calls["list"]
+
+
+def dry_run_report(
+    rt: Runtime,
+    new: NewBatch,
+    fleet: FleetFacts,
+    judgements: Mapping[str, Judgement],
+) -> dict[str, Any]:
+    """What a real submission would do, server by server: nothing is stored, nothing sent."""
+    with rt.sessions() as session:
+        conflicts = {c["server_id"]: c["batch_id"] for c in active_conflicts(session, new.servers)}
+    rollout = RolloutPolicy.from_json(new.policy)
+    reports = []
+    for server_id, judgement in judgements.items():
+        report = server_report(server_id, judgement, fleet)
+        other = conflicts.get(server_id)
         if other:
             report["active_in_batch"] = other
-            report["verdict"] = "skip" if on_conflict == "skip" else "conflict"
-    verdicts: dict[str, int] = {}
-    for report in reports:
-        verdicts[report["verdict"]] = verdicts.get(report["verdict"], 0) + 1
-    total = len(servers)
+            report["verdict"] = "skip" if new.on_conflict == "skip" else Verdict.CONFLICT.value
+        reports.append(report)
+    verdicts: Counter[str] = Counter(r["verdict"] for r in reports)
+    codes: Counter[str] = Counter(
+        reason.code for judgement in judgements.values() for reason in judgement.reasons
+    )
+    total = len(new.servers)
     return {
         "dry_run": True,
         "total": total,
-        "selector": selector,
+        "selector": new.selector,
         "plan": {
             "waves": plan_waves(total, rollout.waves),
             "max_in_flight": rollout.in_flight_limit(total),
             "max_failures": allowed_failures(rollout.max_failures, total),
             "pause_after_waves": rollout.pause_after_waves,
             "wave_delay_s": rollout.wave_delay_s,
+            "on_incompatible": rollout.on_incompatible,
         },
-        "verdicts": verdicts,
+        "verdicts": dict(verdicts),
+        "codes": dict(codes),
+        "cloud_calls": {**dict(fleet.calls), "total": sum(fleet.calls.values())},
         "conflicts": [{"server_id": s, "batch_id": b} for s, b in conflicts.items()],
         "servers": reports,
+    }
+
+
+def server_report(server_id: str, judgement: Judgement, fleet: FleetFacts) -> dict[str, Any]:
+    """One server's verdict with its reasons, and the facts they were drawn from."""
+    server = fleet.servers.get(server_id)
+    report: dict[str, Any] = {"server_id": server_id, **judgement.as_dict()}
+    if server is None:
+        return {**report, "exists": False}
+    frozen = fleet.frozen(server_id) or {}
+    return {
+        **report,
+        "exists": True,
+        "name": server.name,
+        "status": server.status,
+        "task_state": server.task_state,
+        "current_image_id": server.image_id,
+        "flavor_id": server.flavor_id,
+        "architecture": frozen.get("architecture"),
+        "availability_zone": server.availability_zone,
+        "charging_mode": CHARGING_NAMES.get(server.charging_mode or "", server.charging_mode),
+        "locked": server.locked,
+        "system_disk_gb": frozen.get("system_disk_gb"),
     }

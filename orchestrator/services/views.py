@@ -66,6 +66,9 @@ def server_view(row: BatchServer) -> dict[str, Any]:
         "attempt": row.attempt,
         "job_id": row.job_id,
         "job_status": row.job_status,
+        # The image it is (or was) changed to, and the facts pre-flight judged it on.
+        "image_id": row.target_image,
+        "facts": row.facts,
         "error_code": row.error_code,
         "error_message": row.error_message,
         "broken": row.broken,

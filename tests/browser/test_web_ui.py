@@ -10,6 +10,7 @@ committed pictures in docs/screenshots/ (opt-in: a plain test run leaves tracked
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -442,3 +443,45 @@ def test_a_viewer_sees_who_it_is_and_no_controls(page: Page, stack: FullStack) -
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_test_id("action-cancel").click()
     expect(page.get_by_test_id("batch-state")).to_have_text("cancelled", timeout=30_000)
+
+
+def test_a_pre_flight_check_shows_verdicts_and_a_skipped_servers_reason(
+    page: Page, stack: FullStack
+) -> None:
+    fine = servers_where(2, set())
+    locked = str(uuid.uuid4())
+    http(
+        "POST", f"{stack.sim_url}/_sim/servers", body={"servers": [{"id": locked, "locked": True}]}
+    )
+    request = {
+        "project_id": PROJECT,
+        "region": "cn-north-4",
+        "servers": [*fine, locked],
+        "os_change": {
+            "imageid": "e215580f-73ad-429d-b6f2-5433947433b0",
+            "keyname": "KeyPair-web",
+            "mode": "withStopServer",
+        },
+        "policy": {"on_incompatible": "skip", "poll_interval_s": 1},
+    }
+    page.goto(f"{stack.api_url}/#/")
+    sign_in(page)
+    page.get_by_test_id("dry-run-link").click()
+    expect(page.get_by_test_id("dry-run")).to_be_visible()
+    page.get_by_test_id("dry-run-request").fill(json.dumps(request))
+    page.get_by_test_id("dry-run-submit").click()
+    expect(page.get_by_test_id("dry-run-status")).to_contain_text("3 servers checked")
+    verdicts = page.get_by_test_id("dry-run-verdicts-row")
+    expect(verdicts.filter(has_text="submit")).to_contain_text("2")
+    expect(verdicts.filter(has_text="will_fail")).to_contain_text("1")
+    code = page.locator("[data-testid=dry-run-code-row][data-code=server_locked]")
+    expect(code).to_contain_text(locked)
+    expect(code).to_contain_text("locked")
+    shot(page, "13-pre-flight-check")
+    # The same request for real, with skip: the locked server is stored skipped, and says why.
+    batch = api(stack, "POST", "/batches", request)
+    page.goto(f"{stack.api_url}/#/batches/{batch['id']}")
+    row = page.locator(f"[data-testid=server-row][data-server-id='{locked}']")
+    expect(row).to_have_attribute("data-state", "skipped")
+    expect(row.get_by_test_id("error-code")).to_have_text("server_locked")
+    wait_api(stack, batch["id"], lambda b: b["state"] in TERMINAL)

@@ -154,6 +154,10 @@ class Fleet:
             "ORCH_REDIS_URL": self.redis.url,
             "ORCH_ECS_ENDPOINT": "http://127.0.0.1:9/{region}",  # every region is mapped below
             "ORCH_ECS_ENDPOINTS": json.dumps(self.sims),
+            "ORCH_IMS_ENDPOINT": "http://127.0.0.1:9/{region}",
+            "ORCH_IMS_ENDPOINTS": json.dumps(self.sims),
+            "ORCH_EVS_ENDPOINT": "http://127.0.0.1:9/{region}",
+            "ORCH_EVS_ENDPOINTS": json.dumps(self.sims),
             "HUAWEICLOUD_SDK_AK": AK,
             "HUAWEICLOUD_SDK_SK": SK,
             "ORCH_API_TOKEN": TOKEN,

@@ -93,6 +93,9 @@ def start_full_stack(
         "ORCH_DATABASE_URL": database_url,
         "ORCH_REDIS_URL": redis_url,
         "ORCH_ECS_ENDPOINT": f"http://127.0.0.1:{sim_port}",
+        # The simulator serves IMS and EVS beside ECS, on the same port.
+        "ORCH_IMS_ENDPOINT": f"http://127.0.0.1:{sim_port}",
+        "ORCH_EVS_ENDPOINT": f"http://127.0.0.1:{sim_port}",
         "HUAWEICLOUD_SDK_AK": ak,
         "HUAWEICLOUD_SDK_SK": sk,
         "ORCH_API_TOKEN": token,

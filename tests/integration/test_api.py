@@ -41,12 +41,13 @@ def body(servers: list[str] | None = None, **overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def settings(database_url: str, redis_url: str) -> Settings:
+def settings(database_url: str, redis_url: str, cloud_settings: dict[str, Any]) -> Settings:
     return load_settings(
         database_url=database_url,
         redis_url=redis_url,
         api_token=TOKEN,
         secret_key="test-secret-key",
+        **cloud_settings,
     )
 
 

@@ -23,7 +23,7 @@ TOKEN = "rollout-token-abcdefghijkl"
 AK, SK = "ROLLOUTACCESSKEY0001", "rollout-secret-key-0000000000000000000001"
 PROJECT = "0605767bd8b5d3f92f0ac0123456789a"
 GOOD_IMAGE = "e215580f-73ad-429d-b6f2-5433947433b0"
-UNKNOWN_IMAGE = "0b1e2d3c-4f5a-4b6c-8d7e-9f0a1b2c3d4e"
+JOB_FAIL_CODE = "Ecs.0202"  # what the simulator's failing jobs answer
 TERMINAL = {"succeeded", "partially_failed", "aborted", "cancelled"}
 
 
@@ -190,15 +190,20 @@ def test_cancel_follows_running_jobs_and_cancels_the_rest(stack: ProcessStack) -
 
 def test_error_budget_aborts_then_retry_of_the_failed(stack: ProcessStack) -> None:
     servers = new_servers(10)
-    batch = submit(stack, servers, image=UNKNOWN_IMAGE, max_in_flight=1, max_failures=3)
-    done = wait_for(stack, batch["id"], TERMINAL)
+    # Every job fails while this is set (a bad image pre-flight cannot see: it boots nothing).
+    http("POST", stack.env["SIM_URL"] + "/_sim/faults", body={"fail_ratio": 1.0})
+    try:
+        batch = submit(stack, servers, max_in_flight=1, max_failures=3)
+        done = wait_for(stack, batch["id"], TERMINAL)
+    finally:
+        http("POST", stack.env["SIM_URL"] + "/_sim/faults", body={"fail_ratio": 0.0})
     assert done["state"] == "aborted" and done["abort_reason"] == "error_budget"
     assert done["counts"]["failed"] == 4  # 3 allowed: the fourth failure stops the batch
     assert done["counts"]["cancelled"] == 6
     assert done["error_budget"] == {"allowed": 3, "used": 4, "left": 0}
     rows = servers_of(stack, batch["id"])
     assert [r["state"] for r in rows] == ["failed"] * 4 + ["cancelled"] * 6
-    assert {r["error_code"] for r in rows[:4]} == {"Ecs.0031"}
+    assert {r["error_code"] for r in rows[:4]} == {JOB_FAIL_CODE}
     assert history(stack, rows[-1]["server_id"])[-1]["reason"] == "error_budget"
 
     status, child = api(
@@ -242,6 +247,7 @@ def test_skip_matching_and_dry_run(stack: ProcessStack) -> None:
         "max_failures": 1,
         "pause_after_waves": False,
         "wave_delay_s": 0.0,
+        "on_incompatible": "reject",
     }
     assert sim_stats(stack)["requests"]["changeos"] == before  # the dry run sent nothing
     assert all(s not in sim_stats(stack)["changeos_accepted"] for s in servers[2:])

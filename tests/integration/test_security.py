@@ -20,6 +20,7 @@ from orchestrator.config import Settings, load_settings
 from orchestrator.domain.access import Role
 from orchestrator.runtime import Runtime
 from orchestrator.services import tokens as tokens_service
+from tests.integration.conftest import CloudMaker
 
 BOOTSTRAP = "bootstrap-token-0123456789"
 ADMIN_AUTH = {"Authorization": f"Bearer {BOOTSTRAP}"}
@@ -32,11 +33,13 @@ ClientMaker = Callable[..., Any]
 def batch_body(project: str, n: int = 3, **overrides: Any) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "project_id": project,
-        "region": "cn-north-4",
+        # Each project is simulated in its own region (see `settings`).
+        "region": "cn-east-3" if project == OTHER else "cn-north-4",
         "servers": [str(uuid.uuid4()) for _ in range(n)],
         "os_change": {
             "imageid": "e215580f-73ad-429d-b6f2-5433947433b0",
             "keyname": "KeyPair-350b",
+            "mode": "withStopServer",
         },
     }
     payload.update(overrides)
@@ -46,9 +49,17 @@ def batch_body(project: str, n: int = 3, **overrides: Any) -> dict[str, Any]:
 FAILURE_LIMIT = 20
 
 
+@pytest.fixture
+async def clouds(make_cloud: CloudMaker) -> dict[str, Any]:
+    return await make_cloud({"cn-north-4": OWN, "cn-east-3": OTHER})
+
+
 @pytest.fixture(params=[10_000])
-def settings(request: pytest.FixtureRequest, database_url: str, redis_url: str) -> Settings:
+def settings(
+    request: pytest.FixtureRequest, database_url: str, redis_url: str, clouds: dict[str, Any]
+) -> Settings:
     return load_settings(
+        **clouds,
         database_url=database_url,
         redis_url=redis_url,
         api_token=BOOTSTRAP,

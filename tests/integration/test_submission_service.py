@@ -122,10 +122,15 @@ async def test_bad_credentials_pause_the_batch_after_the_first_refusal(world: Wo
 async def test_rejected_change_fails_the_server_with_the_cloud_code(world: World) -> None:
     rt = world.make_runtime()
     batch_id, ids = new_batch(rt, 1)
-    with rt.sessions() as session:  # an image id the cloud refuses: not a UUID
+    with rt.sessions() as session:  # a body the cloud refuses and pre-flight has no rule for
         session.execute(
             update(Batch).values(
-                os_change={"imageid": "nope", "keyname": "k", "mode": "withStopServer"}
+                os_change={
+                    "imageid": IMAGE,
+                    "keyname": "k",
+                    "mode": "withStopServer",
+                    "metadata": {"BYOL": "false"},
+                }
             )
         )
         session.commit()
@@ -136,6 +141,32 @@ async def test_rejected_change_fails_the_server_with_the_cloud_code(world: World
     tick(rt, ListDispatcher())
     with rt.sessions() as session:
         assert session.get_one(Batch, batch_id).state == "partially_failed"
+
+
+async def test_an_incompatible_server_fails_at_send_without_a_changeos(world: World) -> None:
+    rt = world.make_runtime()
+    _, ids = new_batch(rt, 1)
+    with rt.sessions() as session:  # the image was deleted after submission
+        session.execute(
+            update(Batch).values(
+                os_change={"imageid": "nope", "keyname": "k", "mode": "withStopServer"}
+            )
+        )
+        session.commit()
+    tick(rt, ListDispatcher())
+    assert await submit_server(rt, ids[0]) == "preflight_failed"
+    failed = row(rt, ids[0])
+    assert (failed.state, failed.error_code) == ("failed", "image_not_found")
+    assert (await world.stats())["requests"]["changeos"] == 0
+    with rt.sessions() as session:
+        last = session.scalars(
+            select(ServerHistory)
+            .where(ServerHistory.batch_server_id == ids[0])
+            .order_by(ServerHistory.id.desc())
+        ).first()
+    assert last is not None and last.reason == "preflight_failed"
+    assert last.details["changeos_sent"] is False
+    assert last.details["reasons"][0]["code"] == "image_not_found"
 
 
 @dataclass

@@ -145,6 +145,8 @@ async def make_world_fixture(
                     "database_url": database_url,
                     "redis_url": redis_url,
                     "ecs_endpoint": endpoint,
+                    "ims_endpoint": endpoint,
+                    "evs_endpoint": endpoint,
                     "cloud_ak": AK,
                     "cloud_sk": sk,
                     "reconcile_grace_s": 0,

@@ -529,3 +529,43 @@ def test_any_distinct_uuids_parse_in_order(servers: list[uuid.UUID], upper: bool
     given_ids = [str(s).upper() if upper else str(s) for s in servers]
     request = parse(v1_body(servers=given_ids))
     assert request.servers == tuple(str(s) for s in servers)
+
+
+# --- per-architecture images and on_incompatible ----------------------------------------
+
+
+ARM_IMAGE = "0b1e2d3c-4f5a-4b6c-8d7e-9f0a1b2c3d4e"
+
+
+def test_images_per_architecture_replace_imageid() -> None:
+    body = with_os_change(v1_body(), imageid=None, images={"x86_64": IMAGE, "aarch64": ARM_IMAGE})
+    request = parse(body)
+    assert request.public_os_change()["images"] == {"x86_64": IMAGE, "aarch64": ARM_IMAGE}
+    assert "imageid" not in request.public_os_change()
+    only_arm = parse(with_os_change(v1_body(), imageid=None, images={"aarch64": ARM_IMAGE}))
+    assert only_arm.public_os_change()["images"] == {"aarch64": ARM_IMAGE}
+
+
+@pytest.mark.parametrize(
+    ("images", "path", "words"),
+    [
+        ({"x86_64": IMAGE, "sparc": IMAGE}, "os_change.images.sparc", "unknown field"),
+        ({}, "os_change.images", "x86_64, aarch64"),
+        ({"aarch64": "arm"}, "os_change.images.aarch64", "UUID"),
+    ],
+)
+def test_bad_images_name_the_field(images: dict[str, str], path: str, words: str) -> None:
+    fields = errors(with_os_change(v1_body(), imageid=None, images=images))
+    assert words in fields[path], fields
+
+
+def test_imageid_and_images_together_is_refused() -> None:
+    body = with_os_change(v1_body(), images={"x86_64": IMAGE})
+    assert_only(errors(body), "os_change.images", "not both")
+
+
+def test_on_incompatible_is_reject_or_skip() -> None:
+    assert parse(v1_body()).policy.on_incompatible == "reject"
+    assert parse(v1_body(policy={"on_incompatible": "skip"})).policy.on_incompatible == "skip"
+    fields = errors(v1_body(policy={"on_incompatible": "ignore"}))
+    assert list(fields) == ["policy.on_incompatible"]

@@ -7,13 +7,22 @@ import dataclasses
 import pytest
 
 from orchestrator.cloud.models import Server
+from orchestrator.domain.preflight import (
+    Architecture,
+    ChangeRequest,
+    Facts,
+    Firmware,
+    ImageFacts,
+    Login,
+    ServerFacts,
+    Verdict,
+    judge,
+)
 from orchestrator.domain.verdicts import (
     AfterJob,
-    Preflight,
     Reconcile,
     ServerSnapshot,
     after_job_verdict,
-    preflight_verdict,
     reconcile_verdict,
 )
 
@@ -32,19 +41,28 @@ def seen(**changes: object) -> ServerSnapshot:
     return dataclasses.replace(BEFORE, **changes)  # type: ignore[arg-type]
 
 
-# --- pre-flight ---------------------------------------------------------------------------------
+# --- pre-flight (the snapshot's part of domain.preflight.judge) -------------------------------
+
+
+def verdict(snapshot: ServerSnapshot, *, skip_matching: bool = True) -> Verdict:
+    image = ImageFacts(TARGET, "active", 40, "Linux", Architecture.X86_64, Firmware.BIOS)
+    server = ServerFacts(snapshot, "s6.small.1", "0", locked=False, has_system_disk=True)
+    facts = Facts(
+        server, Architecture.X86_64, dataclasses.replace(image, id=OLD), 40, {TARGET: image}
+    )
+    login = Login(keyname=True, adminpass=False)
+    request = ChangeRequest.for_image(TARGET, login, stop_server=True, skip_matching=skip_matching)
+    return judge(facts, request).verdict
 
 
 def test_an_idle_server_on_its_old_image_is_submitted() -> None:
-    assert preflight_verdict(BEFORE, target_image=TARGET, skip_matching=True) is Preflight.SUBMIT
+    assert verdict(BEFORE) is Verdict.SUBMIT
 
 
 def test_an_idle_server_on_the_target_image_is_skipped_unless_skip_matching_is_off() -> None:
     on_target = seen(image_id=TARGET)
-    assert preflight_verdict(on_target, target_image=TARGET, skip_matching=True) is Preflight.SKIP
-    assert (
-        preflight_verdict(on_target, target_image=TARGET, skip_matching=False) is Preflight.SUBMIT
-    )
+    assert verdict(on_target) is Verdict.SKIP
+    assert verdict(on_target, skip_matching=False) is Verdict.SUBMIT
 
 
 @pytest.mark.parametrize(
@@ -53,7 +71,7 @@ def test_an_idle_server_on_the_target_image_is_skipped_unless_skip_matching_is_o
 )
 def test_a_busy_server_waits_even_on_the_target_image(status: str, task_state: str | None) -> None:
     busy = seen(status=status, task_state=task_state, image_id=TARGET)
-    assert preflight_verdict(busy, target_image=TARGET, skip_matching=True) is Preflight.WAIT
+    assert verdict(busy) is Verdict.WAIT
 
 
 # --- reconcile ----------------------------------------------------------------------------------

@@ -247,6 +247,7 @@
     const hash = location.hash || "#/";
     let m = hash.match(/^#\/batches\/([0-9a-fA-F-]{36})$/);
     if (m) return { name: "batch", id: m[1].toLowerCase() };
+    if (hash === "#/dry-run") return { name: "dry-run" };
     m = hash.match(/^#\/servers\/([^/?#]+)$/);
     if (m) return { name: "server", id: decodeURIComponent(m[1]).toLowerCase() };
     return { name: "batches" };
@@ -264,8 +265,12 @@
     // After a reload the token is still in this tab, but who it belongs to must be asked again.
     if (me === null) loadMe().catch(() => {});
     const r = parseRoute();
-    const view =
-      r.name === "batch" ? batchView(r.id) : r.name === "server" ? serverView(r.id) : listView();
+    const views = {
+      batch: () => batchView(r.id),
+      server: () => serverView(r.id),
+      "dry-run": () => dryRunView(),
+    };
+    const view = (views[r.name] || listView)();
     current = { view, timer: null, busy: false, again: false };
     document.title = `${view.title} · reimage`;
     $("view").replaceChildren(view.root);
@@ -376,7 +381,7 @@
     const root = el(
       "div",
       { class: "page", testid: "batch-list" },
-      pageHead("Batches", count),
+      pageHead("Batches", count, el("a", { href: "#/dry-run", class: "btn", testid: "dry-run-link" }, "Pre-flight check")),
       el("div", { class: "card flush" }, table(columns, tbody, "batch-table")),
       el("div", { class: "more" }, more),
     );
@@ -419,6 +424,108 @@
     }
 
     return { root, title: "Batches", refresh, live: () => true };
+  }
+
+  // ---- pre-flight (dry run) ---------------------------------------------------------------
+
+  const DRY_RUN_TEMPLATE = {
+    project_id: "",
+    region: "",
+    servers: [],
+    os_change: { imageid: "", keyname: "", mode: "withStopServer" },
+    policy: { on_incompatible: "reject" },
+  };
+  const FIRST_OF_EACH_CODE = 5;
+
+  function dryRunView() {
+    const input = el("textarea", {
+      class: "mono request",
+      rows: "14",
+      spellcheck: "false",
+      "aria-label": "Batch request (JSON)",
+      testid: "dry-run-request",
+    });
+    input.value = JSON.stringify(DRY_RUN_TEMPLATE, null, 2);
+    const run = el("button", { type: "button", class: "btn btn-primary", testid: "dry-run-submit" }, "Run pre-flight");
+    const status = el("span", { class: "muted", testid: "dry-run-status" });
+    const results = el("div", { testid: "dry-run-results" });
+    run.addEventListener("click", async () => {
+      let body;
+      try {
+        body = JSON.parse(input.value);
+      } catch (error) {
+        status.textContent = `Not valid JSON: ${error.message}`;
+        return;
+      }
+      run.disabled = true;
+      status.textContent = "Reading the fleet…";
+      try {
+        const report = await api("POST", "/batches?dry_run=true", body);
+        status.textContent = `${report.total} servers checked with ${report.cloud_calls.total} cloud calls; nothing stored, nothing sent.`;
+        results.replaceChildren(...drawReport(report));
+      } catch (error) {
+        if (error.status !== 401) status.textContent = error.message;
+      } finally {
+        run.disabled = false;
+      }
+    });
+    const root = el(
+      "div",
+      { class: "page", testid: "dry-run" },
+      pageHead("Pre-flight check"),
+      el(
+        "div",
+        { class: "card" },
+        el("p", { class: "muted" }, "A batch request as POST /api/v1/batches takes it: every server is judged against the cloud's rules, nothing is sent."),
+        input,
+        el("div", { class: "actions" }, run, status),
+      ),
+      results,
+    );
+
+    function countTable(title, counts, testid) {
+      const rows = Object.entries(counts).sort((a, b) => b[1] - a[1]);
+      return table(
+        [{ label: title }, { label: "Servers", class: "num" }],
+        el("tbody", {}, rows.map(([k, v]) => el("tr", { testid: `${testid}-row`, "data-key": k }, el("td", { class: "mono" }, k), el("td", { class: "num" }, v)))),
+        testid,
+      );
+    }
+
+    function drawReport(report) {
+      const byCode = new Map();
+      for (const server of report.servers) {
+        for (const reason of server.reasons || []) {
+          if (!byCode.has(reason.code)) byCode.set(reason.code, []);
+          byCode.get(reason.code).push({ server, reason });
+        }
+      }
+      const codeRows = [...byCode.entries()].map(([code, items]) =>
+        el(
+          "tr",
+          { testid: "dry-run-code-row", "data-code": code },
+          el("td", { class: "mono code" }, code),
+          el("td", { class: "num" }, items.length),
+          el("td", {}, items[0].reason.blocking ? "blocks" : "warning"),
+          el("td", { class: "mono" }, items.slice(0, FIRST_OF_EACH_CODE).map((i) => el("div", {}, i.server.server_id))),
+          el("td", { class: "wide" }, items[0].reason.message),
+        ),
+      );
+      return [
+        el("div", { class: "card flush" }, countTable("Verdict", report.verdicts, "dry-run-verdicts")),
+        el(
+          "div",
+          { class: "card flush" },
+          table(
+            [{ label: "Code" }, { label: "Servers", class: "num" }, { label: "Kind" }, { label: "First servers" }, { label: "Why", class: "wide" }],
+            el("tbody", {}, codeRows.length ? codeRows : [emptyRow(5, "No reason to report: every server can take this change.", "dry-run-no-codes")]),
+            "dry-run-codes",
+          ),
+        ),
+      ];
+    }
+
+    return { root, title: "Pre-flight check", refresh: async () => {}, live: () => false };
   }
 
   // ---- one batch -------------------------------------------------------------------------
@@ -665,6 +772,7 @@
       { label: "Attempt", class: "num" },
       { label: "Job" },
       { label: "Job status" },
+      { label: "Image" },
       { label: "Error code" },
       { label: "Error message", class: "wide" },
     ];
@@ -754,6 +862,7 @@
         el("td", { class: "num" }, s.attempt),
         el("td", { class: "mono", title: s.job_id || "" }, s.job_id ? short(s.job_id) : dash(null)),
         el("td", {}, dash(s.job_status)),
+        el("td", { class: "mono", title: s.image_id || "", testid: "server-image" }, s.image_id ? short(s.image_id) : dash(null)),
         el("td", { class: s.error_code ? "mono code" : "mono", testid: "error-code" }, dash(s.error_code)),
         el("td", { class: "wide ellipsis", title: s.error_message || "", testid: "error-message" }, dash(s.error_message)),
       );
