@@ -229,20 +229,20 @@ def print_dry_run(report: dict[str, Any], output: str) -> None:
     for verdict, count in sorted(report["verdicts"].items(), key=lambda kv: -kv[1]):
         verdicts.add_row(verdict, str(count))
     console.print(verdicts)
-    if not report["codes"]:
-        return
-    codes = Table("code", "servers", "blocks", "first servers", "why (first server)")
+    # One block per code, most frequent first: full ids (one a line) so they can be copied.
     for code, count in sorted(report["codes"].items(), key=lambda kv: (-kv[1], kv[0])):
         having = [s for s in servers if any(r["code"] == code for r in s.get("reasons", []))]
-        first = next(r for r in having[0]["reasons"] if r["code"] == code) if having else None
-        codes.add_row(
-            code,
-            str(count),
-            "yes" if first and first["blocking"] else "no",
-            "\n".join(s["server_id"] for s in having[:FIRST_OF_EACH_CODE]),
-            first["message"] if first else "",
+        first = (
+            next((r for r in having[0]["reasons"] if r["code"] == code), None) if having else None
         )
-    console.print(codes)
+        kind = "blocks" if first and first["blocking"] else "warning"
+        console.print(
+            f"[bold]{code}[/]: {count} server(s), {kind}: {first['message'] if first else ''}"
+        )
+        for server in having[:FIRST_OF_EACH_CODE]:
+            console.print(f"  {server['server_id']}", soft_wrap=True)
+        if len(having) > FIRST_OF_EACH_CODE:
+            console.print(f"  ... and {len(having) - FIRST_OF_EACH_CODE} more")
 
 
 # ------------------------------------------------------------------ watch

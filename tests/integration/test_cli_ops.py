@@ -190,3 +190,46 @@ def test_bad_input_and_unreachable_api(stack: ProcessStack, tmp_path: Path) -> N
     assert "Traceback" not in unreachable.stderr + bad.stderr + missing.stderr
     no_token = cli(None, "batches")
     assert no_token.returncode == 2 and "ORCH_API_TOKEN" in no_token.stderr
+
+
+def test_dry_run_prints_verdicts_by_code_and_an_incompatible_fleet_exits_non_zero(
+    stack: ProcessStack,
+) -> None:
+    fine = [str(uuid.uuid4()) for _ in range(3)]
+    locked = [str(uuid.uuid4()) for _ in range(2)]
+    added = subprocess.run(
+        [
+            "curl",
+            "-sf",
+            "-X",
+            "POST",
+            stack.env["SIM_URL"] + "/_sim/servers",
+            "-d",
+            json.dumps({"servers": [{"id": s, "locked": True} for s in locked]}),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert added.returncode == 0, added.stderr
+    args = ("submit", "--project-id", PROJECT, "--region", "cn-north-4", "--image", IMAGE)
+    args += ("--keyname", "KeyPair-cli", "--servers", "-")
+    clean = cli(stack, *args, "--dry-run", stdin="\n".join(fine))
+    assert clean.returncode == 0, clean.stderr
+    assert "dry run of 3 servers" in clean.stdout and "submit" in clean.stdout
+    mixed = cli(stack, *args, "--dry-run", stdin="\n".join(fine + locked))
+    assert mixed.returncode == 1, mixed.stderr
+    assert "server_locked: 2 server(s), blocks: the server is locked" in mixed.stdout
+    for server in locked:  # whole ids, one a line, so they can be copied
+        assert f"  {server}\n" in mixed.stdout
+    as_json = cli(stack, *args, "--dry-run", "--output", "json", stdin="\n".join(fine + locked))
+    report = json.loads(as_json.stdout)
+    assert report["verdicts"] == {"submit": 3, "will_fail": 2}
+    assert report["codes"] == {"server_locked": 2}
+    refused = cli(stack, *args, stdin="\n".join(fine + locked))
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.count("\n") == 1
+    assert (
+        "incompatible_servers, HTTP 422" in refused.stderr and "server_locked x2" in refused.stderr
+    )
+    skipped = cli(stack, *args, "--on-incompatible", "skip", stdin="\n".join(fine + locked))
+    assert skipped.returncode == 0, skipped.stderr
