@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.clock import Clock, utcnow
 from orchestrator.cloud.catalog import EvsClient, ImsClient
+from orchestrator.cloud.catalog_cache import CatalogCache
 from orchestrator.cloud.client import Credentials, EcsClient, RateGate, SignedApi, Timeouts
 from orchestrator.cloud.credentials import CredentialStore, load_credentials
 from orchestrator.cloud.facts import FactsCache
@@ -31,6 +32,8 @@ class Runtime:
     rate_gate: RateGate | None
     facts: FactsCache | None = None
     clock: Clock = field(default=utcnow)
+    # Image and flavor facts for pre-flight, shared through Redis when there is one.
+    catalog: CatalogCache = field(default_factory=lambda: CatalogCache(None))
     # Counters shared by every process (in the same Redis as the rate budget); None: not kept.
     metrics: Metrics | None = None
     # Read once, when first needed; commands check the file at startup (check_credentials).
@@ -42,6 +45,7 @@ class Runtime:
         gate: RateGate | None = None
         facts: FactsCache | None = None
         metrics: Metrics | None = None
+        catalog = CatalogCache(None)
         if with_rate_limit:
             client = redis.Redis.from_url(settings.client_redis_url, socket_timeout=5)
             metrics = Metrics(client)
@@ -49,7 +53,16 @@ class Runtime:
                 client, RateBudget(settings.ecs_rate, settings.ecs_burst), metrics=metrics
             )
             facts = FactsCache(client)
-        return cls(settings, engine, make_session_factory(engine), gate, facts, metrics=metrics)
+            catalog = CatalogCache(client)
+        return cls(
+            settings,
+            engine,
+            make_session_factory(engine),
+            gate,
+            facts,
+            metrics=metrics,
+            catalog=catalog,
+        )
 
     def credentials(self, project_id: str) -> Credentials:
         """The project's own credentials (ORCH_CREDENTIALS_FILE), else the default ones."""

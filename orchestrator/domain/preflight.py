@@ -153,6 +153,9 @@ class Facts:
     current_image: ImageFacts | None
     disk_gb: int | None
     images: Mapping[str, ImageFacts | None]
+    # False: the cloud kept refusing to show the server (throttled, a 5xx): `server` None then
+    # says nothing about whether it exists.
+    server_readable: bool = True
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,8 @@ class Judgement:
 # Codes and what they mean, for the OpenAPI document and the README.
 CODES: dict[str, str] = {
     "server_not_found": "the cloud does not know the server",
+    "server_unreadable": "the cloud kept refusing to show the server (throttled or busy); it is "
+    "judged again before its changeos",
     "image_not_found": "IMS does not know the target image",
     "image_not_active": "the target image is not active (queued, saving, killed, deleted)",
     "image_not_supported": "the target image is not an ECS system-disk image (ISO, data, BMS)",
@@ -232,6 +237,9 @@ def judge(facts: Facts, request: ChangeRequest) -> Judgement:
     warnings that apply.
     """
     server = facts.server
+    if server is None and not facts.server_readable:
+        reason = Reason("server_unreadable", CODES["server_unreadable"])
+        return Judgement(Verdict.UNKNOWN, None, (reason,))
     if server is None:
         return Judgement(
             Verdict.WILL_FAIL, None, (Reason("server_not_found", CODES["server_not_found"]),)

@@ -71,6 +71,7 @@ class FleetFacts:
 
     servers: dict[str, Server] = field(default_factory=dict)
     missing: set[str] = field(default_factory=set)  # the cloud said it does not know these
+    unreadable: set[str] = field(default_factory=set)  # the cloud kept refusing to show these
     flavors: dict[str, Architecture] = field(default_factory=dict)
     images: dict[str, ImageFacts | None] = field(default_factory=dict)
     disks: dict[str, int] = field(default_factory=dict)  # volume id -> size in GB
@@ -79,7 +80,8 @@ class FleetFacts:
     def facts_for(self, server_id: str) -> Facts:
         server = self.servers.get(server_id)
         if server is None:
-            return Facts(None, None, None, None, self.images)
+            readable = server_id not in self.unreadable
+            return Facts(None, None, None, None, self.images, server_readable=readable)
         return Facts(
             server=server.facts(),
             architecture=self.flavors.get(server.flavor_id or ""),
@@ -189,9 +191,9 @@ async def read_fleet(
         )
         try:
             await _read_servers(rt, reader, fleet, server_ids, known or {})
-            await _read_flavors(reader, fleet)
+            await _read_flavors(rt, reader, fleet)
             wanted = {*image_ids, *(s.image_id for s in fleet.servers.values() if s.image_id)}
-            await _read_images(reader, fleet, sorted(wanted))
+            await _read_images(rt, reader, fleet, sorted(wanted))
             await _read_disks(reader, fleet)
         except ConfigError:
             raise  # our credentials or endpoint: the API answers 502 with the cloud's code
@@ -229,6 +231,11 @@ async def _read_servers(
                 server = await reader.call(
                     "show_server", partial(reader.ecs.show_server, server_id)
                 )
+            except FactsUnavailable:
+                # One server the cloud would not show: judged `unknown` (and again before its
+                # send), rather than failing the judgement of the whole fleet.
+                fleet.unreadable.add(server_id)
+                return
             except Rejected as exc:
                 if exc.http_status == 404 or exc.code in ("Ecs.0114", "Ecs.0614"):
                     fleet.missing.add(server_id)
@@ -266,21 +273,26 @@ async def _sweep(rt: Runtime, reader: Reader, fleet: FleetFacts, wanted: set[str
         marker = page[-1].id
 
 
-async def _read_flavors(reader: Reader, fleet: FleetFacts) -> None:
+async def _read_flavors(rt: Runtime, reader: Reader, fleet: FleetFacts) -> None:
     if not fleet.servers:
         return
     flavors = await reader.call("list_flavors", reader.ecs.list_flavors)
     fleet.flavors.update({flavor.id: flavor.architecture for flavor in flavors})
+    # The sends of this batch will want them: every worker finds them in the shared cache.
+    rt.catalog.keep_flavors(reader.ecs.project_id, reader.ecs.region, fleet.flavors)
 
 
-async def _read_images(reader: Reader, fleet: FleetFacts, image_ids: Sequence[str]) -> None:
+async def _read_images(
+    rt: Runtime, reader: Reader, fleet: FleetFacts, image_ids: Sequence[str]
+) -> None:
     limit = asyncio.Semaphore(CONCURRENCY)
+    project_id, region = reader.ims.project_id, reader.ims.region
 
     async def find(image_id: str) -> None:
         async with limit:
-            fleet.images[image_id] = await reader.call(
-                "list_images", partial(reader.ims.find_image, image_id)
-            )
+            facts = await reader.call("list_images", partial(reader.ims.find_image, image_id))
+            fleet.images[image_id] = facts
+            rt.catalog.keep_image(project_id, region, image_id, facts)
 
     await asyncio.gather(*(find(image_id) for image_id in image_ids))
 

@@ -10,13 +10,13 @@ function the dry run and the submission call.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import aiohttp
 
+from orchestrator.cloud.catalog_cache import CatalogCache
 from orchestrator.cloud.models import Server
 from orchestrator.domain.preflight import (
     Architecture,
@@ -28,52 +28,22 @@ from orchestrator.domain.preflight import (
 )
 from orchestrator.runtime import Runtime
 
-# Images may be deleted or replaced at any time: their facts are trusted this long.
-IMAGE_TTL_S = 60.0
-# Flavors change only when the cloud adds some; an unknown flavor id is looked up again.
-FLAVOR_TTL_S = 3600.0
+T = TypeVar("T")
+# Lookups in flight in this process, per event loop and key: twenty-five servers of one task
+# that all miss the cache wait for one call, instead of each spending a rate token on it.
+_IN_FLIGHT: dict[tuple[int, str], asyncio.Task[Any]] = {}
 
 
-@dataclass
-class CatalogCache:
-    """Image and flavor facts per project and region, shared by one process's tasks."""
-
-    clock: Callable[[], float] = time.monotonic
-    _images: dict[tuple[str, str, str], tuple[float, ImageFacts | None]] = field(
-        default_factory=dict
-    )
-    _flavors: dict[tuple[str, str], tuple[float, dict[str, Architecture]]] = field(
-        default_factory=dict
-    )
-
-    def image(self, project_id: str, region: str, image_id: str) -> tuple[bool, ImageFacts | None]:
-        """(known, facts): known False when not cached or too old."""
-        entry = self._images.get((project_id, region, image_id))
-        if entry is None or self.clock() - entry[0] > IMAGE_TTL_S:
-            return False, None
-        return True, entry[1]
-
-    def keep_image(
-        self, project_id: str, region: str, image_id: str, facts: ImageFacts | None
-    ) -> None:
-        self._images[(project_id, region, image_id)] = (self.clock(), facts)
-
-    def flavors(self, project_id: str, region: str) -> dict[str, Architecture] | None:
-        entry = self._flavors.get((project_id, region))
-        if entry is None or self.clock() - entry[0] > FLAVOR_TTL_S:
-            return None
-        return entry[1]
-
-    def keep_flavors(self, project_id: str, region: str, flavors: dict[str, Architecture]) -> None:
-        self._flavors[(project_id, region)] = (self.clock(), flavors)
-
-
-_CATALOG = CatalogCache()
-
-
-def catalog() -> CatalogCache:
-    """This process's cache (one per worker process, as its event loops come and go)."""
-    return _CATALOG
+async def _once(key: str, read: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    loop = asyncio.get_running_loop()
+    slot = (id(loop), key)
+    task = _IN_FLIGHT.get(slot)
+    if task is None or task.done():
+        task = loop.create_task(read())
+        _IN_FLIGHT[slot] = task
+        task.add_done_callback(lambda _: _IN_FLIGHT.pop(slot, None))
+    result: T = await asyncio.shield(task)
+    return result
 
 
 async def judge_before_send(
@@ -85,11 +55,10 @@ async def judge_before_send(
     server: Server,
     frozen: dict[str, Any] | None,
     request: ChangeRequest,
-    cache: CatalogCache | None = None,
 ) -> Judgement:
     """The verdict on `server` as just read. Raises the cloud's errors (`Retryable` for a
     transient one) when a fact cannot be read."""
-    cache = cache or catalog()
+    cache = rt.catalog
     architecture = await _architecture(rt, http, project_id, region, server.flavor_id, cache)
     wanted = {*request.image_ids, *([server.image_id] if server.image_id else [])}
     images = {
@@ -119,9 +88,14 @@ async def _architecture(
         return None
     flavors = cache.flavors(project_id, region)
     if flavors is None or flavor_id not in flavors:
-        client = rt.ecs_client(http, project_id=project_id, region=region)
-        flavors = {f.id: f.architecture for f in await client.list_flavors()}
-        cache.keep_flavors(project_id, region, flavors)
+
+        async def read() -> dict[str, Architecture]:
+            client = rt.ecs_client(http, project_id=project_id, region=region)
+            found = {f.id: f.architecture for f in await client.list_flavors()}
+            cache.keep_flavors(project_id, region, found)
+            return found
+
+        flavors = await _once(f"{project_id}:{region}:flavors", read)
     return flavors.get(flavor_id)
 
 
@@ -136,10 +110,14 @@ async def _image(
     known, facts = cache.image(project_id, region, image_id)
     if known:
         return facts
-    client = rt.ims_client(http, project_id=project_id, region=region)
-    facts = await client.find_image(image_id)
-    cache.keep_image(project_id, region, image_id, facts)
-    return facts
+
+    async def read() -> ImageFacts | None:
+        client = rt.ims_client(http, project_id=project_id, region=region)
+        found = await client.find_image(image_id)
+        cache.keep_image(project_id, region, image_id, found)
+        return found
+
+    return await _once(f"{project_id}:{region}:image:{image_id}", read)
 
 
 async def _disk_gb(

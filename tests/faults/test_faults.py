@@ -534,6 +534,11 @@ def run_scenario(
     batches = []
     for region in fleet.regions:
         servers = new_servers(scenario, region, servers_per_batch)
+        # The project holds the servers, as a real one does: pre-flight finds them in a sweep.
+        status, answer = call(
+            "POST", fleet.sims[region] + "/_sim/servers", {"servers": [{"id": s} for s in servers]}
+        )
+        assert status == 200, answer
         if prepare is not None:
             prepare(fleet, region, servers)
         batches.append(fleet.submit(region, servers, **policy))

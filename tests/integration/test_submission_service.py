@@ -17,7 +17,7 @@ from orchestrator.cloud.models import OsChange
 from orchestrator.db.models import Batch, BatchServer, ServerHistory
 from orchestrator.services.batches import create_batch
 from orchestrator.services.polling import poll_servers
-from orchestrator.services.submission import submit_server
+from orchestrator.services.submission import submit_server, submit_servers
 from orchestrator.services.sweep import sweep_facts
 from tests.support.service_world import (
     IMAGE,
@@ -266,3 +266,24 @@ async def test_success_that_left_the_server_broken_is_a_failure(make_world: Worl
     with rt.sessions() as session:
         batch = session.get_one(Batch, batch_id)
     assert (batch.n_failed, batch.n_broken, batch.state) == (2, 2, "partially_failed")
+
+
+async def test_a_cold_catalog_costs_one_call_per_fact_however_many_servers_send_at_once(
+    world: World,
+) -> None:
+    rt = world.make_runtime()
+    _, ids = new_batch(rt, 25, max_in_flight=25)
+    tick(rt, ListDispatcher())
+    outcomes = await submit_servers(rt, ids)  # one task, 25 servers, nothing cached yet
+    assert outcomes == {"accepted": 25}
+    requests = (await world.stats())["requests"]
+    # The flavor list, the target image and the servers' present image: once each.
+    assert (requests["list_flavors"], requests["list_images"]) == (1, 2)
+    assert all(row(rt, i).target_image == IMAGE for i in ids)
+    # Another process (another runtime on the same Redis) finds them in the shared cache.
+    other = world.make_runtime()
+    _, more = new_batch(other, 5)
+    tick(other, ListDispatcher())
+    assert await submit_servers(other, more) == {"accepted": 5}
+    requests = (await world.stats())["requests"]
+    assert (requests["list_flavors"], requests["list_images"]) == (1, 2)

@@ -160,7 +160,14 @@ def test_app_services_share_one_environment(compose: dict[str, Any]) -> None:
         assert services(compose)[name]["environment"] == shared
     assert shared["ORCH_REDIS_URL"] == "redis://redis:6379/0"
     assert shared["ORCH_API_TOKEN"] == "${ORCH_API_TOKEN:?set ORCH_API_TOKEN}"
-    optional = ("ORCH_ECS_ENDPOINT", "ORCH_SECRET_KEY", "HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK")
+    optional = (
+        "ORCH_ECS_ENDPOINT",
+        "ORCH_IMS_ENDPOINT",
+        "ORCH_EVS_ENDPOINT",
+        "ORCH_SECRET_KEY",
+        "HUAWEICLOUD_SDK_AK",
+        "HUAWEICLOUD_SDK_SK",
+    )
     assert all(name in shared for name in optional)
 
 

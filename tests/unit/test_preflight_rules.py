@@ -231,3 +231,9 @@ def test_every_reason_of_a_server_is_reported_together() -> None:
         "architecture_mismatch",
         "firmware_mismatch",
     }
+
+
+def test_a_server_the_cloud_would_not_show_is_unknown_not_missing() -> None:
+    unreadable = judge(facts(server=None, server_readable=False), single())
+    assert (unreadable.verdict, codes(unreadable)) == (Verdict.UNKNOWN, ["server_unreadable"])
+    assert judge(facts(server=None), single()).verdict is Verdict.WILL_FAIL
