@@ -353,7 +353,9 @@ def cmd_servers(args: argparse.Namespace, api: ApiClient) -> int:
     query = {"limit": "1000", **({"state": args.state} if args.state else {})}
     items = api.pages(f"/api/v1/batches/{args.batch}/servers", **query)
     emit(
-        items, ["server_id", "state", "wave", "job_id", "error_code", "error_message"], args.output
+        items,
+        ["server_id", "state", "wave", "image_id", "job_id", "error_code", "error_message"],
+        args.output,
     )
     return EXIT_OK
 

@@ -22,14 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from playwright.sync_api import Browser, Page, Request, expect, sync_playwright
-from sqlalchemy import create_engine, text
 
-from migrations import upgrade
 from orchestrator.simulator.shared import unit_hash
-from tests.conftest import PG_ADMIN_URL, REDIS_TEST_URL, _pg_database
-from tests.integration.stack import FullStack, http, start_full_stack
+from tests.integration.stack import FullStack, http, stack_on_fresh_database
 
 pytestmark = pytest.mark.e2e
 
@@ -62,18 +58,9 @@ def servers_where(size: int, failing: set[int]) -> list[str]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FullStack]:
     directory = tmp_path_factory.mktemp("web-ui")
-    name = f"reimage_w_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    database_url = _pg_database(name)
-    upgrade(database_url)
-    redis_url = REDIS_TEST_URL.rsplit("/", 1)[0] + "/12"  # a database of its own: own queues
-    redis.Redis.from_url(redis_url).flushdb()
-    full = start_full_stack(
+    with stack_on_fresh_database(
         directory,
-        database_url=database_url,
-        redis_url=redis_url,
+        redis_db=12,  # a database of its own: own queues
         token=TOKEN,
         ak=AK,
         sk=SK,
@@ -83,14 +70,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FullStack]:
             *("--fail-ratio", str(FAIL_RATIO), "--seed", str(SEED)),
         ],
         extra_env={"ORCH_ECS_RATE": "500", "ORCH_ECS_BURST": "500"},
-    )
-    try:
+    ) as full:
         yield full
-    finally:
-        full.processes.stop_all()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def api(stack: FullStack, method: str, path: str, body: Any = None) -> Any:

@@ -7,9 +7,14 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import redis
 
 from orchestrator.devstack.stack import Stack, free_port
 
@@ -131,3 +136,38 @@ def start_full_stack(
         processes.stop_all()
         raise
     return stack
+
+
+@contextmanager
+def stack_on_fresh_database(
+    directory: Path, *, redis_db: int, **options: Any
+) -> Iterator[FullStack]:
+    """`start_full_stack` on a PostgreSQL database made (and migrated) for it, and a Redis
+    database of its own, flushed; the database is dropped afterwards. `options`: as
+    `start_full_stack` takes them, but for the URLs."""
+    # Imported here: the harness itself needs no database module to start processes.
+    from sqlalchemy import create_engine, text
+
+    from migrations import upgrade
+    from tests.conftest import PG_ADMIN_URL, REDIS_TEST_URL, _pg_database
+
+    name = f"reimage_s_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    database_url = _pg_database(name)
+    try:
+        upgrade(database_url)
+        redis_url = REDIS_TEST_URL.rsplit("/", 1)[0] + f"/{redis_db}"
+        redis.Redis.from_url(redis_url).flushdb()
+        full = start_full_stack(
+            directory, database_url=database_url, redis_url=redis_url, **options
+        )
+        try:
+            yield full
+        finally:
+            full.processes.stop_all()
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -101,6 +101,7 @@ def test_submit_watch_then_read_it_back(stack: ProcessStack, tmp_path: Path) -> 
     listed = cli(stack, "servers", batch_id, "--output", "csv")
     rows = list(csv.DictReader(io.StringIO(listed.stdout)))
     assert [r["server_id"] for r in rows] == servers
+    assert {r["image_id"] for r in rows} == {IMAGE}  # the image each server was sent
     failed = cli(stack, "servers", batch_id, "--state", "failed", "--output", "json")
     assert all(r["state"] == "failed" for r in json.loads(failed.stdout))
     history = cli(stack, "history", servers[0], "--output", "json")

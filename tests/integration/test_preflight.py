@@ -15,12 +15,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
-from sqlalchemy import create_engine, text
 
-from migrations import upgrade
-from tests.conftest import PG_ADMIN_URL, REDIS_TEST_URL, _pg_database
-from tests.integration.stack import ProcessStack, http, start_full_stack
+from tests.integration.stack import ProcessStack, http, stack_on_fresh_database
 
 pytestmark = pytest.mark.e2e
 
@@ -81,43 +77,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessStack]:
     )
     inventory = directory / "inventory.json"
     inventory.write_text(json.dumps({"servers": ENTRIES}))
-    name = f"reimage_p_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    database_url = _pg_database(name)
-    upgrade(database_url)
-    redis_url = REDIS_TEST_URL.rsplit("/", 1)[0] + "/12"
-    redis.Redis.from_url(redis_url).flushdb()
-    full = start_full_stack(
+    with stack_on_fresh_database(
         directory,
-        database_url=database_url,
-        redis_url=redis_url,
+        redis_db=12,
         token=TOKEN,
         ak=AK,
         sk=SK,
         project_id=PROJECT,
         simulator_args=[
-            "--job-seconds",
-            "1",
-            "--seed",
-            "5",
-            "--images-file",
-            str(images),
-            "--inventory",
-            str(inventory),
-            "--strict-inventory",
+            *("--job-seconds", "1", "--seed", "5", "--images-file", str(images)),
+            *("--inventory", str(inventory), "--strict-inventory"),
         ],
         # Every send reads its server itself, so a lock set while the batch waits is seen.
         extra_env={"ORCH_ECS_RATE": "500", "ORCH_ECS_BURST": "500", "ORCH_FACTS_MAX_AGE_S": "0"},
-    )
-    try:
+    ) as full:
         yield full.processes
-    finally:
-        full.processes.stop_all()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def api(stack: ProcessStack, method: str, path: str, body: Any = None) -> tuple[int, Any]:

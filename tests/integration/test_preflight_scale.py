@@ -7,18 +7,13 @@ from __future__ import annotations
 import json
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import redis
-from sqlalchemy import create_engine, text
 
-from migrations import upgrade
-from tests.conftest import PG_ADMIN_URL, REDIS_TEST_URL, _pg_database
-from tests.integration.stack import ProcessStack, http, start_full_stack
+from tests.integration.stack import ProcessStack, http, stack_on_fresh_database
 
 pytestmark = pytest.mark.e2e
 
@@ -34,38 +29,20 @@ RATE = 4
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessStack]:
     directory = tmp_path_factory.mktemp("preflight-scale")
-    name = f"reimage_ps_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    database_url = _pg_database(name)
-    upgrade(database_url)
-    redis_url = REDIS_TEST_URL.rsplit("/", 1)[0] + "/11"
-    redis.Redis.from_url(redis_url).flushdb()
-    full = start_full_stack(
+    with stack_on_fresh_database(
         directory,
-        database_url=database_url,
-        redis_url=redis_url,
+        redis_db=11,
         token=TOKEN,
         ak=AK,
         sk=SK,
         project_id=PROJECT,
         simulator_args=[
-            "--inventory-size",
-            str(FLEET),
-            "--inventory-tags",
-            "role=fleet",
+            *("--inventory-size", str(FLEET), "--inventory-tags", "role=fleet"),
             "--strict-inventory",
         ],
         extra_env={"ORCH_ECS_RATE": str(RATE), "ORCH_ECS_BURST": "1"},
-    )
-    try:
+    ) as full:
         yield full.processes
-    finally:
-        full.processes.stop_all()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def request_body(**targets: Any) -> dict[str, Any]:

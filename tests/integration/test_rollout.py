@@ -10,12 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-import redis
-from sqlalchemy import create_engine, text
 
-from migrations import upgrade
-from tests.conftest import PG_ADMIN_URL, REDIS_TEST_URL, _pg_database
-from tests.integration.stack import ProcessStack, http, start_full_stack
+from tests.integration.stack import ProcessStack, http, stack_on_fresh_database
 
 pytestmark = pytest.mark.e2e
 
@@ -30,33 +26,17 @@ TERMINAL = {"succeeded", "partially_failed", "aborted", "cancelled"}
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessStack]:
     directory = tmp_path_factory.mktemp("rollout")
-    name = f"reimage_r_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    database_url = _pg_database(name)
-    upgrade(database_url)
-    redis_url = REDIS_TEST_URL.rsplit("/", 1)[0] + "/13"
-    redis.Redis.from_url(redis_url).flushdb()
-    full = start_full_stack(
+    with stack_on_fresh_database(
         directory,
-        database_url=database_url,
-        redis_url=redis_url,
+        redis_db=13,
         token=TOKEN,
         ak=AK,
         sk=SK,
         project_id=PROJECT,
         simulator_args=["--job-seconds", "1", "--seed", "3", "--images", GOOD_IMAGE],
         extra_env={"ORCH_ECS_RATE": "500", "ORCH_ECS_BURST": "500"},
-    )
-    processes = full.processes
-    try:
-        yield processes
-    finally:
-        processes.stop_all()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    ) as full:
+        yield full.processes
 
 
 def api(stack: ProcessStack, method: str, path: str, body: Any = None) -> tuple[int, Any]:
