@@ -5,8 +5,10 @@ benchmarks, with deterministic server conditions and seeded faults for rollout-c
 `config` (SimulatorConfig), `validation` (changeos bodies), `servers` (server state, the
 ShowServer body, listing), `jobs` (job timelines, ShowJob), `faults` (throttling and injected
 faults), `inventory` (server specs from JSON or generated), `images` and `ims` (the image
-catalog, IMS ListImages), `flavors` (the flavor catalog, ListFlavors), `volumes` (EVS system
-disks), `compatibility` (which changes of OS Huawei's rules allow) and `replies`/`shared`
-(answers, ids, hashes, timestamps). `app` is the aiohttp front that checks signatures and
+catalog, IMS ListImages), `backups`, `image_requests` and `image_jobs` (IMS images made from
+servers: CreateImage, its job, the quota, deletion), `health` (the per-server health a health
+gate probes), `flavors` (the flavor catalog, ListFlavors), `volumes` (EVS system disks),
+`compatibility` (which changes of OS Huawei's rules allow) and `replies`/`shared` (answers, ids,
+hashes, timestamps). `app` is the aiohttp front that checks signatures and
 routes requests to the model, `cli` the `reimage simulate` command.
 """

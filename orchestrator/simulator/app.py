@@ -1,7 +1,9 @@
 """The simulator's HTTP face: the ECS, IMS and EVS routes served at the root (one host for all
 three services), the API gateway's checks in front of them (signature or token, clock skew,
 throttling: one bucket for every route), an X-Request-Id on every answer, the delivery faults
-only HTTP can show (a late answer, a dropped connection) and the `/_sim/` control endpoints.
+only HTTP can show (a late answer, a dropped connection) and the `/_sim/` control endpoints
+(stats, the changeos and image call logs, reset, servers, images, faults, and the per-server
+health a health gate probes: `GET /_sim/health/{server_id}`, 200 or 503).
 
 Handlers only translate HTTP to `Cloud` calls and back; every rule and every decision of which
 call meets which fault lives in the model.
@@ -36,6 +38,9 @@ MAX_CLOCK_SKEW_S = 15 * 60
 # Control endpoints for tests and benchmarks: no authentication, no throttling.
 CONTROL_PREFIX = "/_sim/"
 CHANGEOS_ROUTES = frozenset({"changeos-v1", "changeos-v2"})
+CREATE_IMAGE_ROUTE = "create-image"
+DELETE_IMAGE_ROUTE = "delete-image"
+PROJECT_HEADER = "X-Project-Id"
 # nginx's "closed without a response": only the access log ever sees it.
 DROPPED_STATUS = 444
 
@@ -81,11 +86,17 @@ def create_simulator_app(
             web.get("/v1/{project_id}/cloudservers/flavors", list_flavors),
             web.get("/v1/{project_id}/cloudservers/{server_id}", show_server),
             web.get("/v2/cloudimages", list_images),
+            web.post("/v2/cloudimages/action", create_image, name=CREATE_IMAGE_ROUTE),
+            web.get("/v1/cloudimages/quota", image_quota),
+            web.get("/v1/{project_id}/cloudimages/quota", image_quota),
+            web.delete("/v2/images/{image_id}", delete_image, name=DELETE_IMAGE_ROUTE),
             # Before the {volume_id} route, likewise.
             web.get("/v2/{project_id}/cloudvolumes/detail", list_volumes),
             web.get("/v2/{project_id}/cloudvolumes/{volume_id}", show_volume),
             web.get("/_sim/stats", sim_stats),
             web.get("/_sim/changeos", sim_changeos),
+            web.get("/_sim/images/log", sim_image_log),
+            web.get("/_sim/health/{server_id}", sim_health),
             web.post("/_sim/reset", sim_reset),
             web.post("/_sim/servers", sim_servers),
             web.post("/_sim/images", sim_images),
@@ -112,17 +123,29 @@ async def _gateway(request: web.Request, handler: Handler) -> web.StreamResponse
     else:
         error = simulator.cloud.admit(simulator.clock())
     if error is not None:
-        # A changeos turned away here still reached the simulator: the client did send it.
-        if request.match_info.route.name in CHANGEOS_ROUTES:
-            simulator.cloud.changeos_turned_away(
-                request.match_info["server_id"],
-                error.code,
-                now=simulator.clock(),
-                project_id=request.match_info["project_id"],
-                body=await request.read(),
-            )
+        await _log_turned_away(request, simulator, error)
         return _error_response(request, error)
     return await handler(request)
+
+
+async def _log_turned_away(request: web.Request, simulator: Simulator, error: ApiError) -> None:
+    """A call turned away here still reached the simulator: the client did send it, and the
+    logs of changeos and image calls show it."""
+    route, now = request.match_info.route.name, simulator.clock()
+    if route in CHANGEOS_ROUTES:
+        simulator.cloud.changeos_turned_away(
+            request.match_info["server_id"],
+            error.code,
+            now=now,
+            project_id=request.match_info["project_id"],
+            body=await request.read(),
+        )
+    elif route == CREATE_IMAGE_ROUTE:
+        simulator.cloud.create_image_turned_away(await request.read(), error.code, now=now)
+    elif route == DELETE_IMAGE_ROUTE:
+        simulator.cloud.delete_image_turned_away(
+            request.match_info["image_id"], error.code, now=now
+        )
 
 
 def _unknown_api(request: web.Request) -> ApiError | None:
@@ -254,9 +277,40 @@ async def list_flavors(request: web.Request) -> web.Response:
 async def list_images(request: web.Request) -> web.Response:
     simulator = request.app[SIMULATOR]
     answer = simulator.cloud.answer_list_images(
-        request.headers.get("X-Project-Id"), request.query, now=simulator.clock()
+        request.headers.get(PROJECT_HEADER), request.query, now=simulator.clock()
     )
     return await _deliver(request, answer)
+
+
+async def create_image(request: web.Request) -> web.Response:
+    simulator = request.app[SIMULATOR]
+    answer = simulator.cloud.answer_create_image(
+        request.headers.get(PROJECT_HEADER), await request.read(), now=simulator.clock()
+    )
+    return await _deliver(request, answer)
+
+
+async def image_quota(request: web.Request) -> web.Response:
+    simulator = request.app[SIMULATOR]
+    in_url = request.match_info.get("project_id")
+    if in_url is not None:
+        answer = simulator.cloud.answer_image_quota(in_url, now=simulator.clock(), where="the URL")
+    else:
+        answer = simulator.cloud.answer_image_quota(
+            request.headers.get(PROJECT_HEADER), now=simulator.clock()
+        )
+    return await _deliver(request, answer)
+
+
+async def delete_image(request: web.Request) -> web.Response:
+    simulator = request.app[SIMULATOR]
+    answer = simulator.cloud.answer_delete_image(
+        request.headers.get(PROJECT_HEADER),
+        request.match_info["image_id"],
+        await request.read(),
+        now=simulator.clock(),
+    )
+    return await _deliver(request, answer, no_content=True)
 
 
 async def show_volume(request: web.Request) -> web.Response:
@@ -276,8 +330,11 @@ async def list_volumes(request: web.Request) -> web.Response:
     return await _deliver(request, answer)
 
 
-async def _deliver(request: web.Request, answer: Answer) -> web.Response:
-    """Send the reply, late when the model said so, or close the connection instead."""
+async def _deliver(
+    request: web.Request, answer: Answer, *, no_content: bool = False
+) -> web.Response:
+    """Send the reply, late when the model said so, or close the connection instead;
+    `no_content`: a success is a 204 with no body."""
     if answer.delay_s > 0:
         # Real time, not the injected clock: the point is to outlast a client's timeout.
         await asyncio.sleep(answer.delay_s)
@@ -285,6 +342,8 @@ async def _deliver(request: web.Request, answer: Answer) -> web.Response:
         if request.transport is not None:
             request.transport.close()
         return web.Response(status=DROPPED_STATUS)
+    if no_content and not isinstance(answer.reply, ApiError):
+        return web.Response(status=204)
     return _reply(request, answer.reply)
 
 
@@ -299,11 +358,35 @@ async def sim_stats(request: web.Request) -> web.Response:
 async def sim_changeos(request: web.Request) -> web.Response:
     """Every changeos received (`?since=<Unix time>`: from then on) with its time and answer."""
     simulator = request.app[SIMULATOR]
-    try:
-        since = float(request.query.get("since") or 0)
-    except ValueError:
+    since = _since(request)
+    if since is None:
         return _control_error("since must be a Unix time in seconds")
     return web.json_response({"calls": simulator.cloud.changeos_calls(since)})
+
+
+def _since(request: web.Request) -> float | None:
+    """The `since` query parameter (default 0); None when it is not a number."""
+    try:
+        return float(request.query.get("since") or 0)
+    except ValueError:
+        return None
+
+
+async def sim_image_log(request: web.Request) -> web.Response:
+    """Every CreateImage and image delete received (`?since=<Unix time>`), with its time,
+    server, image, answer and, for an image created, when it became active."""
+    simulator = request.app[SIMULATOR]
+    since = _since(request)
+    if since is None:
+        return _control_error("since must be a Unix time in seconds")
+    return web.json_response({"calls": simulator.cloud.image_calls(since, now=simulator.clock())})
+
+
+async def sim_health(request: web.Request) -> web.Response:
+    """The server's health: 200 `{"healthy": true, ...}` or 503 `{"healthy": false, "why"}`."""
+    simulator = request.app[SIMULATOR]
+    body = simulator.cloud.probe_health(request.match_info["server_id"], now=simulator.clock())
+    return web.json_response(body, status=200 if body["healthy"] else 503)
 
 
 async def sim_reset(request: web.Request) -> web.Response:

@@ -1,5 +1,13 @@
 """`reimage simulate`: its command-line options and the loop that serves the simulator until
-SIGINT or SIGTERM."""
+SIGINT or SIGTERM.
+
+Besides the account, the images, the inventory and the faults, the options set what a health
+gate and a backup meet: `--broken-images` (servers on them are never healthy at
+`GET /_sim/health/{server_id}`), `--boot-seconds` (how long after its change of OS a server
+becomes healthy), `--backup-seconds` and `--backup-fail-ratio` (how long an image made from a
+server takes, and the share of servers whose image jobs fail), `--image-quota` (the private
+image quota). Each can also change at run time through `POST /_sim/faults`.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +20,7 @@ from aiohttp import web
 
 from orchestrator.simulator.app import create_simulator_app
 from orchestrator.simulator.cloud import ServerSpec, SimulatorConfig, is_uuid
-from orchestrator.simulator.config import MAX_JOB_SECONDS_SPREAD
+from orchestrator.simulator.config import IMAGE_QUOTA_RANGE, MAX_JOB_SECONDS_SPREAD
 from orchestrator.simulator.flavors import flavor_ids
 from orchestrator.simulator.images import ImageSpec, load_images
 from orchestrator.simulator.inventory import load_inventory, parse_tags
@@ -60,7 +68,8 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help='images described: {"images": [{"id", "name", "status", "min_disk", "min_ram", '
         '"os_type", "os_version", "platform", "architecture" (x86|arm), "firmware" '
-        '(bios|uefi|null), "cloud_init", "visibility"}, ...]} as POST /_sim/images takes; '
+        '(bios|uefi|null), "cloud_init", "visibility" (private|public|shared), "protected"}, '
+        "...]} as POST /_sim/images takes; "
         "with it, only these, --images and the base image exist",
     )
     parser.add_argument("--auth-token", default=None, help="an X-Auth-Token also accepted")
@@ -87,6 +96,7 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _add_fault_arguments(parser)
     _add_inventory_arguments(parser)
+    _add_health_and_backup_arguments(parser)
 
 
 def _add_fault_arguments(parser: argparse.ArgumentParser) -> None:
@@ -162,6 +172,48 @@ def _add_inventory_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_health_and_backup_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--broken-images",
+        type=_image_ids,
+        default=frozenset(),
+        metavar="ID,...",
+        help="images that boot broken: servers on them are never healthy at "
+        "GET /_sim/health/{server_id} (503)",
+    )
+    parser.add_argument(
+        "--boot-seconds",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="S",
+        help="a server is healthy only S seconds after its change of OS ended (default 0)",
+    )
+    parser.add_argument(
+        "--backup-seconds",
+        type=_non_negative_float,
+        default=2.0,
+        metavar="S",
+        help="how long the IMS job of an image made from a server (CreateImage) takes "
+        "(default 2); the image is 'saving' meanwhile, then 'active'",
+    )
+    parser.add_argument(
+        "--backup-fail-ratio",
+        type=_ratio,
+        default=0.0,
+        metavar="F",
+        help="share of servers whose image jobs fail (the image then goes 'killed'), within [0, 1]",
+    )
+    low, high = IMAGE_QUOTA_RANGE
+    parser.add_argument(
+        "--image-quota",
+        type=_image_quota,
+        default=20,
+        metavar="N",
+        help=f"the private image quota, within [{low}, {high}] (default 20): CreateImage "
+        "answers IMG.0015 once the project's private images (the base image aside) reach it",
+    )
+
+
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     return SimulatorConfig(
         ak=args.ak,
@@ -190,6 +242,11 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         inventory_size=args.inventory_size,
         inventory_tags=args.inventory_tags,
         strict_inventory=args.strict_inventory,
+        broken_images=args.broken_images,
+        boot_seconds=args.boot_seconds,
+        backup_seconds=args.backup_seconds,
+        backup_fail_ratio=args.backup_fail_ratio,
+        image_quota=args.image_quota,
     )
 
 
@@ -274,6 +331,14 @@ def _non_negative_int(text: str) -> int:
     value = _integer(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def _image_quota(text: str) -> int:
+    value = _integer(text)
+    low, high = IMAGE_QUOTA_RANGE
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{text} is not within [{low}, {high}]")
     return value
 
 

@@ -2,14 +2,17 @@
 throttle, the injected faults and the ECS rules; plus the counters behind `/_sim/stats`.
 
 Besides ECS (changeos, jobs, servers, flavors) it answers what a pre-flight check reads from IMS
-(ListImages) and EVS (the system disks), and counts every changeos that Huawei's compatibility
-rules forbid, whatever it was answered.
+(ListImages) and EVS (the system disks), what a backup needs from IMS (CreateImage from a server,
+its job, the quota, deletion), and the per-server health a health gate probes; and it counts
+every changeos that Huawei's compatibility rules forbid, whatever it was answered.
 
-Pure and clock-free: every method takes `now` (monotonic seconds) and job and server states are
-derived from it when read, so tests never sleep and nothing runs in the background. The parts
-live beside it (`config`, `validation`, `servers`, `jobs`, `faults`, `inventory`, `images`,
-`ims`, `flavors`, `volumes`, `compatibility`); the names this module always offered are
-re-exported so it stays the one import callers need.
+Pure and clock-free: every method takes `now` (monotonic seconds) and job, server and image
+states are derived from it when read (an image job's outcome is applied to the catalog, at the
+moment the job ended, before the catalog is read), so tests never sleep and nothing runs in the
+background. The parts live beside it (`config`, `validation`, `servers`, `jobs`, `faults`,
+`inventory`, `images`, `ims`, `backups`, `image_requests`, `image_jobs`, `health`, `flavors`,
+`volumes`, `compatibility`); the names this module always offered are re-exported so it stays
+the one import callers need.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
+from orchestrator.simulator.backups import Backups, ImageSource
 from orchestrator.simulator.compatibility import (
     FIRMWARE_FAIL_CODE,
     Breach,
@@ -37,6 +41,7 @@ from orchestrator.simulator.faults import (
     transient_error,
 )
 from orchestrator.simulator.flavors import DEFAULT_FLAVOR_ID, find_flavor, list_flavors
+from orchestrator.simulator.health import HealthProbes, assess, health_body
 from orchestrator.simulator.images import (
     ImageCatalog,
     ImageSpec,
@@ -146,6 +151,10 @@ REQUEST_KINDS = (
     "list_flavors",
     "show_volume",
     "list_volumes",
+    "create_image",
+    "show_image_job",
+    "image_quota",
+    "delete_image",
 )
 # Faults counted as they are decided; "purged" and "broken" are read from the jobs instead.
 _DECIDED_FAULTS = ("transient", "flow_control", "dropped", "dropped_failing", "slow", "stuck")
@@ -190,6 +199,11 @@ class Cloud:
         self._volume_owner: dict[str, str] = {}
         self._volume_of: dict[str, str] = {}
         self._jobs = JobBook()
+        # The base image stands for the public image a fleet starts on: no quota counts it.
+        self._backups = Backups(
+            self._images, uncounted=frozenset({base.id}), timestamps=self._timestamps
+        )
+        self._health = HealthProbes()
         self._accepted: Counter[str] = Counter()
         self._received: Counter[str] = Counter()  # changeos per server id, whatever the answer
         # changeos per server id that Huawei's rules forbid (see `compatibility`), likewise.
@@ -231,6 +245,7 @@ class Cloud:
     ) -> None:
         """A changeos the gateway refused (authentication, throttling) still reached us: with
         its `project_id` and `body`, it also counts when it broke a compatibility rule."""
+        self._backups.settle(now)
         self.count_changeos_received(server_id)
         if project_id is not None:
             self._count_incompatible(project_id, server_id, body, now)
@@ -258,6 +273,7 @@ class Cloud:
         self, project_id: str, server_id: str, body: bytes, *, cloud_init: bool, now: float
     ) -> Answer:
         self._requests["changeos"] += 1
+        self._backups.settle(now)  # an image made from a server may have become active
         key = ("changeos", server_id, self.count_changeos_received(server_id))
         self._count_incompatible(project_id, server_id, body, now)
         # Transient errors and flow control come first: the cloud refused before doing anything.
@@ -286,6 +302,9 @@ class Cloud:
         return self.answer_show_job(project_id, job_id, now=now).reply
 
     def answer_show_job(self, project_id: str, job_id: str, *, now: float) -> Answer:
+        # One port serves ECS and IMS, whose job queries share this path on different hosts.
+        if self._backups.is_image_job(job_id):
+            return self._answer_show_image_job(project_id, job_id, now)
         self._requests["show_job"] += 1
         self._poll_calls[job_id] += 1
         # Keyed by server and job rank, not by the job id, which is random on every run.
@@ -331,6 +350,7 @@ class Cloud:
         self, header_project_id: str | None, query: Mapping[str, str], *, now: float
     ) -> Answer:
         self._requests["list_images"] += 1
+        self._backups.settle(now)
         reply = check_ims_project(header_project_id, self.config.project_id) or list_images(
             self._images, query, project_id=self.config.project_id, timestamps=self._timestamps
         )
@@ -364,6 +384,119 @@ class Cloud:
         self._requests["list_volumes"] += 1
         key = ("list_volumes", self._requests["list_volumes"])
         return self._deliver(self._list_volumes(project_id, query, now), key)
+
+    # --- IMS: images made from servers (backups), the quota, deletion -----------------------
+    # Like ListImages: never a transient error; late answers (slow_ratio) do happen. The
+    # project comes from X-Project-Id (`header_project_id`), as for ListImages.
+
+    def create_image(self, header_project_id: str | None, body: bytes, *, now: float) -> Reply:
+        """CreateImage from a server: `{"job_id": ...}` (an IMS job) or the first rule broken."""
+        return self.answer_create_image(header_project_id, body, now=now).reply
+
+    def answer_create_image(
+        self, header_project_id: str | None, body: bytes, *, now: float
+    ) -> Answer:
+        self._requests["create_image"] += 1
+        self._backups.settle(now)
+        reply = self._backups.create(
+            body,
+            lambda server_id: self._image_source(server_id, now),
+            config=self.config,
+            refusal=check_ims_project(header_project_id, self.config.project_id),
+            now=now,
+        )
+        return self._deliver(reply, ("create_image", self._requests["create_image"]))
+
+    def create_image_turned_away(self, body: bytes, code: str, *, now: float) -> None:
+        """A CreateImage the gateway refused still reached us: it goes into the image log."""
+        self._backups.create_turned_away(body, code, now)
+
+    def image_quota(
+        self, project_id: str | None, *, now: float, where: str = "X-Project-Id"
+    ) -> Reply:
+        """The private image quota and how much of it is used; `project_id` comes from
+        `where` (X-Project-Id, or the URL of the form that carries one)."""
+        return self.answer_image_quota(project_id, now=now, where=where).reply
+
+    def answer_image_quota(
+        self, project_id: str | None, *, now: float, where: str = "X-Project-Id"
+    ) -> Answer:
+        self._requests["image_quota"] += 1
+        self._backups.settle(now)
+        reply = check_ims_project(
+            project_id, self.config.project_id, where=where
+        ) or self._backups.quota_body(self.config.image_quota)
+        return self._deliver(reply, ("image_quota", self._requests["image_quota"]))
+
+    def delete_image(
+        self, header_project_id: str | None, image_id: str, body: bytes = b"", *, now: float
+    ) -> Reply:
+        """Glance-native delete: `{}` (sent as 204, no body; the image is gone at once) or
+        why not."""
+        return self.answer_delete_image(header_project_id, image_id, body, now=now).reply
+
+    def answer_delete_image(
+        self, header_project_id: str | None, image_id: str, body: bytes = b"", *, now: float
+    ) -> Answer:
+        self._requests["delete_image"] += 1
+        self._backups.settle(now)
+        error = self._backups.delete(
+            image_id,
+            body,
+            refusal=check_ims_project(header_project_id, self.config.project_id),
+            now=now,
+        )
+        key = ("delete_image", self._requests["delete_image"])
+        return self._deliver({} if error is None else error, key)
+
+    def delete_image_turned_away(self, image_id: str, code: str, *, now: float) -> None:
+        """A delete the gateway refused still reached us: it goes into the image log."""
+        self._backups.delete_turned_away(image_id, code, now)
+
+    def _answer_show_image_job(self, project_id: str, job_id: str, now: float) -> Answer:
+        self._requests["show_image_job"] += 1
+        # Purged like changeos jobs, and then answered as any unknown job id on this port.
+        reply: Reply = (
+            check_ims_project(project_id, self.config.project_id, where="the URL")
+            or self._backups.job_body(job_id, now, self.config.job_ttl)
+            or ecs_error("Common.0011", f"Querying the job {job_id} failed.")
+        )
+        return self._deliver(reply, ("show_image_job", self._requests["show_image_job"]))
+
+    def _image_source(self, server_id: str, now: float) -> ImageSource | None:
+        """What CreateImage reads of the server `server_id` names; None: no such server."""
+        server = self._find_server(server_id, now)
+        if server is None:
+            return None
+        seen = self._observe(server, now)
+        jobs = self._jobs.of_server(server.id)
+        changing_os = bool(jobs) and not jobs[-1].is_final(now)
+        return ImageSource(
+            server_id=server.id,
+            has_system_disk=server.has_system_disk,
+            disk_size=seen.disk_size,
+            image=self._images.describe(seen.image_id),
+            busy=changing_os or server.busy_task(now) is not None,
+        )
+
+    # --- health ---------------------------------------------------------------------------
+
+    def probe_health(self, server_id: str, *, now: float) -> JsonObject:
+        """`GET /_sim/health/{server_id}`: `{"healthy": true, ...}` or `{"healthy": false,
+        "why": ...}`. A control call: not an API request, never throttled nor faulty; it
+        creates no server."""
+        server = self._peek_server(server_id, now)
+        jobs = self._jobs.of_server(server_id)
+        config = self.config
+        health = assess(
+            server,
+            jobs,
+            broken_images=config.broken_images,
+            boot_seconds=config.boot_seconds,
+            now=now,
+        )
+        self._health.record(server_id, health, job_count=len(jobs), at=self._timestamps.unix(now))
+        return health_body(server_id, health, self._timestamps)
 
     # --- for tests, benchmarks and the control endpoints -------------------------------------
 
@@ -437,6 +570,11 @@ class Cloud:
             if at >= since
         ]
 
+    def image_calls(self, since: float = 0.0, *, now: float) -> list[JsonObject]:
+        """Every CreateImage and image delete received at or after Unix time `since`, oldest
+        first, with its answer and, for an image created, when it became active (or None)."""
+        return self._backups.calls(since, now)
+
     def faults(self) -> JsonObject:
         """The fault settings in force."""
         return fault_settings(self.config)
@@ -469,6 +607,14 @@ class Cloud:
         faults["purged"] = self._jobs.purged_count
         faults["broken"] = self._jobs.broken_count(now)
         return {
+            **self._counters(truth, faults, now),
+            **self._health_stats(now),
+            "images_created": self._backups.created,
+            "images_deleted": self._backups.deleted,
+        }
+
+    def _counters(self, truth: JsonObject, faults: JsonObject, now: float) -> JsonObject:
+        return {
             "changeos_accepted": dict(self._accepted),
             "duplicate_submissions": self._duplicates,
             "requests": dict(self._requests),
@@ -480,6 +626,35 @@ class Cloud:
             "concurrent_jobs_now": self._jobs.running_count(now),
             "incompatible_changeos": sum(self._incompatible.values()),
             "incompatible_changeos_by_server": dict(self._incompatible),
+        }
+
+    def _health_stats(self, now: float) -> JsonObject:
+        """The probes, and per server with a job or a probe, when it became healthy after its
+        latest job, or since it exists when it has none (Unix time; None while it is not),
+        judged with the settings in force."""
+        healthy_since: dict[str, float | None] = {}
+        job_counts: dict[str, int] = {}
+        config = self.config
+        probed = self._health.by_server()
+        for server in self._servers:
+            jobs = self._jobs.of_server(server.id)
+            job_counts[server.id] = len(jobs)
+            if not jobs and server.id not in probed:
+                continue
+            health = assess(
+                None if server.missing else server,
+                jobs,
+                broken_images=config.broken_images,
+                boot_seconds=config.boot_seconds,
+                now=now,
+            )
+            since = health.since if health.healthy else None
+            healthy_since[server.id] = None if since is None else self._timestamps.unix(since)
+        return {
+            "health_probes": self._health.total,
+            "health_probes_by_server": self._health.by_server(),
+            "healthy_since_by_server": healthy_since,
+            "first_healthy_probe_by_server": self._health.first_healthy(job_counts),
         }
 
     # --- faults --------------------------------------------------------------------------
@@ -586,7 +761,10 @@ class Cloud:
         forbid a change outright are in `compatibility`)."""
         jobs = self._jobs.of_server(server.id)
         job_running = bool(jobs) and not jobs[-1].is_final(now)
-        if job_running or server.busy_task(now) is not None:
+        # Unconfirmed: a server whose image is being made shows no task_state, yet it is busy:
+        # the guide says not to operate on it meanwhile, and ECS refuses what it cannot run.
+        busy = job_running or self._backups.busy(server.id, now)
+        if busy or server.busy_task(now) is not None:
             return ecs_error(
                 "Ecs.0603", "Other commands are being executed on this server.", status=501
             )

@@ -1,5 +1,7 @@
-"""`SimulatorConfig`: what the simulated account looks like (credentials, images, inventory) and
-how it misbehaves (job timing, failures, throttling and the injected faults), with its validation.
+"""`SimulatorConfig`: what the simulated account looks like (credentials, images, inventory, the
+private image quota) and how it misbehaves (job timing, failures, throttling, the injected faults,
+images that boot broken, how long a server takes to boot and an image to be made), with its
+validation.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ RATIO_FIELDS = (
     "slow_ratio",
     "stuck_ratio",
     "error_after_success_ratio",
+    "backup_fail_ratio",
 )
 MAX_JOB_SECONDS_SPREAD = 0.9
+# The range IMS's quota query shows for the private image quota ("min": 1, "max": 1000).
+IMAGE_QUOTA_RANGE = (1, 1000)
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,15 @@ class SimulatorConfig:
     inventory_size: int = 0  # that many generated servers, web-0001...
     inventory_tags: tuple[str, ...] = ()  # carried by every generated server
     strict_inventory: bool = False  # True: ids not in the inventory are 404 Ecs.0114
+    # Health (`GET /_sim/health/{server_id}`): servers on these images are never healthy, and
+    # a server is healthy only boot_seconds after its last change of OS ended.
+    broken_images: frozenset[str] = frozenset()
+    boot_seconds: float = 0.0
+    # IMS images made from servers (CreateImage): how long their job takes, the share of servers
+    # whose image jobs fail (decided by seed and server id), the private image quota.
+    backup_seconds: float = 2.0
+    backup_fail_ratio: float = 0.0
+    image_quota: int = 20
 
     def __post_init__(self) -> None:
         problem = next(self._problems(), None)
@@ -96,6 +110,9 @@ class SimulatorConfig:
             yield "job_ttl must be a finite number >= 0 (or None: never purge)"
         if not 0.0 <= self.job_seconds_spread <= MAX_JOB_SECONDS_SPREAD:
             yield f"job_seconds_spread must be within [0, {MAX_JOB_SECONDS_SPREAD}]"
+        for name in ("boot_seconds", "backup_seconds"):
+            if not _at_least_zero(getattr(self, name)):
+                yield f"{name} must be a finite number >= 0"
 
     def _throttling_problems(self) -> Iterator[str]:
         if self.rate_limit is not None and not (
@@ -110,6 +127,12 @@ class SimulatorConfig:
     def _inventory_problems(self) -> Iterator[str]:
         if self.images is not None and not all(is_uuid(image) for image in self.images):
             yield "images must be UUIDs"
+        if not all(is_uuid(image) and image == image.lower() for image in self.broken_images):
+            yield "broken_images must be lower-case UUIDs"
+        low, high = IMAGE_QUOTA_RANGE
+        quota = self.image_quota
+        if isinstance(quota, bool) or not isinstance(quota, int) or not low <= quota <= high:
+            yield f"image_quota must be an integer within [{low}, {high}]"
         if self.image_specs is not None and not all(
             isinstance(spec, ImageSpec) for spec in self.image_specs
         ):

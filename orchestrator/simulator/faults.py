@@ -1,6 +1,7 @@
 """Misbehaviour on purpose: the gateway's token bucket, the seeded draws that decide which call
 or job meets which fault, the errors those faults answer, and the run-time fault settings that
-`POST /_sim/faults` changes.
+`POST /_sim/faults` changes (besides the API faults: images that boot broken, boot time, how
+long and how reliably images are made from servers, the private image quota).
 
 A draw hashes (seed, fault, what the call is about, its attempt number), never a shared random
 stream, so concurrent clients interleaving differently still meet the same faults per server.
@@ -13,7 +14,7 @@ from typing import Any
 
 from orchestrator.simulator.config import SimulatorConfig
 from orchestrator.simulator.replies import ApiError, ecs_error, gateway_error
-from orchestrator.simulator.shared import JsonObject, unit_hash
+from orchestrator.simulator.shared import JsonObject, is_uuid, unit_hash
 
 # The config fields `POST /_sim/faults` may change while the simulator runs.
 FAULT_FIELDS = (
@@ -32,9 +33,15 @@ FAULT_FIELDS = (
     "job_ttl",
     "error_after_success_ratio",
     "job_seconds_spread",
+    "broken_images",
+    "boot_seconds",
+    "backup_seconds",
+    "backup_fail_ratio",
+    "image_quota",
 )
 _NULLABLE = frozenset({"rate_limit", "burst", "retry_after", "job_ttl"})
-_INTEGERS = frozenset({"burst"})
+_INTEGERS = frozenset({"burst", "image_quota"})
+_IMAGE_SETS = frozenset({"broken_images"})
 
 
 class FaultDraws:
@@ -102,14 +109,18 @@ def flow_control_error() -> ApiError:
 
 
 def fault_settings(config: SimulatorConfig) -> JsonObject:
-    return {name: getattr(config, name) for name in FAULT_FIELDS}
+    settings = {name: getattr(config, name) for name in FAULT_FIELDS}
+    for name in _IMAGE_SETS:
+        settings[name] = sorted(settings[name])  # JSON has no sets
+    return settings
 
 
 def parse_fault_changes(payload: object) -> dict[str, Any]:
     """The settings a `POST /_sim/faults` body changes, typed; ValueError when one is wrong.
 
     `rate_limit` null or 0 turns throttling off (and drops `burst` unless it is also given);
-    `retry_after` null drops the header; `job_ttl` null stops purging.
+    `retry_after` null drops the header; `job_ttl` null stops purging; `broken_images` is a list
+    of image ids (`[]`: none).
     """
     if not isinstance(payload, dict):
         raise ValueError("expected a JSON object of fault settings")
@@ -124,7 +135,9 @@ def parse_fault_changes(payload: object) -> dict[str, Any]:
     return changes
 
 
-def _setting(name: str, value: object) -> float | int | None:
+def _setting(name: str, value: object) -> float | int | frozenset[str] | None:
+    if name in _IMAGE_SETS:
+        return _image_ids(name, value)
     if value is None:
         if name not in _NULLABLE:
             raise ValueError(f"{name} cannot be null")
@@ -136,3 +149,9 @@ def _setting(name: str, value: object) -> float | int | None:
             raise ValueError(f"{name} must be an integer")
         return int(value)
     return float(value)
+
+
+def _image_ids(name: str, value: object) -> frozenset[str]:
+    if not isinstance(value, list) or not all(is_uuid(image) for image in value):
+        raise ValueError(f"{name} must be a list of image UUIDs")
+    return frozenset(str(image).lower() for image in value)

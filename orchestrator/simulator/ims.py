@@ -1,5 +1,5 @@
-"""IMS ListImages (`GET /v2/cloudimages`): the image JSON, the filters, marker paging and the
-IMS error body (fleet-safety-api.md sections 0, 1 and 6).
+"""IMS ListImages (`GET /v2/cloudimages`): the image JSON, the filters, marker paging, the IMS
+error body and the project check of IMS calls (fleet-safety-api.md sections 0, 1 and 6).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from orchestrator.simulator.shared import JsonObject, Timestamps, derived_uuid
 
 DEFAULT_IMAGE_LIMIT = 500
 MAX_IMAGE_LIMIT = 1000
-# __imagetype values: only "gold" (public) and "private" images exist in the simulator.
-IMAGE_TYPES = {"gold": "public", "private": "private", "shared": None, "market": None}
+# __imagetype value -> the visibility it lists; no Marketplace image exists in the simulator.
+IMAGE_TYPES = {"gold": "public", "private": "private", "shared": "shared", "market": None}
+_TYPE_OF_VISIBILITY = {"public": "gold", "private": "private", "shared": "shared"}
 LIST_VISIBILITIES = ("public", "private", "shared")
 # Chosen: no public source gives the code for a project that is not the caller's.
 PROJECT_MISMATCH_CODE = "IMG.0403"
@@ -32,13 +33,16 @@ def ims_error(code: str, message: str, status: int = 400) -> ApiError:
     return ApiError(status=status, code=code, message=message, with_details=False)
 
 
-def check_ims_project(header_project_id: str | None, project_id: str) -> ApiError | None:
-    """IMS paths carry no project: the SDK sends it as X-Project-Id, which must be ours."""
-    if header_project_id is None or header_project_id == project_id:
+def check_ims_project(
+    asked_project_id: str | None, project_id: str, *, where: str = "X-Project-Id"
+) -> ApiError | None:
+    """Most IMS paths carry no project: the SDK sends it as X-Project-Id, which must be ours
+    (as must the project of the paths that do carry one: `where` says which it was)."""
+    if asked_project_id is None or asked_project_id == project_id:
         return None
     return ims_error(
         PROJECT_MISMATCH_CODE,
-        f"The project ID {header_project_id} in X-Project-Id does not match the credentials.",
+        f"The project ID {asked_project_id} in {where} does not match the credentials.",
         status=403,
     )
 
@@ -112,6 +116,9 @@ def _image_filter(query: Mapping[str, str]) -> Callable[[ImageSpec], bool] | Api
     image_name = query.get("name")
     if image_name:
         checks.append(_equals(_image_name, image_name))
+    tag = query.get("tag")
+    if tag:  # "key.value", the form IMS shows tags in
+        checks.append(lambda image: tag in image.tags)
     return lambda image: all(check(image) for check in checks)
 
 
@@ -133,13 +140,12 @@ def image_body(
     """An image as ListImages shows it (SDK `ImageInfo`); absent keys mean what IMS means by
     their absence (no `hw_firmware_type`: BIOS; no `__support_arm`: x86)."""
     public = image.visibility == "public"
-    added = timestamps.iso_seconds(catalog.added_at(image.id))
     body: JsonObject = {
         "id": image.id,
         "name": image.name,
         "status": image.status,
-        "created_at": added,
-        "updated_at": added,
+        "created_at": timestamps.iso_seconds(catalog.added_at(image.id)),
+        "updated_at": timestamps.iso_seconds(catalog.updated_at(image.id)),
         "min_disk": image.min_disk,
         "min_ram": image.min_ram,
         "__os_type": image.os_type,
@@ -147,10 +153,10 @@ def image_body(
         "__platform": image.platform,
         "__os_bit": "64",
         "__support_kvm": "true",
-        "__imagetype": "gold" if public else "private",
+        "__imagetype": _TYPE_OF_VISIBILITY[image.visibility],
         "visibility": image.visibility,
-        "protected": public,
-        "owner": _public_owner() if public else project_id,
+        "protected": public or image.protected,
+        "owner": _owner(image, project_id),
         "virtual_env_type": "FusionCompute",
         "disk_format": "zvhd2",
         "container_format": "bare",
@@ -161,23 +167,33 @@ def image_body(
         "file": f"/v2/images/{image.id}/file",
         "self": f"/v2/images/{image.id}",
         "schema": "/v2/schemas/image",
-        "tags": [],
+        "tags": list(image.tags),
         "__isregistered": "true",
-        "__description": "",
+        "__description": image.description,
         # The IMS docs: "true" means the image can NOT take Cloud-Init injection.
         "__support_fc_inject": "false" if image.cloud_init else "true",
     }
-    if image.status == "active":
-        body["active_at"] = added
+    active_at = catalog.active_at(image.id)
+    if image.status == "active" and active_at is not None:
+        body["active_at"] = timestamps.iso_seconds(active_at)
     if image.firmware is not None:
         body["hw_firmware_type"] = image.firmware
     if image.architecture == "arm":
         body["__support_arm"] = "true"
     if not public:
         body["enterprise_project_id"] = "0"
+    if image.source_image_id is not None:
+        body["__originalimagename"] = image.source_image_id
+    if image.source_server_id is not None:
+        # Terraform parses this form to find the server an image was made from.
+        body["__data_origin"] = f"instance,{image.source_server_id}"
     return body
 
 
-def _public_owner() -> str:
-    # Public images belong to the cloud's own account, never to the caller's project.
-    return uuid.UUID(derived_uuid("public-images", "owner")).hex
+def _owner(image: ImageSpec, project_id: str) -> str:
+    if image.visibility == "public":
+        # Public images belong to the cloud's own account, never to the caller's project.
+        return uuid.UUID(derived_uuid("public-images", "owner")).hex
+    if image.visibility == "shared":
+        return uuid.UUID(derived_uuid("shared-images", "owner")).hex  # another project
+    return project_id

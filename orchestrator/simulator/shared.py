@@ -36,7 +36,7 @@ def derived_uuid(*parts: object) -> str:
 
 
 class Timestamps:
-    """Turns the model's monotonic `now` into the two ISO formats the cloud shows."""
+    """Turns the model's monotonic `now` into the time formats the cloud shows."""
 
     def __init__(self, wall_offset: float) -> None:
         self._wall_offset = wall_offset
@@ -60,3 +60,14 @@ class Timestamps:
     def iso_microseconds(self, now: float) -> str:
         """Volume times, with no zone as EVS shows them: `2016-05-25T02:38:40.392463`."""
         return self._wall(now).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+    def ims_ms(self, now: float) -> str:
+        """IMS job times, as the IMS docs show them: `04-Jun-2015 18:11:06:586` (UTC)."""
+        moment = self._wall(now)
+        # The month by hand: strftime's %b follows the locale, the cloud's answer does not.
+        month = _MONTHS[moment.month - 1]
+        clock = moment.strftime("%H:%M:%S")
+        return f"{moment.day:02d}-{month}-{moment.year} {clock}:{moment.microsecond // 1000:03d}"
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")

@@ -496,6 +496,10 @@ def test_stats_report_requests_concurrency_and_truth() -> None:
         "list_flavors": 0,
         "show_volume": 0,
         "list_volumes": 0,
+        "create_image": 0,
+        "show_image_job": 0,
+        "image_quota": 0,
+        "delete_image": 0,
     }
     assert stats["errors_by_code"] == {"Ecs.0005": 1}
     assert stats["changeos_accepted"] == dict.fromkeys(servers, 1)
@@ -534,6 +538,12 @@ def test_stats_report_requests_concurrency_and_truth() -> None:
         "concurrent_jobs_now": 0,
         "incompatible_changeos": 0,
         "incompatible_changeos_by_server": {},
+        "health_probes": 0,
+        "health_probes_by_server": {},
+        "healthy_since_by_server": {},
+        "first_healthy_probe_by_server": {},
+        "images_created": 0,
+        "images_deleted": 0,
     }
 
 
