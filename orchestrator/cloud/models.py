@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.domain.health import ProbeTarget
 from orchestrator.domain.preflight import Architecture, Firmware, ImageFacts, ServerFacts
 from orchestrator.domain.verdicts import ServerSnapshot
 
@@ -112,6 +113,14 @@ class Server:
     flavor_id: str | None = None
     availability_zone: str | None = None
     os_type: str | None = None
+    # The first fixed and floating IPv4 addresses: where a health probe may go.
+    ip: str | None = None
+    floating_ip: str | None = None
+
+    def probe_target(self) -> ProbeTarget:
+        return ProbeTarget(
+            server_id=self.id, name=self.name, ip=self.ip, floating_ip=self.floating_ip
+        )
 
     def facts(self) -> ServerFacts:
         return ServerFacts(
@@ -167,7 +176,23 @@ class Server:
             flavor_id=_opt(flavor.get("id")) if isinstance(flavor, dict) else None,
             availability_zone=_opt(body.get("OS-EXT-AZ:availability_zone")),
             os_type=_opt(metadata.get("os_type")) if metadata else None,
+            ip=_first_ipv4(body.get("addresses"), "fixed"),
+            floating_ip=_first_ipv4(body.get("addresses"), "floating"),
         )
+
+
+def _first_ipv4(addresses: object, kind: str) -> str | None:
+    """The first IPv4 address of this kind (`OS-EXT-IPS:type`) over the server's networks."""
+    for entries in addresses.values() if isinstance(addresses, dict) else []:
+        for entry in entries if isinstance(entries, list) else []:
+            if (
+                isinstance(entry, dict)
+                and str(entry.get("version")) == "4"
+                and entry.get("OS-EXT-IPS:type") == kind
+                and entry.get("addr")
+            ):
+                return str(entry["addr"])
+    return None
 
 
 @dataclass(frozen=True)
