@@ -103,10 +103,13 @@ from orchestrator.simulator.validation import (
 )
 from orchestrator.simulator.volumes import (
     SystemDisk,
+    VolumeQuery,
     check_evs_project,
     check_volume_id,
+    evs_error,
     list_volumes,
     listing,
+    next_link,
     parse_volume_query,
     volume_body,
     volume_not_found,
@@ -927,6 +930,28 @@ class Cloud:
             timestamps=self._timestamps,
         )
 
+    def _volume_page(
+        self, volume_query: VolumeQuery, query: Mapping[str, str], now: float
+    ) -> Reply:
+        """ListVolumes without filters: the same answer as the general path, but only the
+        page's disks are built (a project of 100,000 servers is paged through in seconds)."""
+        candidates = [server for server in self._servers.listed() if server.has_system_disk]
+        if volume_query.marker:
+            owner = self._volume_owner.get(volume_query.marker)
+            after = None if owner is None else self._servers.after(candidates, owner)
+            if after is None or not any(server.id == owner for server in candidates):
+                return evs_error("EVS.1024", "invalid filter marker!")
+            remaining = after
+        else:
+            remaining = candidates
+        window = remaining[volume_query.offset : volume_query.offset + volume_query.limit + 1]
+        disks = [self._system_disk(server, now) for server in window]
+        page = disks[: volume_query.limit]
+        link = None
+        if len(disks) > volume_query.limit:
+            link = next_link(query, self.config.project_id, page[-1].id)
+        return listing([self._volume_body(disk) for disk in page], len(candidates), link)
+
     def _system_disk(self, server: SimServer, now: float) -> SystemDisk:
         seen = self._observe(server, now)
         return SystemDisk(
@@ -965,6 +990,8 @@ class Cloud:
         volume_query = parse_volume_query(query)
         if isinstance(volume_query, ApiError):
             return volume_query
+        if volume_query.pages_only:
+            return self._volume_page(volume_query, query, now)
         disks = [
             self._system_disk(server, now)
             for server in self._servers.listed()

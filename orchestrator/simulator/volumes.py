@@ -120,6 +120,13 @@ def volume_body(
 class VolumeQuery:
     """ListVolumes' parameters, checked."""
 
+    @property
+    def pages_only(self) -> bool:
+        """Only paging (marker, offset, limit): no filter to apply to any disk."""
+        return self.ids is None and not (
+            self.volume_id or self.server_id or self.status or self.availability_zone
+        )
+
     ids: frozenset[str] | None  # None: no `ids` filter
     volume_id: str | None
     server_id: str | None
@@ -214,8 +221,13 @@ def list_volumes(
     page = remaining[: volume_query.limit]
     link = None
     if len(remaining) > volume_query.limit:
-        link = {"href": _next_href(query, project_id, page[-1].id), "rel": "next"}
+        link = next_link(query, project_id, page[-1].id)
     return page, len(matching), link
+
+
+def next_link(query: Mapping[str, str], project_id: str, last_id: str) -> JsonObject:
+    """The `volumes_links` entry of a page that more volumes follow."""
+    return {"href": _next_href(query, project_id, last_id), "rel": "next"}
 
 
 def _next_href(query: Mapping[str, str], project_id: str, last_id: str) -> str:
