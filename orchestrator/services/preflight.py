@@ -70,7 +70,6 @@ class FleetFacts:
     """Facts of a fleet as read at one moment, and what reading them cost."""
 
     servers: dict[str, Server] = field(default_factory=dict)
-    missing: set[str] = field(default_factory=set)  # the cloud said it does not know these
     unreadable: set[str] = field(default_factory=set)  # the cloud kept refusing to show these
     flavors: dict[str, Architecture] = field(default_factory=dict)
     images: dict[str, ImageFacts | None] = field(default_factory=dict)
@@ -238,8 +237,7 @@ async def _read_servers(
                 return
             except Rejected as exc:
                 if exc.http_status == 404 or exc.code in ("Ecs.0114", "Ecs.0614"):
-                    fleet.missing.add(server_id)
-                    return
+                    return  # neither shown nor unreadable: the cloud does not know it
                 raise
             fleet.servers[server_id] = server
 

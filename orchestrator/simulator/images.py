@@ -17,13 +17,21 @@ their origin (the server and the image it ran); the JSON does not set those.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from orchestrator.simulator.entries import (
+    flag_field,
+    integer_in,
+    one_of,
+    parse_fields,
+    read_json_file,
+    text_field,
+    uuid_field,
+)
 from orchestrator.simulator.shared import derived_uuid, is_uuid
 
 IMAGE_STATUSES = ("queued", "saving", "active", "killed", "deleted")
@@ -88,9 +96,7 @@ def base_image(seed: int) -> ImageSpec:
 
 
 def _uuid(value: object) -> str:
-    if not is_uuid(value):
-        raise ValueError("must be a UUID")
-    return str(value).lower()
+    return uuid_field(value).lower()
 
 
 def is_image_name(value: str) -> bool:
@@ -107,72 +113,32 @@ def _name(value: object) -> str:
     return value
 
 
-def _text(value: object) -> str:
-    if not (isinstance(value, str) and value):
-        raise ValueError("must be a non-empty string")
-    return value
-
-
-def _one_of(choices: tuple[str, ...]) -> Callable[[object], str]:
-    def parse(value: object) -> str:
-        if value not in choices:
-            raise ValueError(f"must be one of {list(choices)}")
-        return str(value)
-
-    return parse
-
-
 def _firmware(value: object) -> str | None:
-    return None if value is None else _one_of(FIRMWARES)(value)
-
-
-def _integer(low: int, high: int) -> Callable[[object], int]:
-    def parse(value: object) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(f"must be an integer within [{low}, {high}]")
-        return value
-
-    return parse
-
-
-def _flag(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("must be true or false")
-    return value
+    return None if value is None else one_of(FIRMWARES)(value)
 
 
 _FIELDS: dict[str, Callable[[object], Any]] = {
     "id": _uuid,
     "name": _name,
-    "status": _one_of(IMAGE_STATUSES),
-    "min_disk": _integer(*MIN_DISK_RANGE),
-    "min_ram": _integer(0, MAX_MIN_RAM_MB),
-    "os_type": _one_of(OS_TYPES),
-    "os_version": _text,
-    "platform": _text,
-    "architecture": _one_of(IMAGE_ARCHITECTURES),
+    "status": one_of(IMAGE_STATUSES),
+    "min_disk": integer_in(*MIN_DISK_RANGE),
+    "min_ram": integer_in(0, MAX_MIN_RAM_MB),
+    "os_type": one_of(OS_TYPES),
+    "os_version": text_field,
+    "platform": text_field,
+    "architecture": one_of(IMAGE_ARCHITECTURES),
     "firmware": _firmware,
-    "cloud_init": _flag,
-    "visibility": _one_of(VISIBILITIES),
-    "protected": _flag,
+    "cloud_init": flag_field,
+    "visibility": one_of(VISIBILITIES),
+    "protected": flag_field,
 }
 
 
 def parse_image_spec(entry: object) -> ImageSpec:
     """One entry of `{"images": [...]}`; ValueError names the first bad or unknown key."""
-    if not isinstance(entry, dict):
-        raise ValueError("an image entry must be an object")
-    unknown = sorted(set(entry) - set(_FIELDS))
-    if unknown:
-        raise ValueError(f"unknown keys {unknown}; known: {sorted(_FIELDS)}")
-    if "id" not in entry:
+    if isinstance(entry, dict) and "id" not in entry and not set(entry) - set(_FIELDS):
         raise ValueError("id is required")
-    values: dict[str, Any] = {}
-    for key, value in entry.items():
-        try:
-            values[key] = _FIELDS[key](value)
-        except ValueError as error:
-            raise ValueError(f"{key} {error}") from None
+    values = parse_fields(entry, _FIELDS, "an image")
     return replace(default_image(values["id"]), **values)
 
 
@@ -197,11 +163,7 @@ def parse_images(data: object) -> tuple[ImageSpec, ...]:
 
 def load_images(path: str | Path) -> tuple[ImageSpec, ...]:
     """The --images-file file: the same JSON as `POST /_sim/images` takes."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read {path}: {error}") from None
-    return parse_images(data)
+    return parse_images(read_json_file(path))
 
 
 # --- the catalog -------------------------------------------------------------------------

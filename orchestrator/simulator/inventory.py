@@ -11,7 +11,6 @@ seed's shared base image), `key_name`, `task_state` (the server is busy while it
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -19,8 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.simulator.entries import (
+    flag_field,
+    parse_fields,
+    parse_list,
+    read_json_file,
+    text_field,
+    uuid_field,
+)
 from orchestrator.simulator.flavors import DEFAULT_FLAVOR_ID, find_flavor, flavor_ids
-from orchestrator.simulator.shared import derived_uuid, is_uuid
+from orchestrator.simulator.shared import derived_uuid
 
 CHARGING_MODES = frozenset({"0", "1", "2"})  # pay-per-use, yearly/monthly, spot
 # The task a server is busy with when only `busy_for_s` is given.
@@ -71,26 +78,8 @@ def parse_tags(text: str) -> tuple[str, ...]:
     return tuple(parse_tag(part.strip()) for part in text.split(",") if part.strip())
 
 
-def _uuid(value: object) -> str:
-    if not is_uuid(value):
-        raise ValueError("must be a UUID")
-    return str(value)
-
-
-def _text(value: object) -> str:
-    if not (isinstance(value, str) and value):
-        raise ValueError("must be a non-empty string")
-    return value
-
-
 def _optional_text(value: object) -> str | None:
-    return None if value is None else _text(value)
-
-
-def _flag(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("must be true or false")
-    return value
+    return None if value is None else text_field(value)
 
 
 def _tags(value: object) -> tuple[str, ...]:
@@ -136,61 +125,37 @@ def _disk_size(value: object) -> int:
 
 
 _FIELDS: dict[str, Callable[[object], Any]] = {
-    "id": _uuid,
-    "name": _text,
+    "id": uuid_field,
+    "name": text_field,
     "tags": _tags,
     "status": _status,
-    "locked": _flag,
+    "locked": flag_field,
     "charging_mode": _charging_mode,
-    "has_system_disk": _flag,
-    "image_id": _uuid,
+    "has_system_disk": flag_field,
+    "image_id": uuid_field,
     "key_name": _optional_text,
     "task_state": _optional_text,
     "busy_for_s": _seconds,
-    "missing": _flag,
+    "missing": flag_field,
     "flavor_id": _flavor_id,
     "system_disk_size": _disk_size,
-    "availability_zone": _text,
+    "availability_zone": text_field,
 }
 
 
 def parse_server_spec(entry: object) -> ServerSpec:
     """One entry of `{"servers": [...]}`; ValueError names the first bad or unknown key."""
-    if not isinstance(entry, dict):
-        raise ValueError("a server entry must be an object")
-    unknown = sorted(set(entry) - set(_FIELDS))
-    if unknown:
-        raise ValueError(f"unknown keys {unknown}; known: {sorted(_FIELDS)}")
-    values: dict[str, Any] = {}
-    for key, value in entry.items():
-        try:
-            values[key] = _FIELDS[key](value)
-        except ValueError as error:
-            raise ValueError(f"{key} {error}") from None
-    return ServerSpec(**values)
+    return ServerSpec(**parse_fields(entry, _FIELDS, "a server"))
 
 
 def parse_inventory(data: object) -> tuple[ServerSpec, ...]:
     """`{"servers": [entry, ...]}`; ValueError says which entry is wrong and why."""
-    servers = data.get("servers") if isinstance(data, dict) else None
-    if not isinstance(servers, list):
-        raise ValueError('expected {"servers": [...]}')
-    specs = []
-    for index, entry in enumerate(servers):
-        try:
-            specs.append(parse_server_spec(entry))
-        except ValueError as error:
-            raise ValueError(f"servers[{index}]: {error}") from None
-    return tuple(specs)
+    return tuple(parse_list(data, "servers", parse_server_spec))
 
 
 def load_inventory(path: str | Path) -> tuple[ServerSpec, ...]:
     """The --inventory file: the same JSON as `POST /_sim/servers` takes."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read {path}: {error}") from None
-    return parse_inventory(data)
+    return parse_inventory(read_json_file(path))
 
 
 def generated_inventory(seed: int, size: int, tags: Iterable[str]) -> tuple[ServerSpec, ...]:

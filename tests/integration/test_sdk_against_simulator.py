@@ -24,6 +24,7 @@ from aiohttp import web
 
 from orchestrator.simulator.app import create_simulator_app
 from orchestrator.simulator.cloud import SimulatorConfig
+from tests.support.sdk import prepare_sdk, sdk_client
 
 pytestmark = pytest.mark.integration
 
@@ -89,25 +90,15 @@ def start_simulator() -> Iterator[Callable[..., str]]:
 @pytest.fixture
 def sdk(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> SimpleNamespace:
     """The SDK's modules, imported with HOME (which it writes to) and proxies made harmless."""
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    from huaweicloudsdkcore.auth.credentials import BasicCredentials
+    prepare_sdk(monkeypatch, tmp_path)
     from huaweicloudsdkcore.exceptions.exceptions import (
         ClientRequestException,
         ServerResponseException,
     )
-    from huaweicloudsdkcore.http.http_config import HttpConfig
     from huaweicloudsdkecs import v2
 
     def client(url: str, sk: str = SK) -> Any:
-        return (
-            v2.EcsClient.new_builder()
-            .with_http_config(HttpConfig.get_default_config())
-            .with_credentials(BasicCredentials(AK, sk, PROJECT))
-            .with_endpoints([url])
-            .build()
-        )
+        return sdk_client(v2.EcsClient, url, ak=AK, sk=sk, project_id=PROJECT)
 
     return SimpleNamespace(
         client=client,

@@ -25,6 +25,7 @@ from tests.integration.test_sdk_against_simulator import (
     SK,
     SimulatorThread,
 )
+from tests.support.sdk import prepare_sdk, sdk_client
 
 # The SDK's TypeConversionWarning (a UserWarning) is how it says a field had the wrong type.
 # It also marks IMS ShowJob deprecated (for ShowJobProgress); ShowJob is what clients call.
@@ -62,24 +63,16 @@ def simulator_url() -> Iterator[str]:
 def sdk(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, simulator_url: str) -> SimpleNamespace:
     """The IMS and ECS clients and their modules, imported with HOME (which the SDK writes to)
     and proxies made harmless."""
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    prepare_sdk(monkeypatch, tmp_path)
     import huaweicloudsdkecs.v2 as ecs
     import huaweicloudsdkims.v2 as ims
-    from huaweicloudsdkcore.auth.credentials import BasicCredentials
     from huaweicloudsdkcore.exceptions.exceptions import (
         ClientRequestException,
         ServerResponseException,
     )
 
     def build(client_class: Any) -> Any:
-        return (
-            client_class.new_builder()
-            .with_credentials(BasicCredentials(AK, SK, PROJECT))
-            .with_endpoints([simulator_url])
-            .build()
-        )
+        return sdk_client(client_class, simulator_url, ak=AK, sk=SK, project_id=PROJECT)
 
     return SimpleNamespace(
         ims=build(ims.ImsClient),

@@ -24,6 +24,7 @@ from tests.integration.test_sdk_against_simulator import (
     SK,
     SimulatorThread,
 )
+from tests.support.sdk import prepare_sdk, sdk_client
 
 # The SDK's TypeConversionWarning (a UserWarning) is how it says a field had the wrong type.
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("error::UserWarning")]
@@ -66,22 +67,14 @@ def clients(
 ) -> Callable[..., SimpleNamespace]:
     """`clients(project_id=PROJECT)`: the ECS, IMS and EVS clients of that project and their
     modules, imported with HOME (which the SDK writes to) and proxies made harmless."""
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    prepare_sdk(monkeypatch, tmp_path)
     import huaweicloudsdkecs.v2 as ecs
     import huaweicloudsdkevs.v2 as evs
     import huaweicloudsdkims.v2 as ims
-    from huaweicloudsdkcore.auth.credentials import BasicCredentials
     from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 
     def build(client_class: Any, project_id: str) -> Any:
-        return (
-            client_class.new_builder()
-            .with_credentials(BasicCredentials(AK, SK, project_id))
-            .with_endpoints([simulator_url])
-            .build()
-        )
+        return sdk_client(client_class, simulator_url, ak=AK, sk=SK, project_id=project_id)
 
     def make(project_id: str = PROJECT) -> SimpleNamespace:
         return SimpleNamespace(
