@@ -18,6 +18,10 @@ RETRYABLE_CODES = frozenset(
         "Ecs.0615",
         "IMG.0060",  # IMS task flow control
         "IMG.0010",  # IMS: the server has tasks in progress
+        # IMS refuses to delete an image still being created: it can be once its job ends.
+        # Every other IMG.* refusal (quota IMG.0015, name IMG.0009, bad body...) is a 400 and
+        # falls to Rejected below: the same call sent again, unchanged, is refused again.
+        "IMG.0090",
     }
 )
 # Retryable answers that prove the cloud refused before acting: the gateway's and the
@@ -32,6 +36,7 @@ REFUSED_BEFORE_ACTING_CODES = frozenset(
         "Ecs.0603",
         "IMG.0060",
         "IMG.0010",
+        "IMG.0090",
         "Connection.Failed",
     }
 )
