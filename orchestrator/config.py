@@ -79,6 +79,12 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias="ORCH_NOTIFY_ALLOWED_HOSTS"
     )
 
+    # Hosts a health-check template may name besides the server's own addresses and name
+    # (exact names or "*.example.com"); a probe never reaches any other address.
+    health_allowed_hosts: list[str] = Field(
+        default_factory=list, validation_alias="ORCH_HEALTH_ALLOWED_HOSTS"
+    )
+
     # Hostile input: the largest request body and the most servers one batch may hold.
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, validation_alias="ORCH_MAX_BODY_BYTES")
     max_servers_per_batch: int = Field(

@@ -46,6 +46,8 @@ def create_celery_app(settings: Settings) -> Celery:
         task_routes={
             "reimage.submit_servers": {"queue": SUBMIT_QUEUE, "routing_key": SUBMIT_QUEUE},
             "reimage.poll_jobs": {"queue": POLL_QUEUE, "routing_key": POLL_QUEUE},
+            # Probes wait like polls (on a due time) and are as light: the same queue.
+            "reimage.probe_health": {"queue": POLL_QUEUE, "routing_key": POLL_QUEUE},
             # Sweeps are few and others wait on them: the short tick queue, not behind polls.
             "reimage.sweep_facts": {"queue": TICK_QUEUE, "routing_key": TICK_QUEUE},
             "reimage.tick": {"queue": TICK_QUEUE, "routing_key": TICK_QUEUE},

@@ -19,6 +19,7 @@ from orchestrator.services.dispatch import run_tick
 from orchestrator.services.polling import poll_servers
 from orchestrator.services.submission import submit_servers
 from orchestrator.services.sweep import sweep_facts
+from orchestrator.services.verification import probe_servers
 from orchestrator.services.webhooks import deliver_due
 
 log = logging.getLogger("reimage.worker")
@@ -53,6 +54,9 @@ class CeleryDispatcher:
     def poll(self, batch_server_ids: list[int]) -> None:
         poll_jobs_task.apply_async(args=(batch_server_ids,))
 
+    def probe(self, batch_server_ids: list[int]) -> None:
+        probe_health_task.apply_async(args=(batch_server_ids,))
+
     def sweep(self, project_id: str, region: str) -> None:
         sweep_facts_task.apply_async(args=(project_id, region))
 
@@ -68,6 +72,13 @@ def submit_servers_task(batch_server_ids: list[int]) -> dict[str, int]:
 def poll_jobs_task(batch_server_ids: list[int]) -> dict[str, int]:
     outcomes = asyncio.run(poll_servers(runtime(), batch_server_ids))
     log.info("poll n=%d outcomes=%s", len(batch_server_ids), outcomes)
+    return outcomes
+
+
+@shared_task(name="reimage.probe_health")
+def probe_health_task(batch_server_ids: list[int]) -> dict[str, int]:
+    outcomes = asyncio.run(probe_servers(runtime(), batch_server_ids))
+    log.info("probe n=%d outcomes=%s", len(batch_server_ids), outcomes)
     return outcomes
 
 

@@ -39,7 +39,12 @@ from pydantic import (
 from pydantic.json_schema import WithJsonSchema
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from orchestrator.domain.policy import DEFAULT_MAX_IN_FLIGHT, DEFAULT_POLICY
+from orchestrator.domain.health import ProbeKind, template_problem
+from orchestrator.domain.policy import (
+    DEFAULT_BACKUP_RETENTION_S,
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_POLICY,
+)
 from orchestrator.domain.webhooks import host_allowed
 from orchestrator.ids import PROJECT_ID_PATTERN, REGION_PATTERN, UUID_PATTERN, canonical_uuid
 
@@ -268,6 +273,44 @@ class OsChangeSpec(BaseModel):
         return value
 
 
+class HealthCheckSpec(BaseModel):
+    """`policy.health_check`: how the new OS is probed before a server counts as done."""
+
+    model_config = _FROZEN
+
+    # One of the two: a URL template (a 2xx answer is healthy) or "host:port" (a connection).
+    http: StrictStr | None = Field(None, min_length=1, max_length=2048)
+    tcp: StrictStr | None = Field(None, min_length=1, max_length=512)
+    initial_delay_s: Annotated[Seconds, Field(ge=0, le=86400)] = 120.0
+    interval_s: Annotated[Seconds, Field(ge=1, le=3600)] = 10.0
+    timeout_s: Annotated[Seconds, Field(gt=0, le=60)] = 5.0
+    successes: Annotated[StrictInt, Field(ge=1, le=100)] = 1
+    deadline_s: Annotated[Seconds, Field(ge=1, le=86400)] = 900.0
+
+    @model_validator(mode="after")
+    def _one_usable_target(self) -> HealthCheckSpec:
+        if (self.http is None) == (self.tcp is None):
+            _raise_errors([(("http",), 'give one of "http" (a URL template) or "tcp"')])
+        kind = ProbeKind.HTTP if self.http is not None else ProbeKind.TCP
+        problem = template_problem(kind, self.http or self.tcp or "")
+        if problem:
+            _raise_errors([((kind.value,), problem)])
+        if self.deadline_s <= self.initial_delay_s:
+            _raise_errors(
+                [(("deadline_s",), "must be greater than initial_delay_s (no probe would run)")]
+            )
+        return self
+
+
+class BackupSpec(BaseModel):
+    """`policy.backup`: each system disk saved as an IMS private image before its change."""
+
+    model_config = _FROZEN
+
+    mode: Literal["image"]
+    retention_s: Annotated[StrictInt, Field(ge=1, le=31_536_000)] = int(DEFAULT_BACKUP_RETENTION_S)
+
+
 class BatchPolicy(BaseModel):
     """`policy`: how fast and how carefully the batch is rolled out."""
 
@@ -283,6 +326,15 @@ class BatchPolicy(BaseModel):
     wave_delay_s: Annotated[Seconds, Field(ge=0, le=86400)] = DEFAULT_POLICY.wave_delay_s
     skip_matching: StrictBool = DEFAULT_POLICY.skip_matching
     on_incompatible: Literal["reject", "skip"] = "reject"
+    health_check: HealthCheckSpec | None = None
+    on_unhealthy: Literal["keep", "rollback"] = "keep"
+    backup: BackupSpec | None = None
+
+    @model_validator(mode="after")
+    def _rollback_needs_a_gate(self) -> BatchPolicy:
+        if self.on_unhealthy == "rollback" and self.health_check is None:
+            _raise_errors([(("on_unhealthy",), '"rollback" needs policy.health_check')])
+        return self
 
     @field_validator("waves")
     @classmethod

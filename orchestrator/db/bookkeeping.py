@@ -83,6 +83,25 @@ def reschedule_poll(
     )
 
 
+def record_probes(
+    session: Session,
+    batch_server_id: int,
+    *,
+    health: dict[str, Any],
+    next_probe_at: datetime,
+    now: datetime,
+) -> None:
+    """A verifying server's probes so far and when the next one is due."""
+    session.execute(
+        update(BatchServer)
+        .where(
+            BatchServer.id == batch_server_id,
+            BatchServer.state == ServerState.VERIFYING.value,
+        )
+        .values(health=health, next_poll_at=next_probe_at, updated_at=now)
+    )
+
+
 def keep_job_result(
     session: Session, batch_server_id: int, *, result: dict[str, Any], job_status: str
 ) -> None:

@@ -76,7 +76,7 @@ def one_of(column: str, states: type[StrEnum], *, nullable: bool = False) -> Che
     return CheckConstraint(condition, name=column)
 
 
-ACTIVE_STATES_SQL = "state IN ('pending', 'submitting', 'running')"
+ACTIVE_STATES_SQL = "state IN ('pending', 'submitting', 'backing_up', 'running', 'verifying')"
 SETTLED_WITH_DURATION_SQL = "job_seconds IS NOT NULL AND state IN ('succeeded', 'failed')"
 
 
@@ -106,13 +106,22 @@ class Batch(Base):
     # Counts per server state, maintained by record_server_transition (no scan of the servers).
     n_pending: Mapped[int] = mapped_column(Integer, default=0)
     n_submitting: Mapped[int] = mapped_column(Integer, default=0)
+    n_backing_up: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     n_running: Mapped[int] = mapped_column(Integer, default=0)
+    n_verifying: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     n_succeeded: Mapped[int] = mapped_column(Integer, default=0)
     n_failed: Mapped[int] = mapped_column(Integer, default=0)
     n_cancelled: Mapped[int] = mapped_column(Integer, default=0)
     n_skipped: Mapped[int] = mapped_column(Integer, default=0)
     # Failed and left broken (the server is in ERROR), as opposed to failed but safe.
     n_broken: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Servers that failed their health gate and are being changed back to their previous
+    # image (in flight, not yet failed): the error budget counts them from the moment the
+    # gate failed, so a bad image stops the batch before its rollbacks end.
+    n_rolling_back: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # "change" (a submission or a retry) or "rollback" (each server back to its own recorded
+    # image; `parent_id` is the batch it undoes).
+    kind: Mapped[str] = mapped_column(String(16), default="change", server_default="change")
     pause_reason: Mapped[str | None] = mapped_column(Text)
     paused_by: Mapped[str | None] = mapped_column(String(64))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -133,6 +142,17 @@ class Batch(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     finished_at: Mapped[datetime | None]
+
+    @property
+    def budget_used(self) -> int:
+        """What the error budget counts: the failed, and those being rolled back after a
+        failed health gate (failed in all but name, from the moment the gate failed)."""
+        return self.n_failed + self.n_rolling_back
+
+    @property
+    def in_flight(self) -> int:
+        """Servers past pending and not yet settled: each holds an in-flight slot."""
+        return self.n_submitting + self.n_backing_up + self.n_running + self.n_verifying
 
     @property
     def rollout_policy(self) -> RolloutPolicy:
@@ -174,6 +194,17 @@ class BatchServer(Base):
     # What the pre-flight check saw at submission (flavor, architecture, zone, charging mode,
     # system disk and its size, present image and its firmware), shown with the server.
     facts: Mapped[dict[str, Any] | None]
+    # "change", or "rollback" once a failed health gate sends it back to `previous_image`.
+    phase: Mapped[str] = mapped_column(String(16), default="change", server_default="change")
+    # The image the server ran just before this batch's changeos (recorded with the send):
+    # where a rollback takes it back to.
+    previous_image: Mapped[str | None] = mapped_column(String(64))
+    # The health gate: the probe target, when the job ended, the probes so far (count,
+    # healthy ones in a row, the last one's status or error and timings).
+    health: Mapped[dict[str, Any] | None]
+    # The backup image made before the change (policy.backup): its name, IMS job, image id,
+    # status, and when it was deleted.
+    backup: Mapped[dict[str, Any] | None]
 
     def image_for(self, os_change: dict[str, Any]) -> str:
         """The image this server is changed to: its own, else the batch's single image."""

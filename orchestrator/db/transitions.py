@@ -48,6 +48,10 @@ class ServerColumns(TypedDict, total=False):
     before_call: dict[str, Any] | None
     facts_not_before: datetime | None
     target_image: str | None
+    phase: str
+    previous_image: str | None
+    health: dict[str, Any] | None
+    backup: dict[str, Any] | None
     dispatched_at: datetime | None
     next_attempt_at: datetime | None
     retries: int
@@ -121,7 +125,8 @@ def record_server_transitions(
 ) -> list[int]:
     """The one writer of a server's state, for one row or many at once: one compare-and-set
     statement, one history insert, one count update per batch and wave; answers the ids that
-    moved. `values["broken"] = True` also counts the server in its batch's `broken`."""
+    moved. `values["broken"] = True` also counts the server in its batch's `broken`;
+    `values["phase"] = "rollback"` counts it in `rolling_back` until it ends."""
     check_server_transition(expected, to)
     if not batch_server_ids:
         return []
@@ -147,6 +152,7 @@ def record_server_transitions(
             BatchServer.attempt,
             BatchServer.job_id,
             BatchServer.wave,
+            BatchServer.phase,
         )
         .execution_options(synchronize_session=False)
     ).all()
@@ -167,25 +173,49 @@ def record_server_transitions(
                 "job_id": job_id,
                 "details": details or {},
             }
-            for row_id, batch_id, server_id, attempt, job_id, _ in moved
+            for row_id, batch_id, server_id, attempt, job_id, _, _ in moved
         ],
     )
+    _keep_counts(session, moved, expected=expected, to=to, now=now, values=values or {})
+    return [row[0] for row in moved]
+
+
+def _keep_counts(
+    session: Session,
+    moved: Sequence[Any],
+    *,
+    expected: ServerState,
+    to: ServerState,
+    now: datetime,
+    values: ServerColumns,
+) -> None:
+    """The batch's and its waves' counts per state, its broken and rolling-back counts, for
+    the rows that just moved (each returned as id, batch, server, attempt, job, wave, phase)."""
     per_batch: dict[str, int] = {}
     per_wave: dict[tuple[str, int], int] = {}
-    for _, batch_id, _, _, _, wave in moved:
+    rolling_back: dict[str, int] = {}
+    starts_rollback = values.get("phase") == "rollback" and expected is not to
+    for _, batch_id, _, _, _, wave, phase in moved:
         per_batch[batch_id] = per_batch.get(batch_id, 0) + 1
         per_wave[(batch_id, wave)] = per_wave.get((batch_id, wave), 0) + 1
+        if phase == "rollback" and (starts_rollback or to.is_terminal):
+            rolling_back[batch_id] = rolling_back.get(batch_id, 0) + (1 if starts_rollback else -1)
     if expected != to:
         for batch_id, n in per_batch.items():
             _move_count(session, batch_id, expected, to, now, n)
         for (batch_id, wave), n in per_wave.items():
             move_wave_count(session, batch_id, wave, expected, to, n)
-    if (values or {}).get("broken"):
+    if values.get("broken"):
         for batch_id, n in per_batch.items():
             session.execute(
                 update(Batch).where(Batch.id == batch_id).values(n_broken=Batch.n_broken + n)
             )
-    return [row[0] for row in moved]
+    for batch_id, n in rolling_back.items():
+        session.execute(
+            update(Batch)
+            .where(Batch.id == batch_id)
+            .values(n_rolling_back=Batch.n_rolling_back + n)
+        )
 
 
 def _move_count(

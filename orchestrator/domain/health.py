@@ -42,7 +42,7 @@ class HealthCheck:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> HealthCheck:
         """The stored policy form: `{"http": "..."}` or `{"tcp": "..."}` plus the timings."""
-        kind = ProbeKind.HTTP if "http" in data else ProbeKind.TCP
+        kind = ProbeKind.HTTP if data.get("http") else ProbeKind.TCP
         return cls(
             kind=kind,
             target=str(data[kind.value]),
@@ -135,6 +135,78 @@ class Probe:
     detail: str  # an HTTP status, or the error, for the history
     duration_s: float = 0.0
 
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "healthy": self.healthy,
+            "detail": self.detail,
+            "duration_s": round(self.duration_s, 4),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Probe:
+        return cls(
+            at=float(data["at"]),
+            healthy=bool(data["healthy"]),
+            detail=str(data.get("detail") or ""),
+            duration_s=float(data.get("duration_s") or 0.0),
+        )
+
+
+@dataclass(frozen=True)
+class ProbeLog:
+    """What the probes of one server have said so far: all a verdict needs, kept in the
+    server's row (not one row per probe: a 15-minute deadline at 10 s is 90 probes)."""
+
+    count: int = 0
+    streak: int = 0  # healthy probes in a row, up to the last one
+    healthy_count: int = 0
+    last: Probe | None = None
+    first_healthy_at: float | None = None
+
+    def after(self, probe: Probe) -> ProbeLog:
+        return ProbeLog(
+            count=self.count + 1,
+            streak=self.streak + 1 if probe.healthy else 0,
+            healthy_count=self.healthy_count + (1 if probe.healthy else 0),
+            last=probe,
+            first_healthy_at=(
+                self.first_healthy_at
+                if self.first_healthy_at is not None or not probe.healthy
+                else probe.at
+            ),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "streak": self.streak,
+            "healthy_count": self.healthy_count,
+            "last": self.last.as_dict() if self.last else None,
+            "first_healthy_at": self.first_healthy_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> ProbeLog:
+        if not data:
+            return cls()
+        last = data.get("last")
+        first = data.get("first_healthy_at")
+        return cls(
+            count=int(data.get("count") or 0),
+            streak=int(data.get("streak") or 0),
+            healthy_count=int(data.get("healthy_count") or 0),
+            last=Probe.from_dict(last) if isinstance(last, Mapping) else None,
+            first_healthy_at=float(first) if first is not None else None,
+        )
+
+    @classmethod
+    def of(cls, probes: Sequence[Probe]) -> ProbeLog:
+        log = cls()
+        for probe in probes:
+            log = log.after(probe)
+        return log
+
 
 class Health(StrEnum):
     WARMING_UP = "warming_up"  # before initial_delay_s: no probe yet
@@ -151,17 +223,14 @@ class HealthVerdict:
 
 
 def health_verdict(
-    check: HealthCheck, *, ended_at: float, now: float, probes: Sequence[Probe]
+    check: HealthCheck, *, ended_at: float, now: float, probes: ProbeLog | Sequence[Probe]
 ) -> HealthVerdict:
     """What the probes so far say of a server whose job ended at `ended_at`.
 
     Enough healthy probes in a row win even when the look comes after the deadline: a probe
     that was taken in time is not thrown away because its result was read late."""
-    streak = 0
-    for probe in reversed(probes):
-        if not probe.healthy:
-            break
-        streak += 1
+    log = probes if isinstance(probes, ProbeLog) else ProbeLog.of(probes)
+    streak = log.streak
     deadline = ended_at + check.deadline_s
     if streak >= check.successes:
         return HealthVerdict(Health.HEALTHY, None, streak)
@@ -170,6 +239,36 @@ def health_verdict(
     first_due = ended_at + check.initial_delay_s
     if now < first_due:
         return HealthVerdict(Health.WARMING_UP, min(first_due, deadline), streak)
-    next_due = max(first_due, probes[-1].at + check.interval_s) if probes else first_due
+    next_due = max(first_due, log.last.at + check.interval_s) if log.last else first_due
     # Due at the deadline at the latest: the look then finds it passed.
     return HealthVerdict(Health.PROBE_DUE, min(next_due, deadline), streak)
+
+
+class AfterChange(StrEnum):
+    """Where a server goes once the cloud shows its change applied (job SUCCESS, or a
+    reconcile that found it on the target image, ACTIVE or not, not in ERROR)."""
+
+    SUCCEEDED = "succeeded"  # no health gate: done
+    VERIFY = "verify"  # the health gate probes it first
+    ROLLED_BACK = "rolled_back"  # it was a rollback: back on its previous image, ends failed
+
+
+def after_change(*, phase: str, gated: bool) -> AfterChange:
+    """The one rule, for every path that sees a change applied (the poll, the reconcile)."""
+    if phase == "rollback":
+        return AfterChange.ROLLED_BACK
+    return AfterChange.VERIFY if gated else AfterChange.SUCCEEDED
+
+
+class Unhealthy(StrEnum):
+    """What is done with a server that failed its health gate."""
+
+    KEEP = "keep"  # it ends failed where it is
+    ROLL_BACK = "roll_back"  # changed back to its previous image first
+    NOWHERE_TO_GO = "nowhere_to_go"  # rollback asked, but no previous image is recorded
+
+
+def when_unhealthy(*, on_unhealthy: str, rollback_image: str | None) -> Unhealthy:
+    if on_unhealthy != "rollback":
+        return Unhealthy.KEEP
+    return Unhealthy.ROLL_BACK if rollback_image else Unhealthy.NOWHERE_TO_GO

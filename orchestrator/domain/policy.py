@@ -9,8 +9,11 @@ from dataclasses import dataclass, fields
 from fractions import Fraction
 from typing import Any
 
+from orchestrator.domain.health import HealthCheck
+
 Amount = int | str  # a count, or a percentage such as "10%"
 DEFAULT_MAX_IN_FLIGHT = 50
+DEFAULT_BACKUP_RETENTION_S = 604800.0  # a week
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,15 @@ class RolloutPolicy:
     # A server pre-flight finds incompatible: "reject" refuses the whole batch (422, nothing
     # stored), "skip" stores it `skipped` with its code.
     on_incompatible: str = "reject"
+    # The health gate after each change (`HealthCheck.from_json`'s form); None: a server is
+    # done when its job is.
+    health_check: dict[str, Any] | None = None
+    # A server that fails its health gate: "keep" it as it is, or "rollback" to the image it
+    # ran before (then it ends failed all the same).
+    on_unhealthy: str = "keep"
+    # {"mode": "image", "retention_s": n}: each system disk is saved as an IMS private image
+    # before its changeos; None: no backup.
+    backup: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> RolloutPolicy:
@@ -51,6 +63,21 @@ class RolloutPolicy:
 
     def in_flight_limit(self, total: int) -> int:
         return in_flight_limit(self.max_in_flight, total)
+
+    @property
+    def health(self) -> HealthCheck | None:
+        return HealthCheck.from_json(self.health_check) if self.health_check else None
+
+    @property
+    def rolls_back(self) -> bool:
+        return self.on_unhealthy == "rollback" and self.health_check is not None
+
+    @property
+    def backup_retention_s(self) -> float | None:
+        """How long backup images are kept; None: no backup is taken."""
+        if not self.backup:
+            return None
+        return float(self.backup.get("retention_s", DEFAULT_BACKUP_RETENTION_S))
 
 
 DEFAULT_POLICY = RolloutPolicy()

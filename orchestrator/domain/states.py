@@ -9,7 +9,11 @@ from enum import StrEnum
 class ServerState(StrEnum):
     PENDING = "pending"
     SUBMITTING = "submitting"
+    # Its system disk is being saved as an IMS image (policy.backup) before its changeos.
+    BACKING_UP = "backing_up"
     RUNNING = "running"
+    # The change is applied; the health gate probes the new OS before it counts as done.
+    VERIFYING = "verifying"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -28,7 +32,17 @@ class ServerState(StrEnum):
 TERMINAL_SERVER_STATES = frozenset(
     {ServerState.SUCCEEDED, ServerState.FAILED, ServerState.CANCELLED, ServerState.SKIPPED}
 )
-ACTIVE_SERVER_STATES = frozenset({ServerState.PENDING, ServerState.SUBMITTING, ServerState.RUNNING})
+ACTIVE_SERVER_STATES = frozenset(
+    {
+        ServerState.PENDING,
+        ServerState.SUBMITTING,
+        ServerState.BACKING_UP,
+        ServerState.RUNNING,
+        ServerState.VERIFYING,
+    }
+)
+# Active, past pending: each takes one of the batch's in-flight slots.
+IN_FLIGHT_SERVER_STATES = ACTIVE_SERVER_STATES - {ServerState.PENDING}
 
 # Self-transitions record nuance without a new state: a retry scheduled after a 429, an
 # outcome that became unknown, the cloud job changing status.
@@ -43,15 +57,38 @@ SERVER_TRANSITIONS: dict[ServerState, frozenset[ServerState]] = {
             ServerState.PENDING,
             ServerState.RUNNING,
             ServerState.FAILED,
-            # reconciliation found the change already applied
+            # the backup image before the change was asked for (policy.backup)
+            ServerState.BACKING_UP,
+            # reconciliation found the change already applied: succeeded, or (with a health
+            # check) verifying
             ServerState.SUCCEEDED,
+            ServerState.VERIFYING,
             # never sent: cancelled, or already on the target image
             ServerState.CANCELLED,
             ServerState.SKIPPED,
         }
     ),
+    ServerState.BACKING_UP: frozenset(
+        {
+            ServerState.BACKING_UP,
+            # the image is active: the changeos may go now
+            ServerState.SUBMITTING,
+            # the backup failed or was refused: no change is sent
+            ServerState.FAILED,
+        }
+    ),
     ServerState.RUNNING: frozenset(
-        {ServerState.RUNNING, ServerState.SUCCEEDED, ServerState.FAILED}
+        {ServerState.RUNNING, ServerState.SUCCEEDED, ServerState.FAILED, ServerState.VERIFYING}
+    ),
+    ServerState.VERIFYING: frozenset(
+        {
+            ServerState.VERIFYING,
+            ServerState.SUCCEEDED,
+            ServerState.FAILED,
+            # unhealthy with policy.on_unhealthy "rollback": its changeos back to the previous
+            # image goes through submitting like any other
+            ServerState.SUBMITTING,
+        }
     ),
     ServerState.SUCCEEDED: frozenset(),
     ServerState.FAILED: frozenset(),

@@ -8,6 +8,7 @@ running at once (a standby beat, a slow tick) do no harm: one of them simply fin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -55,6 +56,8 @@ class Dispatcher(Protocol):
 
     def poll(self, batch_server_ids: list[int]) -> None: ...
 
+    def probe(self, batch_server_ids: list[int]) -> None: ...
+
     def sweep(self, project_id: str, region: str) -> None: ...
 
 
@@ -63,6 +66,7 @@ class TickReport:
     claimed: int = 0
     submits_sent: int = 0
     polls_sent: int = 0
+    probes_sent: int = 0
     sweeps_sent: int = 0
     cancelled: int = 0
     batches_finished: list[str] = field(default_factory=list)
@@ -219,7 +223,7 @@ def _check_error_budget(
     """SSM MaxErrors: once spent, nothing new is submitted and the batch will end aborted."""
     if batch.abort_reason or batch.cancel_requested:
         return
-    if not budget_spent(batch.n_failed, batch.rollout_policy.max_failures, batch.total):
+    if not budget_spent(batch.budget_used, batch.rollout_policy.max_failures, batch.total):
         return
     record_batch_transition(
         session,
@@ -231,7 +235,11 @@ def _check_error_budget(
         now=now,
         values={"abort_reason": "error_budget"},
         where=[Batch.abort_reason.is_(None)],
-        details={"failed": batch.n_failed, "budget": budget_view(batch)},
+        details={
+            "failed": batch.n_failed,
+            "rolling_back": batch.n_rolling_back,
+            "budget": budget_view(batch),
+        },
     )
     session.commit()
     session.refresh(batch)
@@ -307,7 +315,7 @@ def _wave_open(session: Session, batch: Batch, *, now: datetime) -> bool:
 
 def _claim_slots(session: Session, batch: Batch, *, now: datetime) -> int:
     limit = batch.rollout_policy.in_flight_limit(batch.total)
-    free = limit - (batch.n_submitting + batch.n_running)
+    free = limit - batch.in_flight
     if free <= 0 or batch.n_pending == 0:
         return 0
     ids = list(
@@ -364,11 +372,15 @@ def _finish_if_done(session: Session, batch: Batch, report: TickReport, *, now: 
     state = BatchState(batch.state)
     if state.is_terminal:
         return
-    if batch.n_pending + batch.n_submitting == 0 and batch.sealed_secrets is not None:
-        # Every server's change was accepted or settled: nobody needs the secrets any more.
+    # Every server's change was accepted or settled: nobody needs the secrets any more (with
+    # rollbacks on, not before every health gate has passed: a rollback is a changeos too).
+    unsent = batch.n_pending + batch.n_submitting + batch.n_backing_up
+    if batch.rollout_policy.rolls_back:
+        unsent += batch.n_running + batch.n_verifying
+    if unsent == 0 and batch.sealed_secrets is not None:
         erase_sealed_secrets(session, batch.id)
         session.commit()
-    if batch.n_pending + batch.n_submitting + batch.n_running > 0:
+    if batch.n_pending + batch.in_flight > 0:
         return
     if batch.abort_reason:
         final = BatchState.ABORTED
@@ -451,23 +463,36 @@ def _send_due_polls(
     now: datetime,
     lease_s: float,
 ) -> None:
+    """Running servers whose job is due a poll, and verifying ones due a probe: both wait on
+    `next_poll_at`, and both are taken by pushing it one lease ahead."""
     with sessions() as session:
-        ids = list(
-            session.scalars(
-                select(BatchServer.id)
-                .where(
-                    BatchServer.state == ServerState.RUNNING.value,
-                    BatchServer.next_poll_at <= now,
-                )
-                .order_by(BatchServer.next_poll_at)
-                .limit(5000)
+        due = session.execute(
+            select(BatchServer.id, BatchServer.state)
+            .where(
+                BatchServer.state.in_([ServerState.RUNNING.value, ServerState.VERIFYING.value]),
+                BatchServer.next_poll_at <= now,
             )
-        )
-        taken: list[int] = []
-        for start in range(0, len(ids), POLL_CHUNK):
-            chunk = ids[start : start + POLL_CHUNK]
-            taken = lease_polls(session, chunk, now=now, lease_s=lease_s)
-            session.commit()
-            if taken:
-                dispatcher.poll(taken)
-                report.polls_sent += len(taken)
+            .order_by(BatchServer.next_poll_at)
+            .limit(5000)
+        ).all()
+        polls = [row_id for row_id, state in due if state == ServerState.RUNNING.value]
+        probes = [row_id for row_id, state in due if state == ServerState.VERIFYING.value]
+        report.polls_sent += _lease_and_send(session, polls, dispatcher.poll, now, lease_s)
+        report.probes_sent += _lease_and_send(session, probes, dispatcher.probe, now, lease_s)
+
+
+def _lease_and_send(
+    session: Session,
+    ids: list[int],
+    send: Callable[[list[int]], None],
+    now: datetime,
+    lease_s: float,
+) -> int:
+    sent = 0
+    for start in range(0, len(ids), POLL_CHUNK):
+        taken = lease_polls(session, ids[start : start + POLL_CHUNK], now=now, lease_s=lease_s)
+        session.commit()
+        if taken:
+            send(taken)
+            sent += len(taken)
+    return sent

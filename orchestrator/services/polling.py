@@ -28,6 +28,7 @@ from orchestrator.domain.verdicts import AfterJob, after_job_verdict
 from orchestrator.observability.logs import log_context
 from orchestrator.runtime import Runtime
 from orchestrator.services.control import pause_for_config_error
+from orchestrator.services.verification import settle_applied
 
 MAX_CONCURRENT_POLLS = 32
 # A finished job's server check waits this long at most for a list sweep, asking again so often.
@@ -225,33 +226,39 @@ async def _check_server_after(
             job_status=job.status,
             job=job,
         )
+    return _applied(
+        rt, row, batch, server, "job_succeeded", details, job_status=job.status, job=job
+    )
+
+
+def _applied(
+    rt: Runtime,
+    row: BatchServer,
+    batch: Batch,
+    server: Server,
+    reason: str,
+    details: dict[str, Any],
+    *,
+    job_status: str | None = None,
+    job: Job | None = None,
+) -> str:
+    """The cloud shows the change applied: succeeded, verifying (the health gate), or, for a
+    rollback, failed back on its previous image (`settle_applied` decides for every path)."""
+    settlement = settle_applied(rt, row, batch, server, reason=reason)
     return _end(
-        rt, row, ServerState.SUCCEEDED, "job_succeeded", details, job_status=job.status, job=job
+        rt,
+        row,
+        settlement.to,
+        settlement.reason,
+        {**details, **settlement.details},
+        job_status=job_status,
+        job=job,
+        extra=settlement.values,
     )
 
 
 def _apply_job(rt: Runtime, row: BatchServer, batch: Batch, job: Job) -> str:
-    if job.succeeded:
-        return _end(
-            rt,
-            row,
-            ServerState.SUCCEEDED,
-            "job_succeeded",
-            {"job": job.body},
-            job_status=job.status,
-            job=job,
-        )
-    if job.is_final:
-        return _end(
-            rt,
-            row,
-            ServerState.FAILED,
-            "job_failed",
-            {"job": job.body},
-            error=_job_failure(job),
-            job_status=job.status,
-            job=job,
-        )
+    """A job still running (final ones go through the server check)."""
     delay = next_poll_delay_s(
         row.polls + 1, batch.rollout_policy.poll_interval_s, batch.expected_job_s
     )
@@ -287,7 +294,8 @@ async def _follow_server(
     *,
     overdue: bool = False,
 ) -> str:
-    seen = (await client.show_server(row.server_id)).snapshot()
+    server = await client.show_server(row.server_id)
+    seen = server.snapshot()
     verdict = after_job_verdict(
         seen, target_image=row.image_for(batch.os_change), job_succeeded=None
     )
@@ -315,7 +323,7 @@ async def _follow_server(
             broken=True,
         )
     if verdict is AfterJob.SUCCEEDED:
-        return _end(rt, row, ServerState.SUCCEEDED, "reconciled_applied", details)
+        return _applied(rt, row, batch, server, "reconciled_applied", details)
     return _end(
         rt,
         row,
@@ -337,8 +345,10 @@ def _end(
     job_status: str | None = None,
     broken: bool = False,
     job: Job | None = None,
+    extra: ServerColumns | None = None,
 ) -> str:
-    """End a running server; `job` (its final answer, when one came) gives its duration."""
+    """End a running server's job (to a final state, or to `verifying`); `job` (its final
+    answer, when one came) gives its duration; `extra` columns are written last."""
     now = rt.clock()
     values: ServerColumns = {"polls": row.polls + 1, "next_poll_at": None, "broken": broken}
     if job is not None:
@@ -347,6 +357,7 @@ def _end(
         values["job_status"] = job_status
     if error:
         values["error_code"], values["error_message"] = error
+    values.update(extra or {})
     with rt.sessions() as session:
         moved = record_server_transition(
             session,

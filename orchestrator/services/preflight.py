@@ -117,14 +117,20 @@ def change_request(
     skip_matching: bool,
     has_adminpass: bool,
     has_user_data: bool,
+    image_id: str | None = None,
 ) -> ChangeRequest:
-    """The batch's change as the rules read it (`os_change` as stored: without secrets)."""
+    """The batch's change as the rules read it (`os_change` as stored: without secrets);
+    `image_id` replaces its image(s) (a rollback: each server back to its own)."""
     login = Login(
         keyname=bool(os_change.get("keyname")),
         adminpass=has_adminpass,
         user_data=has_user_data and cloud_init,
     )
     stop = os_change.get("mode") == "withStopServer"
+    if image_id is not None:
+        return ChangeRequest.for_image(
+            image_id, login, stop_server=stop, skip_matching=skip_matching
+        )
     images = os_change.get("images")
     if isinstance(images, Mapping) and images:
         return ChangeRequest(

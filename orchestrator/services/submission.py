@@ -23,7 +23,7 @@ from sqlalchemy import ColumnElement, select
 
 from orchestrator.cloud.client import EcsClient
 from orchestrator.cloud.errors import ConfigError, EcsError, OutcomeUnknown, Rejected, Retryable
-from orchestrator.cloud.models import OsChange
+from orchestrator.cloud.models import OsChange, Server
 from orchestrator.db.bookkeeping import release_dispatch
 from orchestrator.db.models import Batch, BatchServer
 from orchestrator.db.transitions import ServerColumns, ServerGuard, record_server_transition
@@ -38,6 +38,7 @@ from orchestrator.services import preflight
 from orchestrator.services.control import pause_for_config_error
 from orchestrator.services.sealing import SealError, unseal
 from orchestrator.services.send_checks import judge_before_send
+from orchestrator.services.verification import HEALTH_CHECK_FAILED, settle_applied
 
 # With backoff capped at two minutes, about an hour of trying before a server is given up.
 MAX_SUBMIT_RETRIES = 30
@@ -99,8 +100,16 @@ def _stop_before_sending(rt: Runtime, row: BatchServer, batch: Batch) -> str | N
     the server. The guarantee is the compare-and-set that records the send (`_batch_may_send`);
     this is also how a server that lost that compare-and-set to a pause is put back."""
     now = rt.clock()
+    if row.phase == "rollback":
+        # A rollback is the way out of a failed health gate: an abort, a cancel or a spent
+        # budget (which that failure may itself have spent) does not stop it; a pause does,
+        # as it stops every call (DESIGN.md invariant 6), and the tick hands it out again.
+        if batch.state != BatchState.RUNNING.value:
+            _release_dispatch(rt, row.id)
+            return "rollback_waits_for_resume"
+        return None
     over_budget = batch.abort_reason is not None or budget_spent(
-        batch.n_failed, batch.rollout_policy.max_failures, batch.total
+        batch.budget_used, batch.rollout_policy.max_failures, batch.total
     )
     with rt.sessions() as session:
         if batch.cancel_requested or over_budget or batch.state in TERMINAL_BATCH_STATES:
@@ -134,18 +143,19 @@ def _stop_before_sending(rt: Runtime, row: BatchServer, batch: Batch) -> str | N
     return None
 
 
-def _batch_may_send(batch: Batch) -> ColumnElement[bool]:
+def _batch_may_send(batch: Batch, row: BatchServer) -> ColumnElement[bool]:
     """The batch, as it is when the send is recorded: running, not cancelled, not aborted and
-    within its error budget (DESIGN.md invariant 6: no send can follow a committed pause)."""
+    within its error budget (DESIGN.md invariant 6: no send can follow a committed pause).
+    A rollback needs only the first: it is what a spent budget calls for."""
     conditions: list[ColumnElement[bool]] = [
         Batch.id == batch.id,
         Batch.state == BatchState.RUNNING.value,
-        Batch.cancel_requested.is_(False),
-        Batch.abort_reason.is_(None),
     ]
-    allowed = allowed_failures(batch.rollout_policy.max_failures, batch.total)
-    if allowed is not None:
-        conditions.append(Batch.n_failed <= allowed)
+    if row.phase != "rollback":
+        conditions += [Batch.cancel_requested.is_(False), Batch.abort_reason.is_(None)]
+        allowed = allowed_failures(batch.rollout_policy.max_failures, batch.total)
+        if allowed is not None:
+            conditions.append(Batch.n_failed + Batch.n_rolling_back <= allowed)
     return select(Batch.id).where(*conditions).exists()
 
 
@@ -213,19 +223,24 @@ async def _send_changeos(
         reason="changeos_sent",
         now=started,
         guard={"call_started_at": None, "attempt": row.attempt},
-        where=[_batch_may_send(batch)],
+        where=[_batch_may_send(batch, row)],
         values={
             "attempt": row.attempt + 1,
             "call_started_at": started,
             "before_call": before.as_dict(),
             "facts_not_before": None,
             "target_image": image_id,
+            # Where a rollback would take it: the image it runs now (a rollback's own send
+            # keeps the image it is undoing, so an on-demand rollback of it goes forward).
+            **({"previous_image": before.image_id} if row.phase == "change" else {}),
         },
         details={
             "attempt": row.attempt + 1,
             "imageid": change.imageid,
             "api": "v2" if batch.cloud_init else "v1",
             "before_call": before.as_dict(),
+            "phase": row.phase,
+            **_previous_image_facts(row, before),
         },
     )
     if not won:
@@ -273,6 +288,22 @@ async def _send_changeos(
         details={"job_id": job_id, "attempt": attempt},
     )
     return "accepted"
+
+
+def _previous_image_facts(row: BatchServer, before: ServerSnapshot) -> dict[str, Any]:
+    """The image the server runs before its change, with the architecture and firmware
+    pre-flight read of it at submission: what a rollback will need."""
+    if row.phase != "change":
+        return {}
+    facts = row.facts or {}
+    image = facts.get("image") if isinstance(facts.get("image"), dict) else {}
+    return {
+        "previous_image": {
+            "id": before.image_id,
+            "architecture": (image or {}).get("architecture") or facts.get("architecture"),
+            "firmware": (image or {}).get("firmware"),
+        }
+    }
 
 
 def _after_lost_send(rt: Runtime, row: BatchServer) -> str:
@@ -338,6 +369,7 @@ async def _look_before_sending(
         skip_matching=batch.rollout_policy.skip_matching,
         has_adminpass=change.adminpass is not None,
         has_user_data="user_data" in change.metadata,
+        image_id=row.target_image if _own_image(row, batch) else None,
     )
     try:
         judgement = await judge_before_send(
@@ -360,11 +392,19 @@ async def _look_before_sending(
     return _act_on_judgement(rt, row, server.snapshot(), judgement)
 
 
+def _own_image(row: BatchServer, batch: Batch) -> bool:
+    """The server is sent its own image, not the batch's: a rollback (automatic, or a batch
+    of kind rollback, each server back to its own recorded image)."""
+    return row.target_image is not None and (row.phase == "rollback" or batch.kind == "rollback")
+
+
 def _act_on_judgement(
     rt: Runtime, row: BatchServer, seen: ServerSnapshot, judgement: Judgement
 ) -> tuple[ServerSnapshot, str] | str:
     reasons = [reason.as_dict() for reason in judgement.reasons]
     verdict = judgement.verdict
+    if row.phase == "rollback" and verdict in (Verdict.SKIP, Verdict.WILL_FAIL):
+        return _rollback_not_sent(rt, row, seen, judgement, reasons)
     if verdict is Verdict.SKIP:
         _settle(
             rt,
@@ -405,6 +445,38 @@ def _act_on_judgement(
         return "preflight_failed"
     assert judgement.image_id is not None
     return seen, judgement.image_id
+
+
+def _rollback_not_sent(
+    rt: Runtime,
+    row: BatchServer,
+    seen: ServerSnapshot,
+    judgement: Judgement,
+    reasons: list[dict[str, Any]],
+) -> str:
+    """A rollback that needs no call (the server already runs its previous image) or that the
+    cloud would refuse (pre-flight): it ends failed all the same, saying which."""
+    first = judgement.first_blocking
+    if judgement.verdict is Verdict.SKIP:
+        reason, outcome = "rolled_back", f"already on image {row.target_image}"
+    else:
+        assert first is not None
+        reason, outcome = "rollback_not_sent", f"rollback not sent: {first.code}: {first.message}"
+    _settle(
+        rt,
+        row.id,
+        to=ServerState.FAILED,
+        reason=reason,
+        now=rt.clock(),
+        guard={"call_started_at": None, "attempt": row.attempt},
+        values={
+            "dispatched_at": None,
+            "error_code": HEALTH_CHECK_FAILED,
+            "error_message": f"{row.error_message or 'the health gate failed'}; {outcome}",
+        },
+        details={"server": seen.as_dict(), "reasons": reasons, "changeos_sent": False},
+    )
+    return reason
 
 
 def _settle(
@@ -569,11 +641,12 @@ async def reconcile(rt: Runtime, client: EcsClient, row: BatchServer, batch: Bat
         return "config_error"
     except Rejected as exc:
         return _fail(rt, row, exc, reason="reconcile_failed", attempt=row.attempt)
-    return _apply_reconcile(rt, row, batch, server.snapshot())
+    return _apply_reconcile(rt, row, batch, server)
 
 
-def _apply_reconcile(rt: Runtime, row: BatchServer, batch: Batch, seen: ServerSnapshot) -> str:
+def _apply_reconcile(rt: Runtime, row: BatchServer, batch: Batch, server: Server) -> str:
     now = rt.clock()
+    seen = server.snapshot()
     before = ServerSnapshot.from_dict(row.before_call) if row.before_call else None
     verdict = reconcile_verdict(before, seen, target_image=row.image_for(batch.os_change))
     details = verdict.details(before, seen)
@@ -607,17 +680,19 @@ def _apply_reconcile(rt: Runtime, row: BatchServer, batch: Batch, seen: ServerSn
         )
         return "reconciled_running"
     if outcome is Reconcile.SUCCEEDED:
+        # Applied: succeeded, or verifying first, or (a rollback) failed back where it was.
+        settlement = settle_applied(rt, row, batch, server, reason="reconciled_applied")
         _settle(
             rt,
             row.id,
-            to=ServerState.SUCCEEDED,
-            reason="reconciled_applied",
+            to=settlement.to,
+            reason=settlement.reason,
             now=now,
             guard=same_call,
-            values={**settled, "error_code": None, "error_message": None},
-            details=details,
+            values={**settled, **settlement.values},
+            details={**details, **settlement.details},
         )
-        return "reconciled_succeeded"
+        return f"reconciled_{settlement.to.value}"
     if outcome is Reconcile.RESEND:
         if row.attempt >= MAX_ATTEMPTS:
             code, message = "attempts_exhausted", f"{row.attempt} calls, none known to land"

@@ -31,6 +31,10 @@ def batch_view(batch: Batch) -> dict[str, Any]:
         "counts": batch_counts(batch),
         # Of the failed: how many were left broken (server in ERROR), not failed but safe.
         "broken": batch.n_broken,
+        # Of the in flight: failed their health gate and being changed back to their
+        # previous image (counted against the error budget already).
+        "rolling_back": batch.n_rolling_back,
+        "kind": batch.kind,
         "current_wave": batch.current_wave,
         "waves_total": batch.waves_total,
         "max_in_flight": batch.rollout_policy.in_flight_limit(batch.total),
@@ -53,8 +57,8 @@ def budget_view(batch: Batch) -> dict[str, int | None]:
     allowed = allowed_failures(batch.rollout_policy.max_failures, batch.total)
     return {
         "allowed": allowed,
-        "used": batch.n_failed,
-        "left": None if allowed is None else max(0, allowed - batch.n_failed),
+        "used": batch.budget_used,
+        "left": None if allowed is None else max(0, allowed - batch.budget_used),
     }
 
 
@@ -69,6 +73,12 @@ def server_view(row: BatchServer) -> dict[str, Any]:
         # The image it is (or was) changed to, and the facts pre-flight judged it on.
         "image_id": row.target_image,
         "facts": row.facts,
+        "phase": row.phase,
+        "previous_image": row.previous_image,
+        # The health gate: the probe target, the probes so far (count, healthy in a row, the
+        # last one's status or error), when the change ended.
+        "health": row.health,
+        "backup": row.backup,
         "error_code": row.error_code,
         "error_message": row.error_message,
         "broken": row.broken,

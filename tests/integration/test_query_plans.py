@@ -145,6 +145,9 @@ class Dispatched:
     def poll(self, batch_server_ids: list[int]) -> None:
         self.polls += batch_server_ids
 
+    def probe(self, batch_server_ids: list[int]) -> None:
+        self.polls += batch_server_ids
+
     def sweep(self, project_id: str, region: str) -> None:
         pass
 

@@ -93,6 +93,9 @@ class NoDispatch:
     def poll(self, batch_server_ids: list[int]) -> None:
         pass
 
+    def probe(self, batch_server_ids: list[int]) -> None:
+        pass
+
     def sweep(self, project_id: str, region: str) -> None:
         pass
 

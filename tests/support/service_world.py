@@ -80,6 +80,7 @@ def as_new_batch(spec: Any) -> NewBatch:
 class ListDispatcher:
     submits: list[int] = field(default_factory=list)
     polls: list[list[int]] = field(default_factory=list)
+    probes: list[list[int]] = field(default_factory=list)
     sweeps: list[tuple[str, str]] = field(default_factory=list)
 
     def submit(self, batch_server_ids: list[int]) -> None:
@@ -87,6 +88,9 @@ class ListDispatcher:
 
     def poll(self, batch_server_ids: list[int]) -> None:
         self.polls.append(batch_server_ids)
+
+    def probe(self, batch_server_ids: list[int]) -> None:
+        self.probes.append(batch_server_ids)
 
     def sweep(self, project_id: str, region: str) -> None:
         self.sweeps.append((project_id, region))

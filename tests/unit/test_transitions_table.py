@@ -26,8 +26,12 @@ ALLOWED_SERVER = {
     (S.PENDING, S.SUBMITTING), (S.PENDING, S.CANCELLED), (S.PENDING, S.SKIPPED),
     (S.SUBMITTING, S.SUBMITTING), (S.SUBMITTING, S.PENDING), (S.SUBMITTING, S.RUNNING),
     (S.SUBMITTING, S.FAILED), (S.SUBMITTING, S.SUCCEEDED), (S.SUBMITTING, S.CANCELLED),
-    (S.SUBMITTING, S.SKIPPED),
+    (S.SUBMITTING, S.SKIPPED), (S.SUBMITTING, S.BACKING_UP), (S.SUBMITTING, S.VERIFYING),
+    (S.BACKING_UP, S.BACKING_UP), (S.BACKING_UP, S.SUBMITTING), (S.BACKING_UP, S.FAILED),
     (S.RUNNING, S.RUNNING), (S.RUNNING, S.SUCCEEDED), (S.RUNNING, S.FAILED),
+    (S.RUNNING, S.VERIFYING),
+    (S.VERIFYING, S.VERIFYING), (S.VERIFYING, S.SUCCEEDED), (S.VERIFYING, S.FAILED),
+    (S.VERIFYING, S.SUBMITTING),
 }  # fmt: skip
 
 B = BatchState
@@ -93,4 +97,10 @@ def test_terminal_states_have_no_way_out() -> None:
     for batch_state in BatchState:
         if batch_state.is_terminal:
             assert not BATCH_TRANSITIONS[batch_state], batch_state
-    assert {s for s in ServerState if s.is_active} == {S.PENDING, S.SUBMITTING, S.RUNNING}
+    assert {s for s in ServerState if s.is_active} == {
+        S.PENDING,
+        S.SUBMITTING,
+        S.BACKING_UP,
+        S.RUNNING,
+        S.VERIFYING,
+    }
