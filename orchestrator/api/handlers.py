@@ -17,7 +17,7 @@ from orchestrator.domain.access import Principal
 from orchestrator.domain.states import ServerState
 from orchestrator.errors import Forbidden, NotFound
 from orchestrator.ids import canonical_uuid
-from orchestrator.services import batches, control, health, intake
+from orchestrator.services import batches, control, health, intake, rollbacks
 from orchestrator.services.batches import NewBatch
 
 log = logging.getLogger("reimage.api")
@@ -198,6 +198,31 @@ async def retry_batch(request: web.Request) -> web.Response:
         return _new_batch(parsed)
 
     taken = await intake.take_in_retry(
+        request.app[RUNTIME],
+        parent_id,
+        body,
+        parse=parse,
+        dry_run=dry_run,
+        idempotency_key=_idempotency_key(request, dry_run),
+        actor=request[PRINCIPAL].name,
+        run_blocking=_in_thread,
+    )
+    return _taken(taken, dry_run)
+
+
+async def rollback_batch(request: web.Request) -> web.Response:
+    """A new batch of kind rollback (child of this one): each server asked for goes back to
+    its own recorded image, with the rollout controls of any batch."""
+    parent_id = await _visible_batch_id(request)
+    body = object_with(await json_body(request, optional=True), rollbacks.ROLLBACK_FIELDS)
+    dry_run = _flag(request, "dry_run")
+
+    def parse(payload: dict[str, Any]) -> NewBatch:
+        parsed = _parse(request, payload)
+        request[AUDIT_PROJECT] = parsed.project_id
+        return _new_batch(parsed)
+
+    taken = await intake.take_in_rollback(
         request.app[RUNTIME],
         parent_id,
         body,

@@ -28,6 +28,7 @@ _BATCH_LINKS = {
     "Resume": "resume_batch",
     "Cancel": "cancel_batch",
     "Retry": "retry_batch",
+    "Rollback": "rollback_batch",
 }
 
 _ERRORS = {

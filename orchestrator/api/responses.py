@@ -88,6 +88,14 @@ class BatchView(_Open):
     total: int
     counts: dict[ServerState, int]
     broken: int
+    rolling_back: int = Field(
+        description="in flight back to their previous image after a failed health gate "
+        "(counted against the error budget)"
+    )
+    kind: Literal["change", "rollback"] = Field(
+        description="rollback: each server back to its own recorded image (parent_id: the "
+        "batch it undoes)"
+    )
     current_wave: int | None
     waves_total: int | None
     max_in_flight: int | None
@@ -138,6 +146,19 @@ class ServerView(_Open):
     job_status: str | None
     image_id: str | None = Field(description="the image it is (or was) changed to")
     facts: dict[str, Any] | None = Field(description="what pre-flight saw at submission")
+    phase: Literal["change", "rollback"] = Field(
+        description="rollback: the health gate failed and the server is sent back"
+    )
+    previous_image: str | None = Field(
+        description="the image it ran before this batch's change (recorded with the send)"
+    )
+    health: dict[str, Any] | None = Field(
+        description="the health gate: probe target, when the change ended, the probes so far "
+        "(count, healthy in a row, the last one's status or error and timings)"
+    )
+    backup: dict[str, Any] | None = Field(
+        description="the backup image made before the change: name, job, image id, status"
+    )
     error_code: str | None
     error_message: str | None
     broken: bool
@@ -268,6 +289,23 @@ class RetryRequest(BaseModel):
     os_change: dict[str, Any] | None = None
     policy: dict[str, Any] | None = None
     cloud_init: bool | None = None
+    on_conflict: Literal["reject", "skip"] | None = None
+    notify_url: str | None = None
+
+
+class RollbackRequest(BaseModel):
+    """`POST .../rollback`: which servers go back (by id or by state; neither: every server the
+    batch sent a change to), the login for the old OS, and the rollout controls."""
+
+    model_config = ConfigDict(extra="forbid")
+    servers: list[str] | None = Field(None, min_length=1)
+    states: list[Literal["failed", "cancelled", "skipped", "succeeded"]] | None = Field(
+        None, min_length=1
+    )
+    os_change: dict[str, Any] | None = Field(
+        None, description="keyname, adminpass, userid, metadata, mode: never an image"
+    )
+    policy: dict[str, Any] | None = None
     on_conflict: Literal["reject", "skip"] | None = None
     notify_url: str | None = None
 

@@ -1,5 +1,5 @@
 """Operator commands of the `reimage` CLI, talking to the API (ORCH_API_URL, ORCH_API_TOKEN):
-submit, watch, batches, status, servers, history, pause, resume, cancel, retry.
+submit, watch, batches, status, servers, history, pause, resume, cancel, retry, rollback.
 
 Exit codes: 0 all succeeded, 1 some failed or the batch was aborted or cancelled, 2 usage or
 configuration error, 3 API unreachable. Errors are one line, never a traceback.
@@ -30,7 +30,17 @@ from orchestrator.cli.apiclient import ApiClient, ApiError, ApiUnreachable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 TERMINAL = {"succeeded", "partially_failed", "aborted", "cancelled"}
-STATES = ("pending", "submitting", "running", "succeeded", "failed", "cancelled", "skipped")
+STATES = (
+    "pending",
+    "submitting",
+    "backing_up",
+    "running",
+    "verifying",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "skipped",
+)
 
 
 class UsageError(Exception):
@@ -125,7 +135,37 @@ def _policy(args: argparse.Namespace) -> dict[str, Any]:
         policy["skip_matching"] = False
     if getattr(args, "on_incompatible", None):
         policy["on_incompatible"] = args.on_incompatible
+    return {**policy, **_verify_and_undo(args)}
+
+
+def _verify_and_undo(args: argparse.Namespace) -> dict[str, Any]:
+    """The health gate, what follows a failed one, and the backup before the change."""
+    policy: dict[str, Any] = {}
+    check = _health_check(args)
+    if check:
+        policy["health_check"] = check
+    if getattr(args, "on_unhealthy", None):
+        policy["on_unhealthy"] = args.on_unhealthy
+    if getattr(args, "backup", False):
+        policy["backup"] = {"mode": "image"}
+        if args.backup_retention_s is not None:
+            policy["backup"]["retention_s"] = args.backup_retention_s
     return policy
+
+
+def _health_check(args: argparse.Namespace) -> dict[str, Any] | None:
+    """`--health-http URL` or `--health-tcp HOST:PORT`, with the timings given."""
+    http, tcp = getattr(args, "health_http", None), getattr(args, "health_tcp", None)
+    if http and tcp:
+        raise UsageError("--health-http and --health-tcp: give one of them")
+    if not (http or tcp):
+        return None
+    check: dict[str, Any] = {"http": http} if http else {"tcp": tcp}
+    for name in ("initial_delay_s", "interval_s", "timeout_s", "successes", "deadline_s"):
+        value = getattr(args, f"health_{name}", None)
+        if value is not None:
+            check[name] = value
+    return check
 
 
 def _images(args: argparse.Namespace) -> dict[str, Any]:
@@ -376,6 +416,24 @@ def _control(action: str) -> Callable[[argparse.Namespace, ApiClient], int]:
     return run
 
 
+def cmd_rollback(args: argparse.Namespace, api: ApiClient) -> int:
+    body: dict[str, Any] = {}
+    if args.servers and args.failed:
+        raise UsageError("--servers and --failed: give one of them (neither: every changed one)")
+    if args.servers:
+        body["servers"] = [s.strip() for s in args.servers.split(",") if s.strip()]
+    elif args.failed:
+        body["states"] = ["failed"]
+    if args.max_in_flight:
+        try:
+            body["policy"] = {"max_in_flight": _amount(args.max_in_flight)}
+        except ValueError:
+            raise UsageError("--max-in-flight: an integer or a percentage like 10%") from None
+    batch = api.post(f"/api/v1/batches/{args.batch}/rollback", body)
+    emit([_batch_row(batch)], ["id", "state", "total", "parent_id"], args.output)
+    return watch(api, batch["id"], args.output) if args.watch else EXIT_OK
+
+
 def cmd_retry(args: argparse.Namespace, api: ApiClient) -> int:
     batch = api.post(f"/api/v1/batches/{args.batch}/retry", {"states": args.states.split(",")})
     emit([_batch_row(batch)], ["id", "state", "total", "parent_id"], args.output)
@@ -422,6 +480,20 @@ def add_operator_commands(sub: Any) -> None:
         choices=("reject", "skip"),
         help="servers pre-flight finds incompatible: refuse the batch (default) or skip them",
     )
+    p.add_argument("--health-http", help="health gate: a URL template, e.g. http://{ip}:8080/ok")
+    p.add_argument("--health-tcp", help="health gate: host:port template, e.g. {ip}:22")
+    p.add_argument("--health-initial-delay", dest="health_initial_delay_s", type=float)
+    p.add_argument("--health-interval", dest="health_interval_s", type=float)
+    p.add_argument("--health-timeout", dest="health_timeout_s", type=float)
+    p.add_argument("--health-successes", dest="health_successes", type=int)
+    p.add_argument("--health-deadline", dest="health_deadline_s", type=float)
+    p.add_argument(
+        "--on-unhealthy",
+        choices=("keep", "rollback"),
+        help="a server that fails its health gate: keep it as it is, or roll it back",
+    )
+    p.add_argument("--backup", action="store_true", help="save each system disk as an image first")
+    p.add_argument("--backup-retention", dest="backup_retention_s", type=int)
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--watch", action="store_true")
     p = command("watch", "follow a batch live until it ends", cmd_watch)
@@ -440,6 +512,14 @@ def add_operator_commands(sub: Any) -> None:
         p.add_argument("batch")
         if action == "pause":
             p.add_argument("--reason")
+    p = command(
+        "rollback", "a new batch: each server back to the image it ran before", cmd_rollback
+    )
+    p.add_argument("batch")
+    p.add_argument("--servers", help="comma-separated server ids (default: every changed one)")
+    p.add_argument("--failed", action="store_true", help="only the batch's failed servers")
+    p.add_argument("--max-in-flight")
+    p.add_argument("--watch", action="store_true")
     p = command("retry", "a new batch of a batch's servers in the given states", cmd_retry)
     p.add_argument("batch")
     p.add_argument("--states", default="failed")

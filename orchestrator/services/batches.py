@@ -56,6 +56,9 @@ class NewBatch:
     notify_url: str | None = None
     # Pre-flight's word on each server (empty: not checked, e.g. rows made by a test).
     plans: Mapping[str, ServerPlan] = field(default_factory=dict)
+    # "rollback": each server goes to its own image in `own_images` (not os_change's).
+    kind: str = "change"
+    own_images: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,7 @@ def _insert_batch(
             parent_id=parent_id,
             idempotency_key=idempotency_key,
             request_fingerprint=fingerprint,
+            kind=spec.kind,
         )
     )
     session.flush()
@@ -203,6 +207,7 @@ def _insert_batch(
             "skipped_conflicts": len(skipped),
             "skipped_incompatible": len(incompatible),
             "parent_id": parent_id,
+            "kind": spec.kind,
         },
     )
     enqueue_batch_event(

@@ -13,9 +13,9 @@ from typing import Any
 
 from orchestrator.cloud.models import Server
 from orchestrator.domain.policy import RolloutPolicy
-from orchestrator.domain.preflight import Judgement, Verdict
+from orchestrator.domain.preflight import ChangeRequest, Judgement, Verdict
 from orchestrator.runtime import Runtime
-from orchestrator.services import batches, preflight
+from orchestrator.services import batches, preflight, rollbacks
 from orchestrator.services import targets as targets_service
 from orchestrator.services.batches import NewBatch, RequestInvalidError, ServerPlan
 
@@ -83,24 +83,21 @@ async def take_in(
         replayed = await run_blocking(batches.replay, rt.sessions, idempotency_key, new.fingerprint)
         if replayed is not None:
             return Intake(replayed.batch, created=False)
-    request = preflight.change_request(
-        new.os_change,
-        cloud_init=new.cloud_init,
-        skip_matching=RolloutPolicy.from_json(new.policy).skip_matching,
-        has_adminpass="adminpass" in new.secrets,
-        has_user_data="user_data" in new.secrets,
-    )
+    requests = _requests(new)
     fleet = await preflight.read_fleet(
         rt,
         project_id=new.project_id,
         region=new.region,
         server_ids=new.servers,
-        image_ids=request.image_ids,
+        image_ids=frozenset().union(*(r.image_ids for r, _ in requests)),
         known=known,
         abandoned=abandoned,
     )
     fleet.calls["list_servers"] += selector_pages
-    judgements = preflight.judge_fleet(fleet, new.servers, request)
+    judged: dict[str, Judgement] = {}
+    for request, group in requests:
+        judged.update(preflight.judge_fleet(fleet, group, request))
+    judgements = {server_id: judged[server_id] for server_id in new.servers}
     if dry_run:
         return Intake(targets_service.dry_run_report(rt, new, fleet, judgements), created=False)
     new = dataclasses.replace(new, plans=_plans(new, fleet, judgements))
@@ -126,6 +123,28 @@ async def take_in(
             },
         )
     return Intake(result.batch, created=result.created)
+
+
+def _requests(new: NewBatch) -> list[tuple[ChangeRequest, list[str]]]:
+    """The change each server is judged against: the batch's, or (a rollback) its own image,
+    one request per distinct image."""
+
+    def request_for(image_id: str | None) -> ChangeRequest:
+        return preflight.change_request(
+            new.os_change,
+            cloud_init=new.cloud_init,
+            skip_matching=RolloutPolicy.from_json(new.policy).skip_matching,
+            has_adminpass="adminpass" in new.secrets,
+            has_user_data="user_data" in new.secrets,
+            image_id=image_id,
+        )
+
+    if not new.own_images:
+        return [(request_for(None), list(new.servers))]
+    by_image: dict[str, list[str]] = {}
+    for server_id in new.servers:
+        by_image.setdefault(new.own_images[server_id], []).append(server_id)
+    return [(request_for(image), servers) for image, servers in by_image.items()]
 
 
 def _plans(
@@ -185,6 +204,35 @@ async def take_in_retry(
         batches.retry_source, rt.sessions, parent_id, overrides.get("states")
     )
     new = parse(batches.retry_payload(source, overrides))
+    return await take_in(
+        rt,
+        new,
+        selector=None,
+        dry_run=dry_run,
+        idempotency_key=idempotency_key,
+        parent_id=parent_id,
+        actor=actor,
+        run_blocking=run_blocking,
+    )
+
+
+async def take_in_rollback(
+    rt: Runtime,
+    parent_id: str,
+    body: dict[str, Any],
+    *,
+    parse: Callable[[dict[str, Any]], NewBatch],
+    dry_run: bool,
+    idempotency_key: str | None,
+    actor: str,
+    run_blocking: Any,
+) -> Intake:
+    """A rollback: a new batch of kind `rollback` (child of `parent_id`) whose servers each go
+    back to their own recorded image; validated and taken in like any submission."""
+    source = await run_blocking(rollbacks.rollback_source, rt.sessions, parent_id, body)
+    new = parse(rollbacks.rollback_payload(source, body))
+    os_change = {k: v for k, v in new.os_change.items() if k not in ("imageid", "images")}
+    new = dataclasses.replace(new, kind="rollback", own_images=source.images, os_change=os_change)
     return await take_in(
         rt,
         new,

@@ -18,6 +18,7 @@ the one import callers need.
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -216,7 +217,8 @@ class Cloud:
         self._list_calls = 0
         self._duplicates = 0
         # Every changeos received: (Unix time, server id, "accepted" or the error code).
-        self._changeos_log: list[tuple[float, str, str]] = []
+        # (Unix time, server, answer, the image asked for when the body named one)
+        self._changeos_log: list[tuple[float, str, str, str | None]] = []
         self._requests: dict[str, int] = dict.fromkeys(REQUEST_KINDS, 0)
         self._errors: Counter[str] = Counter()
         self._faults: Counter[str] = Counter()
@@ -252,7 +254,9 @@ class Cloud:
         self.count_changeos_received(server_id)
         if project_id is not None:
             self._count_incompatible(project_id, server_id, body, now)
-        self._changeos_log.append((self._timestamps.unix(now), server_id, code))
+        self._changeos_log.append(
+            (self._timestamps.unix(now), server_id, code, _requested_image(body))
+        )
 
     def count_changeos_received(self, server_id: str) -> int:
         """Count one more changeos for this server (also those the gateway turned away);
@@ -292,7 +296,9 @@ class Cloud:
             self._faults["dropped"] += 1
             self._faults["dropped_failing"] += will_fail
         answer = "accepted" if not isinstance(reply, ApiError) else reply.code
-        self._changeos_log.append((self._timestamps.unix(now), server_id, answer))
+        self._changeos_log.append(
+            (self._timestamps.unix(now), server_id, answer, _requested_image(body))
+        )
         return self._deliver(reply, key, drop=drop)
 
     def _drop_ratio(self, will_fail: bool) -> float:
@@ -568,8 +574,8 @@ class Cloud:
         """Every changeos received at or after Unix time `since`, oldest first, with its answer
         (`accepted`, dropped ones included, or the error code)."""
         return [
-            {"at": at, "server_id": server_id, "answer": answer}
-            for at, server_id, answer in self._changeos_log
+            {"at": at, "server_id": server_id, "answer": answer, "image_id": image_id}
+            for at, server_id, answer, image_id in self._changeos_log
             if at >= since
         ]
 
@@ -1002,3 +1008,13 @@ class Cloud:
             return paged
         page, count, link = paged
         return listing([self._volume_body(disk) for disk in page], count, link)
+
+
+def _requested_image(body: bytes) -> str | None:
+    """The image a changeos body asks for (for the log; the rules parse the body themselves)."""
+    try:
+        change = json.loads(body or b"{}").get("os-change") or {}
+    except (ValueError, AttributeError):
+        return None
+    image = change.get("imageid") if isinstance(change, dict) else None
+    return image if isinstance(image, str) else None

@@ -101,7 +101,9 @@ async def test_create_then_read_batch_servers_and_history(
     assert batch["counts"] == {
         "pending": 5,
         "submitting": 0,
+        "backing_up": 0,
         "running": 0,
+        "verifying": 0,
         "succeeded": 0,
         "failed": 0,
         "cancelled": 0,
