@@ -85,6 +85,9 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias="ORCH_HEALTH_ALLOWED_HOSTS"
     )
 
+    # How often the retention sweep looks for backup images to delete (policy.backup).
+    backup_sweep_s: float = Field(60.0, gt=0, le=86400, validation_alias="ORCH_BACKUP_SWEEP_S")
+
     # Hostile input: the largest request body and the most servers one batch may hold.
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, validation_alias="ORCH_MAX_BODY_BYTES")
     max_servers_per_batch: int = Field(

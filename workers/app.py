@@ -52,6 +52,8 @@ def create_celery_app(settings: Settings) -> Celery:
             "reimage.sweep_facts": {"queue": TICK_QUEUE, "routing_key": TICK_QUEUE},
             "reimage.tick": {"queue": TICK_QUEUE, "routing_key": TICK_QUEUE},
             "reimage.deliver_webhooks": {"queue": WEBHOOK_QUEUE, "routing_key": WEBHOOK_QUEUE},
+            # A few IMS deletes now and then: beside the webhooks, off the hot queues.
+            "reimage.sweep_backups": {"queue": WEBHOOK_QUEUE, "routing_key": WEBHOOK_QUEUE},
         },
         # Far above the longest task (one HTTP call, or one round of polls): a message is
         # redelivered only when its worker really vanished.
@@ -73,6 +75,11 @@ def create_celery_app(settings: Settings) -> Celery:
                 "schedule": timedelta(seconds=WEBHOOK_INTERVAL_S),
                 # The next run sends whatever a dropped one would have: no backlog of runs.
                 "options": {"expires": WEBHOOK_INTERVAL_S * 5},
+            },
+            "reimage-backup-retention": {
+                "task": "reimage.sweep_backups",
+                "schedule": timedelta(seconds=settings.backup_sweep_s),
+                "options": {"expires": settings.backup_sweep_s * 5},
             },
         },
     )

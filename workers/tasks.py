@@ -15,6 +15,7 @@ from orchestrator.config import load_settings
 from orchestrator.db.webhook_outbox import configure_global_url
 from orchestrator.observability.logs import log_context
 from orchestrator.runtime import Runtime
+from orchestrator.services.backups import sweep_expired_backups
 from orchestrator.services.dispatch import run_tick
 from orchestrator.services.polling import poll_servers
 from orchestrator.services.submission import submit_servers
@@ -108,6 +109,17 @@ def deliver_webhooks_task() -> dict[str, int]:
     if report.sent:
         log.info("webhooks %s", report)
     return {"delivered": report.delivered, "retrying": report.retrying, "failed": report.failed}
+
+
+@shared_task(name="reimage.sweep_backups")
+def sweep_backups_task() -> int:
+    """Delete backup images past their retention (overlapping runs are harmless: a deletion
+    is recorded once, guarded on the image's expiry)."""
+    rt = runtime()
+    deleted = asyncio.run(sweep_expired_backups(rt, now=rt.clock()))
+    if deleted:
+        log.info("backups deleted n=%d", deleted)
+    return deleted
 
 
 @shared_task(name="reimage.tick")

@@ -104,6 +104,8 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('previous_image', sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column('health', sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column('backup', sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column('backup_expires_at', sa.DateTime(timezone=True), nullable=True))
+        batch_op.create_index('ix_batch_servers_backup_expires_at', ['backup_expires_at'], unique=False)
     _replace_checks(NEW_SERVER)
     _replace_active_index(NEW_ACTIVE)
 
@@ -112,6 +114,8 @@ def downgrade() -> None:
     _replace_active_index(OLD_ACTIVE)
     _replace_checks(OLD_SERVER)
     with op.batch_alter_table('batch_servers', schema=None) as batch_op:
+        batch_op.drop_index('ix_batch_servers_backup_expires_at')
+        batch_op.drop_column('backup_expires_at')
         batch_op.drop_column('backup')
         batch_op.drop_column('health')
         batch_op.drop_column('previous_image')

@@ -13,6 +13,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from orchestrator.api.schemas import RequestInvalid
 from orchestrator.cloud.errors import EcsError, Retryable
 from orchestrator.errors import Conflict, Forbidden, NotFound, ServiceError, Unavailable
+from orchestrator.services.backups import BackupQuota
 from orchestrator.services.batches import IdempotencyMismatch, RequestInvalidError
 from orchestrator.services.cursors import BadCursor
 from orchestrator.services.preflight import Abandoned, FactsUnavailable, Incompatible
@@ -38,6 +39,7 @@ UNAVAILABLE = (Unavailable, OperationalError, PoolTimeout, TimeoutError)
 _WITH_DETAILS: tuple[tuple[type[ServiceError], int], ...] = (
     (Conflict, 409),
     (Incompatible, 422),
+    (BackupQuota, 422),
     (IdempotencyMismatch, 422),
 )
 _PLAIN: tuple[tuple[type[ServiceError], int], ...] = (

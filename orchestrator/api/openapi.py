@@ -40,7 +40,8 @@ _ERRORS = {
     413: "the body is larger than ORCH_MAX_BODY_BYTES",
     422: "Idempotency-Key reused with a different body; or servers pre-flight finds "
     "incompatible with `policy.on_incompatible` reject (`incompatible_servers`: "
-    "`error.servers` lists each with its codes, `error.codes` counts them)",
+    "`error.servers` lists each with its codes, `error.codes` counts them); or more backups "
+    "needed than the IMS image quota leaves (`backup_quota`, with the numbers)",
     429: "too many bad tokens from this address",
     503: "a backing service (or the cloud, for pre-flight) is unreachable; try again",
 }

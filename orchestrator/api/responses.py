@@ -44,7 +44,7 @@ class IncompatibleServer(_Open):
 class ErrorDetail(_Open):
     code: str = Field(
         description="machine-readable, e.g. invalid_request, not_found, conflict, "
-        "incompatible_servers (422), preflight_unavailable (503)"
+        "incompatible_servers (422), backup_quota (422), preflight_unavailable (503)"
     )
     message: str
     fields: dict[str, str] | None = Field(None, description="field path -> reason (400 only)")
@@ -53,6 +53,10 @@ class ErrorDetail(_Open):
     )
     servers: list[IncompatibleServer] | None = Field(
         None, description="incompatible_servers: each server with its blocking reasons"
+    )
+    backup_quota: dict[str, int] | None = Field(
+        None,
+        description="backup_quota (422): backups needed, and the IMS quota, used and left",
     )
 
 

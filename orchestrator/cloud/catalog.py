@@ -56,8 +56,10 @@ class ImsClient(SignedApi):
         name: str,
         description: str = "",
         tags: Mapping[str, str] | None = None,
+        token_taken: bool = False,
     ) -> str:
-        """CreateImage from the server's system disk; answer the IMS job id. The image exists
+        """CreateImage from the server's system disk; answer the IMS job id (`token_taken`:
+        the caller holds this call's rate token, so it goes out at once). The image exists
         only when that job ends SUCCESS (`show_image_job`).
 
         Never retried here: a lost answer, or a server error that does not prove IMS refused
@@ -70,7 +72,11 @@ class ImsClient(SignedApi):
             body["image_tags"] = [{"key": key, "value": value} for key, value in tags.items()]
         try:
             status, answer, headers = await self._call(
-                "POST", "/v2/cloudimages/action", body=body, operation="create_image"
+                "POST",
+                "/v2/cloudimages/action",
+                body=body,
+                operation="create_image",
+                token_taken=token_taken,
             )
         except Retryable as exc:
             if refused_before_acting(exc):  # busy (IMG.0010), flow control, throttling

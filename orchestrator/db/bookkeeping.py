@@ -102,6 +102,41 @@ def record_probes(
     )
 
 
+def record_backup(
+    session: Session,
+    batch_server_id: int,
+    *,
+    backup: dict[str, Any],
+    next_poll_at: datetime,
+    now: datetime,
+) -> None:
+    """A backing-up server's backup as last seen (its IMS job, the image) and its next look."""
+    session.execute(
+        update(BatchServer)
+        .where(
+            BatchServer.id == batch_server_id,
+            BatchServer.state == ServerState.BACKING_UP.value,
+        )
+        .values(backup=backup, next_poll_at=next_poll_at, updated_at=now)
+    )
+
+
+def record_backup_deleted(
+    session: Session, batch_server_id: int, *, backup: dict[str, Any], now: datetime
+) -> bool:
+    """The retention sweep deleted the backup image (once: guarded on its expiry)."""
+    moved = session.execute(
+        update(BatchServer)
+        .where(BatchServer.id == batch_server_id, BatchServer.backup_expires_at.is_not(None))
+        .values(
+            backup={**backup, "status": "deleted", "deleted_at": now.timestamp()},
+            backup_expires_at=None,
+        )
+        .returning(BatchServer.id)
+    ).one_or_none()
+    return moved is not None
+
+
 def keep_job_result(
     session: Session, batch_server_id: int, *, result: dict[str, Any], job_status: str
 ) -> None:

@@ -205,6 +205,9 @@ class BatchServer(Base):
     # The backup image made before the change (policy.backup): its name, IMS job, image id,
     # status, and when it was deleted.
     backup: Mapped[dict[str, Any] | None]
+    # When the backup image is due for deletion (policy.backup.retention_s after it became
+    # active); cleared once it is deleted. The retention sweep walks its index.
+    backup_expires_at: Mapped[datetime | None] = mapped_column(index=True)
 
     def image_for(self, os_change: dict[str, Any]) -> str:
         """The image this server is changed to: its own, else the batch's single image."""

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypedDict
 
-from sqlalchemy import ColumnElement, insert, update
+from sqlalchemy import ColumnElement, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -52,6 +52,7 @@ class ServerColumns(TypedDict, total=False):
     previous_image: str | None
     health: dict[str, Any] | None
     backup: dict[str, Any] | None
+    backup_expires_at: datetime | None
     dispatched_at: datetime | None
     next_attempt_at: datetime | None
     retries: int
@@ -178,6 +179,44 @@ def record_server_transitions(
     )
     _keep_counts(session, moved, expected=expected, to=to, now=now, values=values or {})
     return [row[0] for row in moved]
+
+
+def record_server_note(
+    session: Session,
+    batch_server_id: int,
+    *,
+    reason: str,
+    now: datetime,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """A history row that changes no state (the row's state is both its from and to): what
+    happened to a settled server afterwards, e.g. its backup image deleted after retention."""
+    found = session.execute(
+        select(
+            BatchServer.batch_id,
+            BatchServer.server_id,
+            BatchServer.state,
+            BatchServer.attempt,
+            BatchServer.job_id,
+        ).where(BatchServer.id == batch_server_id)
+    ).one_or_none()
+    if found is None:
+        return
+    batch_id, server_id, state, attempt, job_id = found
+    session.execute(
+        insert(ServerHistory).values(
+            batch_server_id=batch_server_id,
+            batch_id=batch_id,
+            server_id=server_id,
+            from_state=state,
+            to_state=state,
+            at=now,
+            reason=reason,
+            attempt=attempt,
+            job_id=job_id,
+            details=details or {},
+        )
+    )
 
 
 def _keep_counts(

@@ -463,19 +463,26 @@ def _send_due_polls(
     now: datetime,
     lease_s: float,
 ) -> None:
-    """Running servers whose job is due a poll, and verifying ones due a probe: both wait on
-    `next_poll_at`, and both are taken by pushing it one lease ahead."""
+    """Running servers whose job is due a poll, backing-up ones whose image is, and verifying
+    ones due a probe: all wait on `next_poll_at`, taken by pushing it one lease ahead."""
     with sessions() as session:
         due = session.execute(
             select(BatchServer.id, BatchServer.state)
             .where(
-                BatchServer.state.in_([ServerState.RUNNING.value, ServerState.VERIFYING.value]),
+                BatchServer.state.in_(
+                    [
+                        ServerState.RUNNING.value,
+                        ServerState.BACKING_UP.value,
+                        ServerState.VERIFYING.value,
+                    ]
+                ),
                 BatchServer.next_poll_at <= now,
             )
             .order_by(BatchServer.next_poll_at)
             .limit(5000)
         ).all()
-        polls = [row_id for row_id, state in due if state == ServerState.RUNNING.value]
+        # A backup's image is followed by the poll task, like a job.
+        polls = [row_id for row_id, state in due if state != ServerState.VERIFYING.value]
         probes = [row_id for row_id, state in due if state == ServerState.VERIFYING.value]
         report.polls_sent += _lease_and_send(session, polls, dispatcher.poll, now, lease_s)
         report.probes_sent += _lease_and_send(session, probes, dispatcher.probe, now, lease_s)

@@ -11,11 +11,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.cloud.errors import EcsError
 from orchestrator.cloud.models import Server
 from orchestrator.domain.policy import RolloutPolicy
 from orchestrator.domain.preflight import ChangeRequest, Judgement, Verdict
 from orchestrator.runtime import Runtime
-from orchestrator.services import batches, preflight, rollbacks
+from orchestrator.services import backups, batches, preflight, rollbacks
 from orchestrator.services import targets as targets_service
 from orchestrator.services.batches import NewBatch, RequestInvalidError, ServerPlan
 
@@ -98,9 +99,15 @@ async def take_in(
     for request, group in requests:
         judged.update(preflight.judge_fleet(fleet, group, request))
     judgements = {server_id: judged[server_id] for server_id in new.servers}
+    quota = await _backup_quota(rt, new, judgements)
     if dry_run:
-        return Intake(targets_service.dry_run_report(rt, new, fleet, judgements), created=False)
+        report = targets_service.dry_run_report(rt, new, fleet, judgements)
+        if quota is not None:
+            report["backup_quota"] = quota
+        return Intake(report, created=False)
     new = dataclasses.replace(new, plans=_plans(new, fleet, judgements))
+    if quota is not None:
+        backups.refuse_over_quota(quota)
     secret_key = rt.settings.secret_key
     result: batches.CreatedBatch = await run_blocking(
         batches.create_batch,
@@ -123,6 +130,26 @@ async def take_in(
             },
         )
     return Intake(result.batch, created=result.created)
+
+
+async def _backup_quota(
+    rt: Runtime, new: NewBatch, judgements: dict[str, Judgement]
+) -> dict[str, Any] | None:
+    """With policy.backup: how many backups the batch needs (every server that will be sent a
+    change) against what the project's IMS quota leaves; None without backups."""
+    if not RolloutPolicy.from_json(new.policy).backup:
+        return None
+    needed = sum(
+        1 for j in judgements.values() if j.verdict not in (Verdict.WILL_FAIL, Verdict.SKIP)
+    )
+    try:
+        return await backups.read_quota(
+            rt, project_id=new.project_id, region=new.region, needed=needed
+        )
+    except EcsError as exc:
+        raise preflight.FactsUnavailable(
+            f"the IMS image quota could not be read ({exc.code}); nothing stored"
+        ) from None
 
 
 def _requests(new: NewBatch) -> list[tuple[ChangeRequest, list[str]]]:

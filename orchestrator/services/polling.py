@@ -27,6 +27,7 @@ from orchestrator.domain.timing import job_duration_s, next_poll_delay_s, retry_
 from orchestrator.domain.verdicts import AfterJob, after_job_verdict
 from orchestrator.observability.logs import log_context
 from orchestrator.runtime import Runtime
+from orchestrator.services.backups import follow_backups
 from orchestrator.services.control import pause_for_config_error
 from orchestrator.services.verification import settle_applied
 
@@ -39,21 +40,28 @@ log = logging.getLogger("reimage.polling")
 
 
 async def poll_servers(rt: Runtime, batch_server_ids: list[int]) -> dict[str, int]:
-    """Poll every listed running server once; answer how many ended in each outcome."""
+    """Poll every listed running server's job once, and every backing-up server's backup
+    image; answer how many ended in each outcome."""
     with rt.sessions() as session:
-        rows = list(
+        found = list(
             session.scalars(
                 select(BatchServer).where(
                     BatchServer.id.in_(batch_server_ids),
-                    BatchServer.state == ServerState.RUNNING.value,
+                    BatchServer.state.in_(
+                        [ServerState.RUNNING.value, ServerState.BACKING_UP.value]
+                    ),
                 )
             )
         )
         batches = {
             b.id: b
-            for b in session.scalars(select(Batch).where(Batch.id.in_({r.batch_id for r in rows})))
+            for b in session.scalars(select(Batch).where(Batch.id.in_({r.batch_id for r in found})))
         }
     outcomes: dict[str, int] = {}
+    rows = [r for r in found if r.state == ServerState.RUNNING.value]
+    backing_up = [r for r in found if r.state == ServerState.BACKING_UP.value]
+    for outcome in await follow_backups(rt, backing_up, batches) if backing_up else []:
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
     if not rows:
         return outcomes
     limit = asyncio.Semaphore(MAX_CONCURRENT_POLLS)

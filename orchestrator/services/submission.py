@@ -27,6 +27,7 @@ from orchestrator.cloud.models import OsChange, Server
 from orchestrator.db.bookkeeping import release_dispatch
 from orchestrator.db.models import Batch, BatchServer
 from orchestrator.db.transitions import ServerColumns, ServerGuard, record_server_transition
+from orchestrator.domain.backups import needs_backup
 from orchestrator.domain.preflight import Judgement, Verdict
 from orchestrator.domain.rollout import allowed_failures, budget_spent
 from orchestrator.domain.states import TERMINAL_BATCH_STATES, BatchState, ServerState
@@ -35,6 +36,7 @@ from orchestrator.domain.verdicts import Reconcile, ServerSnapshot, reconcile_ve
 from orchestrator.observability.logs import log_context
 from orchestrator.runtime import Runtime
 from orchestrator.services import preflight
+from orchestrator.services.backups import start_backup
 from orchestrator.services.control import pause_for_config_error
 from orchestrator.services.sealing import SealError, unseal
 from orchestrator.services.send_checks import judge_before_send
@@ -205,6 +207,19 @@ async def _send_changeos(
     if isinstance(looked, str):
         return looked
     before, image_id = looked
+    if needs_backup(batch.rollout_policy.backup, phase=row.phase, backup=row.backup):
+        # The system disk is saved first (policy.backup); the changeos goes once the image is
+        # active, on a later step that reads and judges the server again.
+        ims = rt.ims_client(http, project_id=batch.project_id, region=batch.region)
+        return await start_backup(
+            rt,
+            ims,
+            row,
+            batch,
+            before,
+            may_send=_batch_may_send(batch, row),
+            token_deadline_s=token_deadline_s(rt),
+        )
     change = dataclasses.replace(change, imageid=image_id)
     # The rate token BEFORE the attempt is recorded: whatever the wait, it happens while the
     # row still says "nothing sent", so nothing that can take unbounded time sits between the
