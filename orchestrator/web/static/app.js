@@ -26,11 +26,13 @@
     "failed",
     "cancelled",
     "skipped",
+    "verifying",
     "running",
+    "backing_up",
     "submitting",
     "pending",
   ];
-  const ACTIVE_SERVER_STATES = new Set(["pending", "submitting", "running"]);
+  const ACTIVE_SERVER_STATES = new Set(["pending", "submitting", "backing_up", "running", "verifying"]);
   const TERMINAL_BATCH_STATES = new Set(["succeeded", "partially_failed", "aborted", "cancelled"]);
   const SERVER_ID_PREFIX = /^[0-9a-f-]{0,36}$/;
 
@@ -563,6 +565,17 @@
         "failed and cancelled servers of this one?",
       body: { states: ["failed", "cancelled"] },
     },
+    {
+      name: "rollback",
+      label: "Roll back failed",
+      kind: "btn btn-danger",
+      // Failed servers that were sent a change have an image to go back to.
+      shows: (b) => TERMINAL_BATCH_STATES.has(b.state) && b.kind !== "rollback" && (b.counts.failed || 0) > 0,
+      confirm: (b) =>
+        `Start a rollback batch: each of the ${b.counts.failed || 0} failed servers of this one ` +
+        "that was sent a change goes back to the image it ran before (its backup image when one was made)?",
+      body: { states: ["failed"] },
+    },
   ];
 
   function batchView(batchId) {
@@ -621,7 +634,7 @@
       drawButtons();
       try {
         const answer = await api("POST", `/batches/${batchId}/${action.name}`, action.body || {});
-        if (action.name === "retry") {
+        if (action.name === "retry" || action.name === "rollback") {
           location.hash = `#/batches/${answer.id}`;
           return;
         }
@@ -659,8 +672,9 @@
         fact("Updated", time(b.updated_at)),
       ];
       if (b.finished_at) items.push(fact("Finished", time(b.finished_at)));
+      if (b.kind === "rollback") items.push(fact("Kind", el("span", { class: "badge st-failed", testid: "batch-kind" }, "rollback")));
       if (b.parent_id) {
-        items.push(fact("Retry of", el("a", { href: `#/batches/${b.parent_id}`, class: "mono", testid: "parent-link" }, short(b.parent_id))));
+        items.push(fact(b.kind === "rollback" ? "Rolls back" : "Retry of", el("a", { href: `#/batches/${b.parent_id}`, class: "mono", testid: "parent-link" }, short(b.parent_id))));
       }
       meta.replaceChildren(...items);
     }
@@ -680,6 +694,9 @@
       }
       if (b.broken) {
         list.push(el("p", { class: "notice error", testid: "broken" }, `${b.broken} server(s) were left in ERROR by their job.`));
+      }
+      if (b.rolling_back) {
+        list.push(el("p", { class: "notice warn", testid: "rolling-back" }, `${b.rolling_back} server(s) failed their health gate and are being changed back to their previous image.`));
       }
       notes.replaceChildren(...list);
     }
@@ -708,7 +725,7 @@
           fact("Left", allowed === null ? "—" : eb.left, "budget-left"),
         ),
       );
-      const inFlight = (b.counts.submitting || 0) + (b.counts.running || 0);
+      const inFlight = ["submitting", "backing_up", "running", "verifying"].reduce((n, s) => n + (b.counts[s] || 0), 0);
       flight.replaceChildren(
         el("div", { class: "big" }, el("span", { testid: "in-flight-now" }, inFlight), el("span", { class: "muted" }, ` of ${b.max_in_flight} max`)),
         el("dl", { class: "mini" }, fact("Max in flight", b.max_in_flight, "max-in-flight"), fact("Pending", b.counts.pending || 0)),
@@ -773,6 +790,7 @@
       { label: "Job" },
       { label: "Job status" },
       { label: "Image" },
+      { label: "Health" },
       { label: "Error code" },
       { label: "Error message", class: "wide" },
     ];
@@ -863,6 +881,7 @@
         el("td", { class: "mono", title: s.job_id || "" }, s.job_id ? short(s.job_id) : dash(null)),
         el("td", {}, dash(s.job_status)),
         el("td", { class: "mono", title: s.image_id || "", testid: "server-image" }, s.image_id ? short(s.image_id) : dash(null)),
+        el("td", { testid: "server-health", title: healthTitle(s) }, dash(healthText(s))),
         el("td", { class: s.error_code ? "mono code" : "mono", testid: "error-code" }, dash(s.error_code)),
         el("td", { class: "wide ellipsis", title: s.error_message || "", testid: "error-message" }, dash(s.error_message)),
       );
@@ -883,6 +902,29 @@
     }
 
     return { root, refresh: () => load(false) };
+  }
+
+  /** The health gate in a few words: probes so far, healthy in a row, the last answer; and a
+   * backup or a rollback under way. */
+  function healthText(s) {
+    const parts = [];
+    if (s.phase === "rollback") parts.push("rolling back");
+    if (s.backup && s.backup.status) parts.push(`backup ${s.backup.status}`);
+    const h = s.health;
+    if (h) {
+      const log = h.log || {};
+      if (h.target_error) parts.push(`cannot probe: ${h.target_error}`);
+      else if (!log.count) parts.push("warming up");
+      else parts.push(`${log.count} probe${log.count === 1 ? "" : "s"}, last ${log.last ? log.last.detail : "—"}`);
+    }
+    return parts.join(" · ");
+  }
+
+  function healthTitle(s) {
+    const h = s.health;
+    if (!h) return "";
+    const log = h.log || {};
+    return `${h.kind || ""} ${h.target || ""} · ${log.streak || 0} healthy in a row`;
   }
 
   // ---- one server's timeline -------------------------------------------------------------
