@@ -140,6 +140,7 @@ def _parse(request: web.Request, payload: Any) -> BatchRequest:
         secret_key_configured=settings.secret_key is not None,
         max_servers=settings.max_servers_per_batch,
         notify_allowed_hosts=settings.notify_allowed_hosts,
+        health_allowed_hosts=settings.health_allowed_hosts,
     )
 
 

@@ -123,6 +123,12 @@ class ServerVerdict(_Open):
     image_id: str | None = Field(description="the image this server would be sent")
     reasons: list[Reason]
     exists: bool
+    probe_target: str | None = Field(
+        None, description="with policy.health_check: what this server's probe would reach"
+    )
+    probe_error: str | None = Field(
+        None, description="with policy.health_check: why this server could not be probed"
+    )
 
 
 class DryRunReport(_Open):
@@ -134,6 +140,9 @@ class DryRunReport(_Open):
     cloud_calls: dict[str, int] = Field(description="calls the dry run made, by kind, and total")
     conflicts: list[dict[str, str]]
     servers: list[ServerVerdict]
+    backup_quota: dict[str, int | bool] | None = Field(
+        None, description="with policy.backup: backups needed, IMS quota, used, left, enough"
+    )
 
 
 class BatchPage(_Open):

@@ -39,7 +39,7 @@ from pydantic import (
 from pydantic.json_schema import WithJsonSchema
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from orchestrator.domain.health import ProbeKind, template_problem
+from orchestrator.domain.health import ProbeKind, fixed_host_problem, template_problem
 from orchestrator.domain.policy import (
     DEFAULT_BACKUP_RETENTION_S,
     DEFAULT_MAX_IN_FLIGHT,
@@ -60,6 +60,7 @@ NO_SECRET_KEY = "cannot be accepted: ORCH_SECRET_KEY is not configured on the se
 _CTX_SECRET_KEY = "secret_key_configured"
 _CTX_MAX_SERVERS = "max_servers"
 _CTX_ALLOWED_HOSTS = "notify_allowed_hosts"
+_CTX_HEALTH_HOSTS = "health_allowed_hosts"
 _DEFAULT_MAX_SERVERS = 100_000
 
 _PERCENT = re.compile(r"([0-9]{1,3})%")
@@ -288,11 +289,14 @@ class HealthCheckSpec(BaseModel):
     deadline_s: Annotated[Seconds, Field(ge=1, le=86400)] = 900.0
 
     @model_validator(mode="after")
-    def _one_usable_target(self) -> HealthCheckSpec:
+    def _one_usable_target(self, info: ValidationInfo) -> HealthCheckSpec:
         if (self.http is None) == (self.tcp is None):
             _raise_errors([(("http",), 'give one of "http" (a URL template) or "tcp"')])
         kind = ProbeKind.HTTP if self.http is not None else ProbeKind.TCP
-        problem = template_problem(kind, self.http or self.tcp or "")
+        template = self.http or self.tcp or ""
+        problem = template_problem(kind, template) or fixed_host_problem(
+            kind, template, _context(info).get(_CTX_HEALTH_HOSTS, ())
+        )
         if problem:
             _raise_errors([((kind.value,), problem)])
         if self.deadline_s <= self.initial_delay_s:
@@ -653,6 +657,7 @@ def parse_batch_request(
     secret_key_configured: bool,
     max_servers: int = _DEFAULT_MAX_SERVERS,
     notify_allowed_hosts: Iterable[str] = (),
+    health_allowed_hosts: Iterable[str] = (),
 ) -> BatchRequest:
     """Validate a decoded JSON body; raise `RequestInvalid` listing every problem."""
     if max_servers < 1:
@@ -665,6 +670,7 @@ def parse_batch_request(
         _CTX_SECRET_KEY: secret_key_configured,
         _CTX_MAX_SERVERS: max_servers,
         _CTX_ALLOWED_HOSTS: tuple(notify_allowed_hosts),
+        _CTX_HEALTH_HOSTS: tuple(health_allowed_hosts),
     }
     problems: list[tuple[Loc, str]] = []
     try:

@@ -370,11 +370,15 @@ def cmd_status(args: argparse.Namespace, api: ApiClient) -> int:
     if args.output == "table":
         budget = batch["error_budget"]
         allowed = "unlimited" if budget["allowed"] is None else budget["allowed"]
-        Console().print(
+        line = (
             f"batch {batch['id']} {batch['state']}, wave {batch['current_wave']}/"
-            f"{batch['waves_total']}, failures {budget['used']} of {allowed} allowed",
-            soft_wrap=True,
+            f"{batch['waves_total']}, failures {budget['used']} of {allowed} allowed"
         )
+        if batch.get("rolling_back"):
+            line += f", {batch['rolling_back']} rolling back"
+        if batch.get("kind") == "rollback":
+            line += f" (a rollback of {batch['parent_id']})"
+        Console().print(line, soft_wrap=True)
         emit(
             [{"state": s, "servers": n} for s, n in batch["counts"].items()],
             ["state", "servers"],
@@ -389,12 +393,45 @@ def cmd_status(args: argparse.Namespace, api: ApiClient) -> int:
     return exit_code_for(batch) if batch["state"] in TERMINAL else EXIT_OK
 
 
+def health_summary(server: dict[str, Any]) -> str:
+    """The health gate, a backup or a rollback of one server, in a few words."""
+    parts: list[str] = []
+    if server.get("phase") == "rollback":
+        parts.append("rolling back")
+    backup = server.get("backup") or {}
+    if backup.get("status"):
+        parts.append(f"backup {backup['status']}")
+    health = server.get("health") or {}
+    if health:
+        log = health.get("log") or {}
+        if health.get("target_error"):
+            parts.append(f"cannot probe: {health['target_error']}")
+        elif not log.get("count"):
+            parts.append("warming up")
+        else:
+            last = (log.get("last") or {}).get("detail", "-")
+            streak = log.get("streak", 0)
+            parts.append(f"{log['count']} probe(s), {streak} healthy in a row, last {last}")
+    return "; ".join(parts)
+
+
 def cmd_servers(args: argparse.Namespace, api: ApiClient) -> int:
     query = {"limit": "1000", **({"state": args.state} if args.state else {})}
     items = api.pages(f"/api/v1/batches/{args.batch}/servers", **query)
+    if args.output != "json":
+        items = [{**item, "health": health_summary(item)} for item in items]
     emit(
         items,
-        ["server_id", "state", "wave", "image_id", "job_id", "error_code", "error_message"],
+        [
+            "server_id",
+            "state",
+            "wave",
+            "image_id",
+            "job_id",
+            "health",
+            "error_code",
+            "error_message",
+        ],
         args.output,
     )
     return EXIT_OK

@@ -88,6 +88,18 @@ def template_problem(kind: ProbeKind, template: str) -> str | None:
     return None
 
 
+def fixed_host_problem(kind: ProbeKind, template: str, allowed_hosts: Sequence[str]) -> str | None:
+    """A template whose host is written out (no placeholder) must name an allowed host: caught
+    at submission, not at the first probe of every server."""
+    marker = "placeholder-0"
+    host = _host(kind, _PLACEHOLDER.sub(marker, template))
+    if marker in host:
+        return None  # the server's own address or name: checked per server when expanded
+    if any(fnmatchcase(host, pattern) for pattern in allowed_hosts):
+        return None
+    return f"host {host} is neither the server's (a placeholder) nor in ORCH_HEALTH_ALLOWED_HOSTS"
+
+
 def expand(
     kind: ProbeKind, template: str, server: ProbeTarget, allowed_hosts: Sequence[str]
 ) -> str:

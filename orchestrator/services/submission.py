@@ -307,16 +307,16 @@ async def _send_changeos(
 
 def _previous_image_facts(row: BatchServer, before: ServerSnapshot) -> dict[str, Any]:
     """The image the server runs before its change, with the architecture and firmware
-    pre-flight read of it at submission: what a rollback will need."""
+    pre-flight read of it at submission (when it was the same image): what a rollback needs."""
     if row.phase != "change":
         return {}
     facts = row.facts or {}
-    image = facts.get("image") if isinstance(facts.get("image"), dict) else {}
+    same = facts.get("image_id") == before.image_id
     return {
         "previous_image": {
             "id": before.image_id,
-            "architecture": (image or {}).get("architecture") or facts.get("architecture"),
-            "firmware": (image or {}).get("firmware"),
+            "architecture": facts.get("image_architecture") if same else None,
+            "firmware": facts.get("image_firmware") if same else None,
         }
     }
 

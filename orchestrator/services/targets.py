@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from orchestrator.cloud.models import Server
+from orchestrator.domain.health import TargetError, expand
 from orchestrator.domain.policy import RolloutPolicy
 from orchestrator.domain.preflight import CHARGING_NAMES, Judgement, Verdict
 from orchestrator.domain.rollout import allowed_failures, plan_waves
@@ -67,8 +68,20 @@ def dry_run_report(
         conflicts = {c["server_id"]: c["batch_id"] for c in active_conflicts(session, new.servers)}
     rollout = RolloutPolicy.from_json(new.policy)
     reports = []
+    check = rollout.health
+    allowed_hosts = rt.settings.health_allowed_hosts
     for server_id, judgement in judgements.items():
         report = server_report(server_id, judgement, fleet)
+        server = fleet.servers.get(server_id)
+        if check is not None and server is not None:
+            # The same expansion the gate makes after the change: a probe that could never
+            # run shows here, before anything is sent.
+            try:
+                report["probe_target"] = expand(
+                    check.kind, check.target, server.probe_target(), allowed_hosts
+                )
+            except TargetError as exc:
+                report["probe_error"] = str(exc)
         other = conflicts.get(server_id)
         if other:
             report["active_in_batch"] = other
@@ -90,6 +103,9 @@ def dry_run_report(
             "pause_after_waves": rollout.pause_after_waves,
             "wave_delay_s": rollout.wave_delay_s,
             "on_incompatible": rollout.on_incompatible,
+            "health_check": rollout.health_check,
+            "on_unhealthy": rollout.on_unhealthy,
+            "backup": rollout.backup,
         },
         "verdicts": dict(verdicts),
         "codes": dict(codes),

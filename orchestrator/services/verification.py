@@ -107,7 +107,11 @@ def settle_applied(
         reason,
         {"health": health, "next_poll_at": first_probe, "error_code": None, "error_message": None},
         {
-            "health_check": {"kind": check.kind.value, "target": target, "error": target_error},
+            "health_check": {
+                "kind": check.kind.value,
+                "target": _printable(target),
+                "error": target_error,
+            },
             "first_probe_at": first_probe.isoformat(),
         },
     )

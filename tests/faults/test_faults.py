@@ -930,3 +930,51 @@ def test_a_pause_while_servers_wait_for_tokens_stops_every_send(
     # At most the calls whose send was recorded before the pause, and those within one call.
     assert all(lag < 2.0 for lag in lags), lags
     assert_no_problems(fleet, problems)
+
+
+def test_workers_killed_during_backups_and_health_gates(make_fleet: Callable[..., Fleet]) -> None:
+    """Backup first, health gate after: workers SIGKILLed every few seconds land in the middle
+    of CreateImage calls, image follows, changeos and probes. Nothing is lost, no changeos and
+    no backup is sent twice, and no changeos precedes its server's active backup image."""
+    region = "cn-north-4"
+    fleet = make_fleet(
+        regions=(region,),
+        sim_flags=("--backup-seconds", "2", "--boot-seconds", "1", "--image-quota", "1000"),
+        env={"ORCH_HEALTH_ALLOWED_HOSTS": json.dumps(["127.0.0.1"])},
+    )
+    killer = WorkerKiller()
+    check = {
+        "http": fleet.sims[region] + "/_sim/health/{server_id}",
+        "initial_delay_s": 1,
+        "interval_s": 1,
+        "timeout_s": 2,
+        "deadline_s": 90,
+    }
+    problems = run_scenario(
+        fleet,
+        "backup-verify-sigkill",
+        disrupt=killer,
+        note=killer.note,
+        servers_per_batch=120,
+        backup={"mode": "image"},
+        health_check=check,
+    )
+    assert killer.kills >= 3
+    status, log = call("GET", fleet.sims[region] + "/_sim/images/log")
+    assert status == 200, log
+    created: dict[str, list[dict[str, Any]]] = {}
+    for entry in log["calls"]:
+        if entry["kind"] == "create" and entry["answer"] == "accepted":
+            created.setdefault(entry["server_id"], []).append(entry)
+    sent = {c["server_id"]: c["at"] for c in fleet.changeos_calls(region)}
+    for server_id, at in sent.items():
+        images = created.get(server_id, [])
+        if len(images) != 1:
+            problems.append(f"{server_id}: {len(images)} backup images made, not one")
+        elif images[0]["active_at"] is None or images[0]["active_at"] > at:
+            problems.append(f"{server_id}: changeos at {at} before its backup was active")
+    (submitted,) = fleet.submitted
+    for row in fleet.servers(submitted.batch_id):
+        if row["state"] == "succeeded" and not (row["health"] or {}).get("log", {}).get("count"):
+            problems.append(f"{row['server_id']}: succeeded without a probe")
+    assert_no_problems(fleet, problems)

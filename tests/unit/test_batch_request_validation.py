@@ -569,3 +569,76 @@ def test_on_incompatible_is_reject_or_skip() -> None:
     assert parse(v1_body(policy={"on_incompatible": "skip"})).policy.on_incompatible == "skip"
     fields = errors(v1_body(policy={"on_incompatible": "ignore"}))
     assert list(fields) == ["policy.on_incompatible"]
+
+
+# ------------------------------------------------------------------ health gate and backup
+
+
+def with_policy(**policy: Any) -> dict[str, Any]:
+    return with_os_change(v1_body(policy=policy), adminpass=None, keyname="ops-key")
+
+
+def test_a_health_check_rollback_and_backup_parse_with_defaults() -> None:
+    parsed = parse(
+        with_policy(
+            health_check={"tcp": "{ip}:22"},
+            on_unhealthy="rollback",
+            backup={"mode": "image"},
+        )
+    )
+    stored = parsed.policy.model_dump(mode="json")
+    assert stored["health_check"] == {
+        "http": None,
+        "tcp": "{ip}:22",
+        "initial_delay_s": 120.0,
+        "interval_s": 10.0,
+        "timeout_s": 5.0,
+        "successes": 1,
+        "deadline_s": 900.0,
+    }
+    assert stored["backup"] == {"mode": "image", "retention_s": 604800}
+    assert stored["on_unhealthy"] == "rollback"
+
+
+@pytest.mark.parametrize(
+    ("policy", "path", "words"),
+    [
+        ({"on_unhealthy": "rollback"}, "policy.on_unhealthy", ["health_check"]),
+        ({"on_unhealthy": "retry"}, "policy.on_unhealthy", []),
+        ({"health_check": {}}, "policy.health_check.http", ["tcp"]),
+        (
+            {"health_check": {"http": "http://{ip}/", "tcp": "{ip}:22"}},
+            "policy.health_check.http",
+            ["one of"],
+        ),
+        ({"health_check": {"http": "http://{addr}/"}}, "policy.health_check.http", ["addr"]),
+        ({"health_check": {"http": "ftp://{ip}/"}}, "policy.health_check.http", ["http://"]),
+        ({"health_check": {"http": "http://u:p@{ip}/"}}, "policy.health_check.http", ["cred"]),
+        ({"health_check": {"tcp": "{ip}"}}, "policy.health_check.tcp", ["port"]),
+        (
+            {"health_check": {"http": "http://169.254.169.254/{server_id}"}},
+            "policy.health_check.http",
+            ["ORCH_HEALTH_ALLOWED_HOSTS"],
+        ),
+        (
+            {"health_check": {"tcp": "{ip}:22", "initial_delay_s": 60, "deadline_s": 30}},
+            "policy.health_check.deadline_s",
+            ["initial_delay_s"],
+        ),
+        ({"health_check": {"tcp": "{ip}:22", "successes": 0}}, "policy.health_check.successes", []),
+        ({"backup": {"mode": "snapshot"}}, "policy.backup.mode", []),
+        ({"backup": {"mode": "image", "retention_s": 0}}, "policy.backup.retention_s", []),
+    ],
+)
+def test_bad_health_checks_and_backups_name_the_field(
+    policy: dict[str, Any], path: str, words: list[str]
+) -> None:
+    assert_only(errors(with_policy(**policy)), path, *words)
+
+
+def test_an_allowed_fixed_host_is_accepted() -> None:
+    body = with_policy(health_check={"http": "https://probe.ops.example.com/check/{server_id}"})
+    parsed = parse_batch_request(
+        body, secret_key_configured=True, health_allowed_hosts=["*.ops.example.com"]
+    )
+    assert parsed.policy.health_check is not None

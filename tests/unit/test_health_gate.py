@@ -120,3 +120,19 @@ def test_a_servers_probe_target_comes_from_its_addresses() -> None:
     target = Server.from_body(body).probe_target()
     assert (target.ip, target.floating_ip, target.name) == ("10.0.0.5", "121.36.0.9", "db-1")
     assert Server.from_body({"id": "x"}).probe_target().ip is None
+
+
+def test_the_cli_says_where_a_servers_gate_backup_or_rollback_is() -> None:
+    from orchestrator.cli.ops import health_summary
+
+    assert health_summary({"health": None}) == ""
+    warming = {"health": {"target": "http://x", "log": {"count": 0}}}
+    assert health_summary(warming) == "warming up"
+    probed = {
+        "phase": "rollback",
+        "backup": {"status": "active"},
+        "health": {"log": {"count": 3, "streak": 0, "last": {"detail": "HTTP 503"}}},
+    }
+    assert health_summary(probed) == (
+        "rolling back; backup active; 3 probe(s), 0 healthy in a row, last HTTP 503"
+    )
