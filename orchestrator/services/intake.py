@@ -230,7 +230,68 @@ async def take_in_retry(
     source = await run_blocking(
         batches.retry_source, rt.sessions, parent_id, overrides.get("states")
     )
+    if source.batch.get("kind") == "rollback":
+        return await _retry_rollback(
+            rt,
+            source,
+            overrides,
+            parse=parse,
+            dry_run=dry_run,
+            idempotency_key=idempotency_key,
+            actor=actor,
+            run_blocking=run_blocking,
+        )
     new = parse(batches.retry_payload(source, overrides))
+    return await take_in(
+        rt,
+        new,
+        selector=None,
+        dry_run=dry_run,
+        idempotency_key=idempotency_key,
+        parent_id=parent_id,
+        actor=actor,
+        run_blocking=run_blocking,
+    )
+
+
+async def _retry_rollback(
+    rt: Runtime,
+    source: batches.RetrySource,
+    overrides: dict[str, Any],
+    *,
+    parse: Callable[[dict[str, Any]], NewBatch],
+    dry_run: bool,
+    idempotency_key: str | None,
+    actor: str,
+    run_blocking: Any,
+) -> Intake:
+    """A retry of a rollback batch: a rollback again, each server to the image it was going
+    back to (its row's own image, not one the request could name)."""
+    parent_id = str(source.batch["id"])
+    images = await run_blocking(rollbacks.retried_images, rt.sessions, parent_id, source.servers)
+    if not images:
+        raise batches.RequestInvalidError({"states": "no server here has an image to go back to"})
+    os_change = overrides.get("os_change")
+    if isinstance(os_change, dict) and ({"imageid", "images"} & set(os_change)):
+        raise batches.RequestInvalidError(
+            {"os_change.imageid": "a rollback sends each server its own recorded image"}
+        )
+    base = dict(source.batch)
+    base["os_change"] = {**(base.get("os_change") or {}), "imageid": next(iter(images.values()))}
+    payload = batches.retry_payload(
+        batches.RetrySource(base, list(images), source.states),
+        {
+            **overrides,
+            **(
+                {"os_change": {**os_change, "imageid": next(iter(images.values()))}}
+                if isinstance(os_change, dict)
+                else {}
+            ),
+        },
+    )
+    new = parse(payload)
+    stripped = {k: v for k, v in new.os_change.items() if k not in ("imageid", "images")}
+    new = dataclasses.replace(new, kind="rollback", own_images=images, os_change=stripped)
     return await take_in(
         rt,
         new,

@@ -136,3 +136,18 @@ def rollback_payload(source: RollbackSource, body: Mapping[str, Any]) -> dict[st
     if not (isinstance(policy, dict) and "backup" in policy):
         payload["policy"].pop("backup", None)  # the parent's backups are what it goes back to
     return payload
+
+
+def retried_images(
+    sessions: sessionmaker[Session], batch_id: str, servers: list[str]
+) -> dict[str, str]:
+    """A retry of a rollback batch is a rollback too: each server is sent the image its row
+    was going back to."""
+    with sessions() as session:
+        rows = session.execute(
+            select(BatchServer.server_id, BatchServer.target_image).where(
+                BatchServer.batch_id == batch_id, BatchServer.server_id.in_(servers)
+            )
+        ).all()
+    images = {server_id: image for server_id, image in rows if image}
+    return {server_id: images[server_id] for server_id in servers if server_id in images}

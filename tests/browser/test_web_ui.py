@@ -42,6 +42,7 @@ TERMINAL = {"succeeded", "partially_failed", "aborted", "cancelled"}
 # Batch A: 18 servers in waves of 6, 9 and 3, three at a time; these positions fail.
 A_SIZE, A_FAILING = 18, {1, 4, 10, 15}
 UI_TIMEOUT_MS = 15_000
+BROKEN_IMAGE = "0b0e0e0e-73ad-429d-b6f2-5433947433b1"  # boots broken in the simulator
 
 
 def servers_where(size: int, failing: set[int]) -> list[str]:
@@ -68,8 +69,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FullStack]:
         simulator_args=[
             *("--job-seconds", "2.5", "--job-seconds-spread", "0.2"),
             *("--fail-ratio", str(FAIL_RATIO), "--seed", str(SEED)),
+            *("--broken-images", BROKEN_IMAGE),
         ],
-        extra_env={"ORCH_ECS_RATE": "500", "ORCH_ECS_BURST": "500"},
+        extra_env={
+            "ORCH_ECS_RATE": "500",
+            "ORCH_ECS_BURST": "500",
+            "ORCH_HEALTH_ALLOWED_HOSTS": json.dumps(["127.0.0.1"]),
+        },
     ) as full:
         yield full
 
@@ -80,13 +86,18 @@ def api(stack: FullStack, method: str, path: str, body: Any = None) -> Any:
     return answer
 
 
-def submit(stack: FullStack, servers: list[str], **policy: Any) -> dict[str, Any]:
+def submit(
+    stack: FullStack,
+    servers: list[str],
+    image: str = "e215580f-73ad-429d-b6f2-5433947433b0",
+    **policy: Any,
+) -> dict[str, Any]:
     body = {
         "project_id": PROJECT,
         "region": "cn-north-4",
         "servers": servers,
         "os_change": {
-            "imageid": "e215580f-73ad-429d-b6f2-5433947433b0",
+            "imageid": image,
             "keyname": "KeyPair-web",
             "mode": "withStopServer",
         },
@@ -404,14 +415,16 @@ def test_a_viewer_sees_who_it_is_and_no_controls(page: Page, stack: FullStack) -
     viewer = api(
         stack, "POST", "/tokens", {"name": "web-viewer", "role": "viewer", "projects": [PROJECT]}
     )["token"]
-    running = submit(stack, servers_where(4, set()), max_in_flight=1)
+    # Long enough (about 30 s) to be still running when the operator cancels it, on a busy
+    # machine too.
+    running = submit(stack, servers_where(12, set()), max_in_flight=1)
     page.goto(f"{stack.api_url}/#/")
     page.get_by_test_id("token-input").fill(viewer)
     page.get_by_test_id("sign-in-submit").click()
     expect(page.get_by_test_id("whoami")).to_have_text("web-viewer · viewer · 1 project(s)")
     page.goto(f"{stack.api_url}/#/batches/{running['id']}")
     expect(page.get_by_test_id("batch-state")).to_be_visible()
-    for action in ("pause", "resume", "cancel", "retry"):
+    for action in ("pause", "resume", "cancel", "retry", "rollback"):
         expect(page.get_by_test_id(f"action-{action}")).to_be_hidden()
     shot(page, "12-viewer-no-controls")
 
@@ -466,3 +479,36 @@ def test_a_pre_flight_check_shows_verdicts_and_a_skipped_servers_reason(
     expect(row).to_have_attribute("data-state", "skipped")
     expect(row.get_by_test_id("error-code")).to_have_text("server_locked")
     wait_api(stack, batch["id"], lambda b: b["state"] in TERMINAL)
+
+
+def test_a_failed_health_gate_shows_its_probes_and_is_rolled_back_from_the_page(
+    page: Page, stack: FullStack
+) -> None:
+    servers = servers_where(2, set())
+    check = {
+        "http": stack.sim_url + "/_sim/health/{server_id}",
+        "initial_delay_s": 0,
+        "interval_s": 1,
+        "timeout_s": 2,
+        "deadline_s": 3,
+    }
+    batch = submit(stack, servers, image=BROKEN_IMAGE, health_check=check)
+    done = wait_api(stack, batch["id"], lambda b: b["state"] in TERMINAL)
+    assert done["state"] == "partially_failed" and done["counts"]["failed"] == 2
+    sign_in(page)
+    page.goto(f"{stack.api_url}/#/batches/{batch['id']}")
+    rows = page.get_by_test_id("server-row")
+    expect(rows).to_have_count(2)
+    expect(rows.first.get_by_test_id("error-code")).to_have_text("health_check_failed")
+    expect(rows.first.get_by_test_id("server-health")).to_contain_text("last HTTP 503")
+    shot(page, "14-health-gate-failed")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_test_id("action-rollback").click()
+    expect(page.get_by_test_id("batch-kind")).to_have_text("rollback", timeout=UI_TIMEOUT_MS)
+    rollback_id = page.get_by_test_id("batch-page").get_attribute("data-batch-id")
+    assert rollback_id and rollback_id != batch["id"]
+    ended = wait_api(stack, rollback_id, lambda b: b["state"] in TERMINAL)
+    assert ended["state"] == "succeeded" and ended["parent_id"] == batch["id"]
+    expect(page.get_by_test_id("batch-state")).to_have_text("succeeded", timeout=UI_TIMEOUT_MS)
+    expect(page.get_by_test_id("parent-link")).to_have_attribute("href", f"#/batches/{batch['id']}")
+    assert accepted(stack, servers) == 4  # each: the change, and the one rollback

@@ -228,6 +228,9 @@ def test_skip_matching_and_dry_run(stack: ProcessStack) -> None:
         "pause_after_waves": False,
         "wave_delay_s": 0.0,
         "on_incompatible": "reject",
+        "health_check": None,
+        "on_unhealthy": "keep",
+        "backup": None,
     }
     assert sim_stats(stack)["requests"]["changeos"] == before  # the dry run sent nothing
     assert all(s not in sim_stats(stack)["changeos_accepted"] for s in servers[2:])

@@ -146,6 +146,8 @@ PERMITTED: dict[tuple[str, str], set[int]] = {
     ("POST", "/api/v1/batches/{batch_id}/cancel"): {200},
     # A fresh batch has no failed server to retry: the request is understood and refused.
     ("POST", "/api/v1/batches/{batch_id}/retry"): {400},
+    # Nor a server that was sent a change, so none with an image to go back to.
+    ("POST", "/api/v1/batches/{batch_id}/rollback"): {400},
     ("GET", "/api/v1/servers/{server_id}/history"): {200},
     ("GET", "/api/v1/whoami"): {200},
     ("GET", "/api/v1/tokens"): {200},
@@ -202,7 +204,7 @@ async def _request_for(
         body = batch_body(cell.project)
     elif route.path == "/api/v1/tokens" and route.method == "POST":
         body = {"name": f"new-{uuid.uuid4().hex[:8]}", "role": "viewer"}
-    elif route.path.endswith("/retry"):
+    elif route.path.endswith(("/retry", "/rollback")):
         body = {"states": ["failed"]}
     return route.method, path, body
 

@@ -208,3 +208,14 @@ def test_an_on_demand_rollback_of_the_failed_servers_sends_each_one_changeos(
         assert received[server] == [BROKEN_IMAGE, previous]  # exactly one changeos each
         assert back[server]["image_id"] == previous and back[server]["state"] == "succeeded"
         assert image_of(stack, server) == previous
+    # A retry of a rollback batch is a rollback again: these servers are already back, so
+    # each is skipped (pre-flight) and nothing more is sent.
+    status, again = api(
+        stack, "POST", f"/api/v1/batches/{rollback['id']}/retry", {"states": ["succeeded"]}
+    )
+    assert status == 202, again
+    assert again["kind"] == "rollback" and again["parent_id"] == rollback["id"]
+    assert "imageid" not in again["os_change"]
+    ended = wait_for(stack, again["id"])
+    assert ended["state"] == "succeeded" and ended["counts"]["skipped"] == 3, ended
+    assert changeos_received(stack, servers) == received
