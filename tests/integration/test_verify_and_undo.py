@@ -41,11 +41,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessStack]:
             *("--job-seconds", "1", "--seed", "5"),
             *("--images", f"{GOOD_IMAGE},{BROKEN_IMAGE}"),
             *("--broken-images", BROKEN_IMAGE, "--boot-seconds", "1"),
+            *("--backup-seconds", "1", "--image-quota", "20"),
         ],
         extra_env={
             "ORCH_ECS_RATE": "500",
             "ORCH_ECS_BURST": "500",
             "ORCH_HEALTH_ALLOWED_HOSTS": json.dumps(["127.0.0.1"]),
+            "ORCH_BACKUP_SWEEP_S": "1",
         },
     ) as full:
         yield full.processes
@@ -219,3 +221,45 @@ def test_an_on_demand_rollback_of_the_failed_servers_sends_each_one_changeos(
     ended = wait_for(stack, again["id"])
     assert ended["state"] == "succeeded" and ended["counts"]["skipped"] == 3, ended
     assert changeos_received(stack, servers) == received
+
+
+def test_backups_come_first_and_go_after_their_retention(stack: ProcessStack) -> None:
+    servers = [str(uuid.uuid4()) for _ in range(3)]
+    batch = submit(stack, servers, GOOD_IMAGE, backup={"mode": "image", "retention_s": 3})
+    final = wait_for(stack, batch["id"])
+    assert final["state"] == "succeeded", final
+    rows = servers_of(stack, batch["id"])
+    sent = {c["server_id"]: c["at"] for c in sim(stack, "/_sim/changeos")["calls"]}
+    deadline = time.monotonic() + 30
+    while True:  # the beat's retention sweep runs every second here
+        calls = sim(stack, "/_sim/images/log")["calls"]
+        deleted = {c["image_id"] for c in calls if c["kind"] == "delete"}
+        if all(rows[s]["backup"]["image_id"] in deleted for s in servers):
+            break
+        assert time.monotonic() < deadline, calls
+        time.sleep(0.5)
+    created = {c["server_id"]: c for c in calls if c["kind"] == "create"}
+    for server in servers:
+        assert created[server]["active_at"] <= sent[server]  # backed up before the change
+        notes = [h["reason"] for h in history(stack, server)]
+        assert notes[-1] == "backup_deleted"
+
+
+def test_more_backups_than_the_quota_leaves_is_a_422_and_stores_nothing(
+    stack: ProcessStack,
+) -> None:
+    status, before = api(stack, "GET", "/api/v1/batches?limit=100")
+    body = {
+        "project_id": PROJECT,
+        "region": "cn-north-4",
+        "servers": [str(uuid.uuid4()) for _ in range(25)],
+        "os_change": {"imageid": GOOD_IMAGE, "keyname": "KeyPair-v", "mode": "withStopServer"},
+        "policy": {"backup": {"mode": "image"}},
+    }
+    status, refused = api(stack, "POST", "/api/v1/batches", body)
+    assert status == 422, refused
+    assert refused["error"]["code"] == "backup_quota"
+    numbers = refused["error"]["backup_quota"]
+    assert numbers["needed"] == 25 and numbers["quota"] == 20 and numbers["left"] < 25
+    _, after = api(stack, "GET", "/api/v1/batches?limit=100")
+    assert len(after["items"]) == len(before["items"])  # nothing stored
