@@ -186,28 +186,31 @@ async def cancel_batch(request: web.Request) -> web.Response:
     return web.json_response(view)
 
 
-async def retry_batch(request: web.Request) -> web.Response:
-    """A new batch (child of this one) of the servers in the given states, same change unless
-    overridden."""
-    parent_id = await _visible_batch_id(request)
-    body = object_with(await json_body(request, optional=True), batches.RETRY_FIELDS)
-    dry_run = _flag(request, "dry_run")
+def _child(request: web.Request, dry_run: bool) -> intake.Child:
+    """A batch made from this one is validated like a submission, under the caller's name."""
 
     def parse(payload: dict[str, Any]) -> NewBatch:
         parsed = _parse(request, payload)
         request[AUDIT_PROJECT] = parsed.project_id
         return _new_batch(parsed)
 
-    taken = await intake.take_in_retry(
-        request.app[RUNTIME],
-        parent_id,
-        body,
+    return intake.Child(
         parse=parse,
         dry_run=dry_run,
         idempotency_key=_idempotency_key(request, dry_run),
         actor=request[PRINCIPAL].name,
         run_blocking=_in_thread,
     )
+
+
+async def retry_batch(request: web.Request) -> web.Response:
+    """A new batch (child of this one) of the servers in the given states, same change unless
+    overridden."""
+    parent_id = await _visible_batch_id(request)
+    body = object_with(await json_body(request, optional=True), batches.RETRY_FIELDS)
+    dry_run = _flag(request, "dry_run")
+    rt = request.app[RUNTIME]
+    taken = await intake.take_in_retry(rt, parent_id, body, _child(request, dry_run))
     return _taken(taken, dry_run)
 
 
@@ -217,22 +220,8 @@ async def rollback_batch(request: web.Request) -> web.Response:
     parent_id = await _visible_batch_id(request)
     body = object_with(await json_body(request, optional=True), rollbacks.ROLLBACK_FIELDS)
     dry_run = _flag(request, "dry_run")
-
-    def parse(payload: dict[str, Any]) -> NewBatch:
-        parsed = _parse(request, payload)
-        request[AUDIT_PROJECT] = parsed.project_id
-        return _new_batch(parsed)
-
-    taken = await intake.take_in_rollback(
-        request.app[RUNTIME],
-        parent_id,
-        body,
-        parse=parse,
-        dry_run=dry_run,
-        idempotency_key=_idempotency_key(request, dry_run),
-        actor=request[PRINCIPAL].name,
-        run_blocking=_in_thread,
-    )
+    rt = request.app[RUNTIME]
+    taken = await intake.take_in_rollback(rt, parent_id, body, _child(request, dry_run))
     return _taken(taken, dry_run)
 
 

@@ -213,121 +213,66 @@ def _plans(
     return plans
 
 
+@dataclass(frozen=True)
+class Child:
+    """How a batch made from another one (a retry, a rollback) is validated and taken in:
+    `parse` validates the request it amounts to exactly as a submission is (the caller's
+    rules), `run_blocking` runs the database work off the event loop."""
+
+    parse: Callable[[dict[str, Any]], NewBatch]
+    dry_run: bool
+    idempotency_key: str | None
+    actor: str
+    run_blocking: Any
+
+
+async def _take_child(rt: Runtime, new: NewBatch, parent_id: str, child: Child) -> Intake:
+    return await take_in(
+        rt,
+        new,
+        selector=None,
+        dry_run=child.dry_run,
+        idempotency_key=child.idempotency_key,
+        parent_id=parent_id,
+        actor=child.actor,
+        run_blocking=child.run_blocking,
+    )
+
+
+def _as_rollback(new: NewBatch, images: dict[str, str]) -> NewBatch:
+    """Each server to its own image: the request form's one image is not the batch's."""
+    os_change = {k: v for k, v in new.os_change.items() if k not in ("imageid", "images")}
+    return dataclasses.replace(new, kind="rollback", own_images=images, os_change=os_change)
+
+
 async def take_in_retry(
-    rt: Runtime,
-    parent_id: str,
-    overrides: dict[str, Any],
-    *,
-    parse: Callable[[dict[str, Any]], NewBatch],
-    dry_run: bool,
-    idempotency_key: str | None,
-    actor: str,
-    run_blocking: Any,
+    rt: Runtime, parent_id: str, overrides: dict[str, Any], child: Child
 ) -> Intake:
     """A retry: a new batch (child of `parent_id`) of the parent's servers in the states asked
-    for, with the parent's change and policy unless overridden. `parse` validates the request
-    this amounts to exactly as a submission is validated (the caller's rules)."""
-    source = await run_blocking(
+    for, with the parent's change and policy unless overridden. A retry of a rollback batch
+    is a rollback again: each server to the image its row was going back to."""
+    source = await child.run_blocking(
         batches.retry_source, rt.sessions, parent_id, overrides.get("states")
     )
-    if source.batch.get("kind") == "rollback":
-        return await _retry_rollback(
-            rt,
-            source,
-            overrides,
-            parse=parse,
-            dry_run=dry_run,
-            idempotency_key=idempotency_key,
-            actor=actor,
-            run_blocking=run_blocking,
+    if source.batch.get("kind") != "rollback":
+        return await _take_child(
+            rt, child.parse(batches.retry_payload(source, overrides)), parent_id, child
         )
-    new = parse(batches.retry_payload(source, overrides))
-    return await take_in(
-        rt,
-        new,
-        selector=None,
-        dry_run=dry_run,
-        idempotency_key=idempotency_key,
-        parent_id=parent_id,
-        actor=actor,
-        run_blocking=run_blocking,
+    images = await child.run_blocking(
+        rollbacks.retried_images, rt.sessions, parent_id, source.servers
     )
-
-
-async def _retry_rollback(
-    rt: Runtime,
-    source: batches.RetrySource,
-    overrides: dict[str, Any],
-    *,
-    parse: Callable[[dict[str, Any]], NewBatch],
-    dry_run: bool,
-    idempotency_key: str | None,
-    actor: str,
-    run_blocking: Any,
-) -> Intake:
-    """A retry of a rollback batch: a rollback again, each server to the image it was going
-    back to (its row's own image, not one the request could name)."""
-    parent_id = str(source.batch["id"])
-    images = await run_blocking(rollbacks.retried_images, rt.sessions, parent_id, source.servers)
     if not images:
         raise batches.RequestInvalidError({"states": "no server here has an image to go back to"})
-    os_change = overrides.get("os_change")
-    if isinstance(os_change, dict) and ({"imageid", "images"} & set(os_change)):
-        raise batches.RequestInvalidError(
-            {"os_change.imageid": "a rollback sends each server its own recorded image"}
-        )
-    base = dict(source.batch)
-    base["os_change"] = {**(base.get("os_change") or {}), "imageid": next(iter(images.values()))}
-    payload = batches.retry_payload(
-        batches.RetrySource(base, list(images), source.states),
-        {
-            **overrides,
-            **(
-                {"os_change": {**os_change, "imageid": next(iter(images.values()))}}
-                if isinstance(os_change, dict)
-                else {}
-            ),
-        },
-    )
-    new = parse(payload)
-    stripped = {k: v for k, v in new.os_change.items() if k not in ("imageid", "images")}
-    new = dataclasses.replace(new, kind="rollback", own_images=images, os_change=stripped)
-    return await take_in(
-        rt,
-        new,
-        selector=None,
-        dry_run=dry_run,
-        idempotency_key=idempotency_key,
-        parent_id=parent_id,
-        actor=actor,
-        run_blocking=run_blocking,
-    )
+    again = rollbacks.RollbackSource(source.batch, images)
+    new = child.parse(rollbacks.rollback_payload(again, overrides))
+    return await _take_child(rt, _as_rollback(new, images), parent_id, child)
 
 
 async def take_in_rollback(
-    rt: Runtime,
-    parent_id: str,
-    body: dict[str, Any],
-    *,
-    parse: Callable[[dict[str, Any]], NewBatch],
-    dry_run: bool,
-    idempotency_key: str | None,
-    actor: str,
-    run_blocking: Any,
+    rt: Runtime, parent_id: str, body: dict[str, Any], child: Child
 ) -> Intake:
     """A rollback: a new batch of kind `rollback` (child of `parent_id`) whose servers each go
     back to their own recorded image; validated and taken in like any submission."""
-    source = await run_blocking(rollbacks.rollback_source, rt.sessions, parent_id, body)
-    new = parse(rollbacks.rollback_payload(source, body))
-    os_change = {k: v for k, v in new.os_change.items() if k not in ("imageid", "images")}
-    new = dataclasses.replace(new, kind="rollback", own_images=source.images, os_change=os_change)
-    return await take_in(
-        rt,
-        new,
-        selector=None,
-        dry_run=dry_run,
-        idempotency_key=idempotency_key,
-        parent_id=parent_id,
-        actor=actor,
-        run_blocking=run_blocking,
-    )
+    source = await child.run_blocking(rollbacks.rollback_source, rt.sessions, parent_id, body)
+    new = child.parse(rollbacks.rollback_payload(source, body))
+    return await _take_child(rt, _as_rollback(new, source.images), parent_id, child)

@@ -10,48 +10,29 @@ from typing import Any
 
 from sqlalchemy import select
 
-from orchestrator.db.models import Batch, BatchEvent
-from orchestrator.runtime import Runtime
+from orchestrator.db.models import BatchEvent
 from orchestrator.services.control import cancel_batch, pause_batch, resume_batch
 from orchestrator.services.dispatch import run_tick
-from orchestrator.services.polling import poll_servers
 from orchestrator.services.submission import submit_servers
+from tests.support.driver import LEASE_S, Gate
 from tests.support.service_world import (
     ListDispatcher,
     SharedClock,
-    World,
     WorldMaker,
     new_batch,
     row,
 )
 
 JOB_S = 5.0  # every simulated job takes exactly this long
-LEASE_S = 30.0
 
 
-class Rollout:
-    """Drives one batch as the tick and the workers would, at the clock's instants."""
+class Rollout(Gate):
+    """One batch driven as the tick and the workers would; here the clock moves in one jump
+    and one tick runs after it."""
 
-    def __init__(self, world: World, clock: SharedClock, rt: Runtime, batch_id: str) -> None:
-        self.world, self.clock, self.rt, self.batch_id = world, clock, rt, batch_id
-
-    async def step(self) -> ListDispatcher:
-        """One tick, then every task it handed out, each once."""
-        sent = ListDispatcher()
-        run_tick(self.rt.sessions, sent, now=self.clock.utc(), lease_s=LEASE_S, call_timeout_s=1)
-        if sent.submits:
-            await submit_servers(self.rt, sent.submits)
-        for polls in sent.polls:
-            await poll_servers(self.rt, polls)
-        return sent
-
-    async def advance(self, seconds: float) -> ListDispatcher:
+    async def jump(self, seconds: float) -> ListDispatcher:
         self.clock.advance(seconds)
         return await self.step()
-
-    def batch(self) -> Batch:
-        with self.rt.sessions() as session:
-            return session.get_one(Batch, self.batch_id)
 
     def counts(self) -> dict[str, int]:
         batch = self.batch()
@@ -86,10 +67,10 @@ async def rollout(
 async def test_the_in_flight_limit_holds_until_jobs_end(make_world: WorldMaker) -> None:
     run = await rollout(make_world, 5, max_in_flight=2)
     assert (await run.step()).submits and run.counts() == {"pending": 3, "running": 2}
-    await run.advance(JOB_S - 1)  # jobs still running: no slot is free
+    await run.jump(JOB_S - 1)  # jobs still running: no slot is free
     assert run.counts() == {"pending": 3, "running": 2}
     assert len(await run.accepted()) == 2
-    await run.advance(1.5)  # the jobs ended: polled and settled in this step...
+    await run.jump(1.5)  # the jobs ended: polled and settled in this step...
     assert run.counts() == {"pending": 3, "succeeded": 2}
     await run.step()  # ...and the next tick fills the two slots
     assert run.counts() == {"pending": 1, "running": 2, "succeeded": 2}
@@ -100,14 +81,14 @@ async def test_the_next_wave_waits_for_the_bake_time(make_world: WorldMaker) -> 
     run = await rollout(make_world, 4, waves=[1, "100%"], wave_delay_s=60)
     await run.step()
     assert run.counts() == {"pending": 3, "running": 1}
-    await run.advance(JOB_S + 0.5)
+    await run.jump(JOB_S + 0.5)
     assert run.counts() == {"pending": 3, "succeeded": 1}
     await run.step()  # wave 1 has ended: the bake time starts now
     ended_at = run.clock.elapsed
-    await run.advance(59.0)
+    await run.jump(59.0)
     assert run.counts() == {"pending": 3, "succeeded": 1}  # 59 s of 60: still baking
     assert len(await run.accepted()) == 1
-    await run.advance(1.0)
+    await run.jump(1.0)
     assert run.counts() == {"running": 3, "succeeded": 1}
     assert [e for e in run.events() if e[0].startswith("wave")] == [
         ("wave_ended", ended_at),
@@ -118,11 +99,11 @@ async def test_the_next_wave_waits_for_the_bake_time(make_world: WorldMaker) -> 
 async def test_a_manual_gate_pauses_the_batch_until_resumed(make_world: WorldMaker) -> None:
     run = await rollout(make_world, 3, waves=[1, "100%"], pause_after_waves=[1])
     await run.step()
-    await run.advance(JOB_S + 0.5)
+    await run.jump(JOB_S + 0.5)
     await run.step()
     batch = run.batch()
     assert (batch.state, batch.paused_by, batch.current_wave) == ("paused", "policy", 2)
-    await run.advance(3600)  # an hour later: nothing moved without a person
+    await run.jump(3600)  # an hour later: nothing moved without a person
     assert run.counts() == {"pending": 2, "succeeded": 1}
     resume_batch(run.rt.sessions, run.batch_id, actor="ops", now=run.clock.utc())
     await run.step()
@@ -140,7 +121,7 @@ async def test_a_pause_releases_claimed_servers_and_claims_nothing(
     outcomes = await submit_servers(run.rt, sent.submits)
     assert outcomes == {"released": 3}
     assert run.counts() == {"pending": 6}
-    await run.advance(600)
+    await run.jump(600)
     assert run.counts() == {"pending": 6} and await run.accepted() == {}
     resume_batch(run.rt.sessions, run.batch_id, actor="ops", now=run.clock.utc())
     await run.step()
@@ -152,7 +133,7 @@ async def test_the_error_budget_stops_the_batch_at_the_first_failure_too_many(
 ) -> None:
     run = await rollout(make_world, 6, fail_ratio=1.0, max_in_flight=2, max_failures=1)
     await run.step()
-    await run.advance(JOB_S + 0.5)  # both fail: one failure allowed, the second spends it
+    await run.jump(JOB_S + 0.5)  # both fail: one failure allowed, the second spends it
     assert run.counts() == {"pending": 4, "failed": 2}
     await run.step()
     await run.step()  # nothing claimed; the rest are cancelled and the batch ends
@@ -172,7 +153,7 @@ async def test_cancel_follows_running_jobs_to_their_end_and_sends_nothing_new(
     await run.step()
     assert run.counts() == {"running": 2, "cancelled": 3}
     assert run.batch().state == "running"  # its two changes are still being followed
-    await run.advance(JOB_S + 0.5)
+    await run.jump(JOB_S + 0.5)
     await run.step()
     assert (run.batch().state, run.counts()) == ("cancelled", {"succeeded": 2, "cancelled": 3})
     assert len(await run.accepted()) == 2
@@ -185,8 +166,8 @@ async def test_a_lost_submit_message_is_sent_again_after_its_lease(
     first = ListDispatcher()
     run_tick(run.rt.sessions, first, now=run.clock.utc(), lease_s=LEASE_S, call_timeout_s=1)
     assert len(first.submits) == 1  # ...and the message is lost: its task never runs
-    assert not (await run.advance(LEASE_S - 1)).submits  # leased: not handed out twice
-    again = await run.advance(2)
+    assert not (await run.jump(LEASE_S - 1)).submits  # leased: not handed out twice
+    again = await run.jump(2)
     assert again.submits == first.submits
     assert row(run.rt, first.submits[0]).state == "running"
     assert len(await run.accepted()) == 1
