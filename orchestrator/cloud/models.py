@@ -3,6 +3,7 @@ body, verbatim, for the history; nothing decides from it."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,7 @@ from orchestrator.domain.preflight import Architecture, Firmware, ImageFacts, Se
 from orchestrator.domain.verdicts import ServerSnapshot
 
 FINAL_JOB_STATUSES = frozenset({"SUCCESS", "FAIL"})
+_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,8 @@ class Server:
     # The first fixed and floating IPv4 addresses: where a health probe may go.
     ip: str | None = None
     floating_ip: str | None = None
+    # The anti-affinity group (`os:scheduler_hints.group`, lower case): a failure domain.
+    server_group: str | None = None
 
     def probe_target(self) -> ProbeTarget:
         return ProbeTarget(
@@ -178,7 +182,18 @@ class Server:
             os_type=_opt(metadata.get("os_type")) if metadata else None,
             ip=_first_ipv4(body.get("addresses"), "fixed"),
             floating_ip=_first_ipv4(body.get("addresses"), "floating"),
+            server_group=_server_group(body.get("os:scheduler_hints")),
         )
+
+
+def _server_group(hints: object) -> str | None:
+    """The first id of `os:scheduler_hints.group` (documented as a list of UUIDs), lower case;
+    None when the server is in no group or the field is not that shape."""
+    group = hints.get("group") if isinstance(hints, dict) else None
+    first = group[0] if isinstance(group, list) and group else None
+    if not (isinstance(first, str) and _UUID.fullmatch(first)):
+        return None
+    return first.lower()
 
 
 def _first_ipv4(addresses: object, kind: str) -> str | None:

@@ -84,7 +84,12 @@ def create_simulator_app(
             # Before the {server_id} route, which would otherwise take these as ids.
             web.get("/v1/{project_id}/cloudservers/detail", list_servers),
             web.get("/v1/{project_id}/cloudservers/flavors", list_flavors),
+            web.get("/v1/{project_id}/cloudservers/os-server-groups", list_server_groups),
             web.get("/v1/{project_id}/cloudservers/{server_id}", show_server),
+            web.get(
+                "/v1/{project_id}/cloudservers/os-server-groups/{server_group_id}",
+                show_server_group,
+            ),
             web.get("/v2/cloudimages", list_images),
             web.post("/v2/cloudimages/action", create_image, name=CREATE_IMAGE_ROUTE),
             web.get("/v1/cloudimages/quota", image_quota),
@@ -267,6 +272,24 @@ async def list_flavors(request: web.Request) -> web.Response:
     simulator = request.app[SIMULATOR]
     answer = simulator.cloud.answer_list_flavors(
         request.match_info["project_id"], request.query, now=simulator.clock()
+    )
+    return await _deliver(request, answer)
+
+
+async def list_server_groups(request: web.Request) -> web.Response:
+    simulator = request.app[SIMULATOR]
+    answer = simulator.cloud.answer_list_server_groups(
+        request.match_info["project_id"], request.query, now=simulator.clock()
+    )
+    return await _deliver(request, answer)
+
+
+async def show_server_group(request: web.Request) -> web.Response:
+    simulator = request.app[SIMULATOR]
+    answer = simulator.cloud.answer_show_server_group(
+        request.match_info["project_id"],
+        request.match_info["server_group_id"],
+        now=simulator.clock(),
     )
     return await _deliver(request, answer)
 

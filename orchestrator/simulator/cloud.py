@@ -1,18 +1,19 @@
 """The simulated cloud: one project's state and the order in which an API call meets the gateway's
 throttle, the injected faults and the ECS rules; plus the counters behind `/_sim/stats`.
 
-Besides ECS (changeos, jobs, servers, flavors) it answers what a pre-flight check reads from IMS
-(ListImages) and EVS (the system disks), what a backup needs from IMS (CreateImage from a server,
-its job, the quota, deletion), and the per-server health a health gate probes; and it counts
-every changeos that Huawei's compatibility rules forbid, whatever it was answered.
+Besides ECS (changeos, jobs, servers, flavors, server groups) it answers what a pre-flight
+check reads from IMS (ListImages) and EVS (the system disks), what a backup needs from IMS
+(CreateImage from a server, its job, the quota, deletion), and the per-server health a health
+gate probes; and it counts every changeos that Huawei's compatibility rules forbid, whatever it
+was answered, and the peak of changeos jobs running at once per zone and per server group.
 
 Pure and clock-free: every method takes `now` (monotonic seconds) and job, server and image
 states are derived from it when read (an image job's outcome is applied to the catalog, at the
 moment the job ended, before the catalog is read), so tests never sleep and nothing runs in the
 background. The parts live beside it (`config`, `validation`, `servers`, `jobs`, `faults`,
 `inventory`, `images`, `ims`, `backups`, `image_requests`, `image_jobs`, `health`, `flavors`,
-`volumes`, `compatibility`); the names this module always offered are re-exported so it stays
-the one import callers need.
+`volumes`, `compatibility`, `server_groups`); the names this module always offered are
+re-exported so it stays the one import callers need.
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ from orchestrator.simulator.replies import (
     gateway_error,
     invalid,
     server_not_found,
+)
+from orchestrator.simulator.server_groups import (
+    list_server_groups,
+    server_groups,
+    show_server_group,
 )
 from orchestrator.simulator.servers import (
     DEFAULT_LIST_LIMIT,
@@ -159,6 +165,8 @@ REQUEST_KINDS = (
     "show_image_job",
     "image_quota",
     "delete_image",
+    "list_server_groups",
+    "show_server_group",
 )
 # Faults counted as they are decided; "purged" and "broken" are read from the jobs instead.
 _DECIDED_FAULTS = ("transient", "flow_control", "dropped", "dropped_failing", "slow", "stuck")
@@ -346,6 +354,31 @@ class Cloud:
         key = ("list_servers", self._list_calls)
         return self._deliver(self._list_servers(project_id, query, now), key)
 
+    def list_server_groups(self, project_id: str, query: Mapping[str, str], *, now: float) -> Reply:
+        """ListServerGroups: every group, or a page of `limit` after `marker`."""
+        return self.answer_list_server_groups(project_id, query, now=now).reply
+
+    def answer_list_server_groups(
+        self, project_id: str, query: Mapping[str, str], *, now: float
+    ) -> Answer:
+        self._requests["list_server_groups"] += 1
+        # Never a transient error, like ListServersDetails and the pre-flight reads (target
+        # selection reads the failure domains with it); late answers (slow_ratio) do happen.
+        reply = self._check_project(project_id) or list_server_groups(
+            server_groups(self._servers.listed()), query
+        )
+        return self._deliver(reply, ("list_server_groups", self._requests["list_server_groups"]))
+
+    def show_server_group(self, project_id: str, group_id: str, *, now: float) -> Reply:
+        return self.answer_show_server_group(project_id, group_id, now=now).reply
+
+    def answer_show_server_group(self, project_id: str, group_id: str, *, now: float) -> Answer:
+        self._requests["show_server_group"] += 1
+        reply = self._check_project(project_id) or show_server_group(
+            server_groups(self._servers.listed()), group_id
+        )
+        return self._deliver(reply, ("show_server_group", self._requests["show_server_group"]))
+
     # --- IMS, flavors and EVS: what a pre-flight check reads -------------------------------
     # Never a transient error, like ListServersDetails; late answers (slow_ratio) do happen.
 
@@ -528,6 +561,7 @@ class Cloud:
         flavor_id: str = DEFAULT_FLAVOR_ID,
         system_disk_size: int = DEFAULT_SYSTEM_DISK_GB,
         availability_zone: str = DEFAULT_AVAILABILITY_ZONE,
+        server_group: str | None = None,
     ) -> str:
         """Create a server with chosen attributes (the list API serves it); answer its id."""
         if server_id is not None and (not is_uuid(server_id) or self._servers.get(server_id)):
@@ -548,6 +582,7 @@ class Cloud:
             flavor_id=flavor_id,
             system_disk_size=system_disk_size,
             availability_zone=availability_zone,
+            server_group=server_group,
         )
         return self.put_servers([spec], now=now)[0]
 
@@ -620,6 +655,30 @@ class Cloud:
             **self._health_stats(now),
             "images_created": self._backups.created,
             "images_deleted": self._backups.deleted,
+            **self._domain_stats(),
+        }
+
+    def _domain_stats(self) -> JsonObject:
+        """Per availability zone and per server group: the most changeos jobs that ran at one
+        moment, and (per zone) how many there were. Every zone and group a listed server is in
+        appears, with 0 when it had no job, so "none ran there" is an answer, not a gap."""
+        zones: dict[str, int] = {}
+        groups: dict[str, int] = {}
+        for server in self._servers.listed():
+            zones.setdefault(server.availability_zone, 0)
+            if server.server_group is not None:
+                groups.setdefault(server.server_group, 0)
+        # Also the domains only jobs name (their server since replaced or gone), and those
+        # whose every job ended as it began (a count, no peak).
+        jobs_by_zone = self._jobs.count_by(_zone_of)
+        for zone in jobs_by_zone:
+            zones.setdefault(zone, 0)
+        for group in self._jobs.count_by(_group_of):
+            groups.setdefault(group, 0)
+        return {
+            "jobs_by_zone": {**zones, **jobs_by_zone},
+            "peak_jobs_by_zone": {**zones, **self._jobs.peak_by(_zone_of)},
+            "peak_jobs_by_group": {**groups, **self._jobs.peak_by(_group_of)},
         }
 
     def _counters(self, truth: JsonObject, faults: JsonObject, now: float) -> JsonObject:
@@ -822,6 +881,8 @@ class Cloud:
             broken=not fails
             and draws.hits("broken", config.error_after_success_ratio, server.id, number),
             disk_size=disk_size,
+            availability_zone=server.availability_zone,
+            server_group=server.server_group,
         )
         if failure is not None:
             job = dataclasses.replace(
@@ -1008,6 +1069,14 @@ class Cloud:
             return paged
         page, count, link = paged
         return listing([self._volume_body(disk) for disk in page], count, link)
+
+
+def _zone_of(job: SimJob) -> str:
+    return job.availability_zone
+
+
+def _group_of(job: SimJob) -> str | None:
+    return job.server_group  # None: an ungrouped server's job counts for no group
 
 
 def _requested_image(body: bytes) -> str | None:

@@ -6,7 +6,9 @@ Entry schema, every key optional: `id` (UUID), `name`, `tags` (["key=value", ...
 seed's shared base image), `key_name`, `task_state` (the server is busy while it is set),
 `busy_for_s` (busy for that long, then idle), `missing` (the id answers 404 everywhere),
 `flavor_id` (one of the built-in flavors, default s6.small.1; kc1.* are Kunpeng/arm),
-`system_disk_size` (GB, 1-32768, default 40), `availability_zone` (default sim-az1).
+`system_disk_size` (GB, 1-32768, default 40), `availability_zone` (default sim-az1),
+`server_group` (a lower-case UUID, or null: none; the server is a member of that anti-affinity
+group, which ListServerGroups then shows).
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ DEFAULT_SYSTEM_DISK_GB = 40
 MAX_SYSTEM_DISK_GB = 32768
 DEFAULT_AVAILABILITY_ZONE = "sim-az1"
 _STATUS = re.compile(r"[A-Z][A-Z_]*")
+# Lower case only, as the cloud generates them: one spelling per group keeps
+# `os:scheduler_hints.group`, ListServerGroups and the per-group stats in agreement.
+_LOWER_UUID = re.compile(r"[0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -57,10 +62,11 @@ class ServerSpec:
     flavor_id: str = DEFAULT_FLAVOR_ID
     system_disk_size: int = DEFAULT_SYSTEM_DISK_GB
     availability_zone: str = DEFAULT_AVAILABILITY_ZONE
+    server_group: str | None = None  # the anti-affinity group it belongs to, if any
 
     def __post_init__(self) -> None:
         # The facts a pre-flight check reads must hold even for specs built in code.
-        for key in ("flavor_id", "system_disk_size", "availability_zone"):
+        for key in ("flavor_id", "system_disk_size", "availability_zone", "server_group"):
             try:
                 _FIELDS[key](getattr(self, key))
             except ValueError as error:
@@ -116,6 +122,14 @@ def _flavor_id(value: object) -> str:
     return value
 
 
+def _server_group(value: object) -> str | None:
+    if value is None:
+        return None
+    if not (isinstance(value, str) and _LOWER_UUID.fullmatch(value)):
+        raise ValueError(f"must be a lower-case UUID (a server group id) or null, not {value!r}")
+    return value
+
+
 def _disk_size(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError("must be an integer number of GB")
@@ -140,6 +154,7 @@ _FIELDS: dict[str, Callable[[object], Any]] = {
     "flavor_id": _flavor_id,
     "system_disk_size": _disk_size,
     "availability_zone": text_field,
+    "server_group": _server_group,
 }
 
 

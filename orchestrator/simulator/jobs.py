@@ -1,11 +1,14 @@
 """changeos jobs: a job's timeline (fixed when it is accepted), the ShowJob body, and `JobBook`,
-which keeps every job with its per-server order, the concurrency count and the purge of old ones.
+which keeps every job with its per-server order, the concurrency count and the purge of old ones,
+and answers the peak concurrency per failure domain (zone, server group) by a sweep.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from orchestrator.simulator.shared import JsonObject, Timestamps
@@ -35,6 +38,10 @@ class SimJob:
     # What a failed job reports (only read when `fails`).
     fail_code: str = JOB_FAIL_CODE
     fail_reason: str = JOB_FAIL_REASON
+    # The failure domains of its server when it was accepted: a server replaced later (in
+    # another zone or group) does not move the jobs it already ran.
+    availability_zone: str = ""
+    server_group: str | None = None
 
     @property
     def stuck(self) -> bool:
@@ -134,3 +141,36 @@ class JobBook:
     def broken_count(self, now: float) -> int:
         """Jobs that ended SUCCESS and left their server broken."""
         return sum(1 for job in self._jobs.values() if job.broken and job.is_final(now))
+
+    def count_by(self, domain: Callable[[SimJob], str | None]) -> Counter[str]:
+        """How many jobs each `domain` (a zone, a group; None: the job counts for none) had."""
+        return Counter(key for key in map(domain, self._jobs.values()) if key is not None)
+
+    def peak_by(self, domain: Callable[[SimJob], str | None]) -> dict[str, int]:
+        """Per `domain`, the most jobs that ran at one moment, each from its acceptance to its
+        end (a stuck one: forever); None: the job counts for none.
+
+        One sweep over the start and end events, sorted: O(n log n) over every job ever
+        accepted, purged ones included (they ran all the same), cheap at stats time for tens
+        of thousands of jobs. The peak only rises at a start, and every start is in the past,
+        so ends still to come (a running job) change nothing.
+        """
+        events: dict[str, list[tuple[float, int]]] = {}
+        for job in self._jobs.values():
+            key = domain(job)
+            # A job that ended the moment it began never ran beside another: as for
+            # `max_concurrent`, which drops the ends at or before a new start.
+            if key is None or job.finished_at <= job.created_at:
+                continue
+            events.setdefault(key, []).extend(((job.created_at, 1), (job.finished_at, -1)))
+        peaks: dict[str, int] = {}
+        for key, timeline in events.items():
+            # At one moment an end (-1) sorts before a start (+1): a job that ended exactly
+            # when another started does not overlap it.
+            timeline.sort()
+            running = peak = 0
+            for _, change in timeline:
+                running += change
+                peak = max(peak, running)
+            peaks[key] = peak
+        return peaks

@@ -52,6 +52,7 @@ class SimServer:
     missing: bool = False  # answers 404 everywhere and is never listed
     # Jobs of rank below this ended before the server was last replaced: its spec supersedes them.
     first_job: int = 0
+    server_group: str | None = None  # the id (lower case) of its anti-affinity group, if any
 
     def busy_task(self, now: float) -> str | None:
         if self.task_state is None or (self.busy_until is not None and now >= self.busy_until):
@@ -195,6 +196,7 @@ class ServerRegistry:
             flavor_id=spec.flavor_id,
             system_disk_size=spec.system_disk_size,
             availability_zone=spec.availability_zone,
+            server_group=spec.server_group,
         )
 
 
@@ -262,6 +264,10 @@ def server_body(
         ),
         "locked": server.locked,
         "tags": list(server.tags),
+        # As the cloud shows it: a list with the one group of a grouped server, else empty.
+        "os:scheduler_hints": (
+            {"group": [server.server_group]} if server.server_group is not None else {}
+        ),
         "sys_tags": [{"key": "_sys_enterprise_project_id", "value": "0"}],
         "enterprise_project_id": "0",
     }

@@ -41,6 +41,7 @@ SHOW_SERVER_KEYS = {
     "os-extended-volumes:volumes_attached",
     "locked",
     "tags",
+    "os:scheduler_hints",
     "sys_tags",
     "enterprise_project_id",
 }
@@ -500,6 +501,8 @@ def test_stats_report_requests_concurrency_and_truth() -> None:
         "show_image_job": 0,
         "image_quota": 0,
         "delete_image": 0,
+        "list_server_groups": 0,
+        "show_server_group": 0,
     }
     assert stats["errors_by_code"] == {"Ecs.0005": 1}
     assert stats["changeos_accepted"] == dict.fromkeys(servers, 1)
@@ -544,6 +547,9 @@ def test_stats_report_requests_concurrency_and_truth() -> None:
         "first_healthy_probe_by_server": {},
         "images_created": 0,
         "images_deleted": 0,
+        "jobs_by_zone": {},
+        "peak_jobs_by_zone": {},
+        "peak_jobs_by_group": {},
     }
 
 
