@@ -17,7 +17,7 @@ from orchestrator.domain.access import Principal
 from orchestrator.domain.states import ServerState
 from orchestrator.errors import Forbidden, NotFound
 from orchestrator.ids import canonical_uuid
-from orchestrator.services import batches, control, health, intake, rollbacks
+from orchestrator.services import approvals, batches, control, health, intake, rollbacks
 from orchestrator.services.batches import NewBatch
 
 log = logging.getLogger("reimage.api")
@@ -182,6 +182,45 @@ async def cancel_batch(request: web.Request) -> web.Response:
     object_with(await json_body(request, optional=True), set())
     view = await _in_thread(
         control.cancel_batch, rt.sessions, batch_id, actor=_actor(request), now=rt.clock()
+    )
+    return web.json_response(view)
+
+
+def _comment(body: dict[str, Any]) -> str | None:
+    comment = body.get("comment")
+    if comment is not None and (not isinstance(comment, str) or len(comment) > 500):
+        raise RequestInvalid("invalid request", {"comment": "a string of at most 500 characters"})
+    return comment
+
+
+async def approve_batch(request: web.Request) -> web.Response:
+    """One approver's approval of the gate the batch waits on (never the submitter's)."""
+    rt = request.app[RUNTIME]
+    batch_id = await _visible_batch_id(request)
+    comment = _comment(object_with(await json_body(request, optional=True), {"comment"}))
+    view = await _in_thread(
+        approvals.approve,
+        rt.sessions,
+        batch_id,
+        principal=_actor(request),
+        comment=comment,
+        now=rt.clock(),
+    )
+    return web.json_response(view)
+
+
+async def reject_batch(request: web.Request) -> web.Response:
+    """Refuse the gate the batch waits on: the batch is cancelled."""
+    rt = request.app[RUNTIME]
+    batch_id = await _visible_batch_id(request)
+    comment = _comment(object_with(await json_body(request, optional=True), {"comment"}))
+    view = await _in_thread(
+        approvals.reject,
+        rt.sessions,
+        batch_id,
+        principal=_actor(request),
+        comment=comment,
+        now=rt.clock(),
     )
     return web.json_response(view)
 

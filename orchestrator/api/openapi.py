@@ -29,6 +29,8 @@ _BATCH_LINKS = {
     "Cancel": "cancel_batch",
     "Retry": "retry_batch",
     "Rollback": "rollback_batch",
+    "Approve": "approve_batch",
+    "Reject": "reject_batch",
 }
 
 _ERRORS = {

@@ -100,10 +100,19 @@ class BatchView(_Open):
         description="rollback: each server back to its own recorded image (parent_id: the "
         "batch it undoes)"
     )
+    domains: dict[str, Any] | None = Field(
+        None,
+        description="failure domains (policy.spread, waves_by): `sizes` {kind: {value: "
+        "servers}}, `wave_labels` (the domain of each wave, with waves_by)",
+    )
     current_wave: int | None
     waves_total: int | None
     max_in_flight: int | None
     error_budget: ErrorBudget
+    waiting_for_window: bool = Field(
+        False, description="outside its maintenance windows: nothing new is sent"
+    )
+    window_opens_at: Time | None = Field(None, description="the next window's opening")
     pause_reason: str | None
     paused_by: str | None
     cancel_requested: bool
@@ -115,6 +124,14 @@ class BatchView(_Open):
     updated_at: Time
     finished_at: Time | None
     waves: list[WaveView] | None = Field(None, description="only on GET of one batch")
+    approvals: dict[str, Any] | None = Field(
+        None,
+        description="only on GET of one batch: `waiting` (the gate waited on, approvals had "
+        "and needed) and `decisions` (who approved or refused which gate, when, why)",
+    )
+    approval_gate: int | None = Field(
+        None, description="paused for approvals: 0 before the first wave, k after wave k"
+    )
 
 
 class ServerVerdict(_Open):
@@ -128,6 +145,12 @@ class ServerVerdict(_Open):
     )
     probe_error: str | None = Field(
         None, description="with policy.health_check: why this server could not be probed"
+    )
+    domains: dict[str, str] | None = Field(
+        None, description="with policy.spread or waves_by: its failure domains"
+    )
+    domains_unknown: list[str] | None = Field(
+        None, description="the kinds whose value is unknown: the server is its own domain"
     )
 
 
@@ -159,6 +182,10 @@ class ServerView(_Open):
     job_status: str | None
     image_id: str | None = Field(description="the image it is (or was) changed to")
     facts: dict[str, Any] | None = Field(description="what pre-flight saw at submission")
+    domains: dict[str, str] | None = Field(
+        None,
+        description="its failure domains {kind: value}; unknown ones are `unknown:<server id>`",
+    )
     phase: Literal["change", "rollback"] = Field(
         description="rollback: the health gate failed and the server is sent back"
     )
@@ -233,14 +260,14 @@ class WebhookPage(_Open):
 
 class WhoAmI(_Open):
     name: str
-    role: Literal["viewer", "operator", "admin"]
+    role: Literal["viewer", "operator", "approver", "admin"]
     projects: list[str] | None = Field(description="null: every project")
 
 
 class TokenView(_Open):
     id: str
     name: str
-    role: Literal["viewer", "operator", "admin"]
+    role: Literal["viewer", "operator", "approver", "admin"]
     projects: list[str] | None
     token_prefix: str
     created_at: Time
@@ -262,7 +289,7 @@ class TokenRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
-    role: Literal["viewer", "operator", "admin"]
+    role: Literal["viewer", "operator", "approver", "admin"]
     projects: list[str] | None = Field(None, description="null: every project")
 
 
@@ -321,6 +348,11 @@ class RollbackRequest(BaseModel):
     policy: dict[str, Any] | None = None
     on_conflict: Literal["reject", "skip"] | None = None
     notify_url: str | None = None
+
+
+class ApprovalRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    comment: str | None = Field(None, max_length=500)
 
 
 class EmptyRequest(BaseModel):

@@ -12,7 +12,7 @@ from orchestrator.api.route_spec import Answer, RouteSpec
 from orchestrator.api.schemas import BatchRequest
 from orchestrator.domain.access import Role
 
-VIEWER, OPERATOR, ADMIN = Role.VIEWER, Role.OPERATOR, Role.ADMIN
+VIEWER, OPERATOR, APPROVER, ADMIN = Role.VIEWER, Role.OPERATOR, Role.APPROVER, Role.ADMIN
 BATCH = "/api/v1/batches/{batch_id}"
 THE_BATCH = Answer(200, "the batch", (r.BatchView,))
 REPLAY_OR_DRY_RUN = Answer(
@@ -166,6 +166,30 @@ ROUTES: tuple[RouteSpec, ...] = (
         scope="batch",
         action="batch.cancel",
         body=r.EmptyRequest,
+        body_required=False,
+        answers=(THE_BATCH,),
+    ),
+    RouteSpec(
+        "POST",
+        BATCH + "/approve",
+        handlers.approve_batch,
+        APPROVER,
+        "Approve the gate a batch waits on (four eyes: never the submitter)",
+        scope="batch",
+        action="batch.approve",
+        body=r.ApprovalRequest,
+        body_required=False,
+        answers=(THE_BATCH,),
+    ),
+    RouteSpec(
+        "POST",
+        BATCH + "/reject",
+        handlers.reject_batch,
+        APPROVER,
+        "Refuse the gate a batch waits on: the batch is cancelled",
+        scope="batch",
+        action="batch.reject",
+        body=r.ApprovalRequest,
         body_required=False,
         answers=(THE_BATCH,),
     ),

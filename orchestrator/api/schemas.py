@@ -16,11 +16,13 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, NoReturn
 from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -45,7 +47,9 @@ from orchestrator.domain.policy import (
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_POLICY,
 )
+from orchestrator.domain.spread import kind_problem
 from orchestrator.domain.webhooks import host_allowed
+from orchestrator.domain.windows import cron_problem, never_opens, window_from_json
 from orchestrator.ids import PROJECT_ID_PATTERN, REGION_PATTERN, UUID_PATTERN, canonical_uuid
 
 Loc = tuple[int | str, ...]
@@ -315,6 +319,82 @@ class BackupSpec(BaseModel):
     retention_s: Annotated[StrictInt, Field(ge=1, le=31_536_000)] = int(DEFAULT_BACKUP_RETENTION_S)
 
 
+def _domain_kind(value: str) -> str:
+    problem = kind_problem(value)
+    if problem:
+        _fail(problem)
+    return value
+
+
+DomainKind = Annotated[StrictStr, AfterValidator(_domain_kind)]
+
+
+class SpreadSpec(BaseModel):
+    """One failure-domain limit: at most `max_in_flight` servers of each value of `by`."""
+
+    model_config = _FROZEN
+
+    by: DomainKind
+    max_in_flight: CountOrPercent
+
+
+class WavesBySpec(BaseModel):
+    """`policy.waves_by`: one group of waves per domain value (also given as just the kind)."""
+
+    model_config = _FROZEN
+
+    by: DomainKind
+    order: tuple[Annotated[StrictStr, Field(min_length=1, max_length=128)], ...] = Field(
+        (), max_length=100
+    )
+
+
+class WindowSpec(BaseModel):
+    """One maintenance window: a cron schedule with a duration in a time zone, or a range."""
+
+    model_config = _FROZEN
+
+    cron: StrictStr | None = Field(None, min_length=1, max_length=200)
+    duration_s: Annotated[Seconds, Field(gt=0, le=7 * 86400)] | None = None
+    timezone: StrictStr = Field("UTC", min_length=1, max_length=64)
+    start: AwareDatetime | None = None
+    end: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> WindowSpec:
+        if self.cron is not None:
+            if self.start is not None or self.end is not None:
+                _raise_errors([(("start",), "give cron (with duration_s) or start and end")])
+            if self.duration_s is None:
+                _raise_errors([(("duration_s",), "required with cron")])
+            problem = cron_problem(self.cron, self.timezone)
+            if problem:
+                _raise_errors([(("timezone" if "time zone" in problem else "cron",), problem)])
+            return self
+        if self.start is None or self.end is None:
+            _raise_errors([(("cron",), "give cron (with duration_s) or start and end")])
+        if self.end <= self.start:
+            _raise_errors([(("end",), "must be after start")])
+        return self
+
+
+class ApprovalsSpec(BaseModel):
+    """`policy.approvals`: distinct approvers (never the submitter) before the start and after
+    the listed waves."""
+
+    model_config = _FROZEN
+
+    before_start: Annotated[StrictInt, Field(ge=0, le=10)] = 0
+    after_waves: tuple[WaveNumber, ...] = Field((), max_length=100)
+    required: Annotated[StrictInt, Field(ge=1, le=10)] = 1
+
+    @model_validator(mode="after")
+    def _some_gate(self) -> ApprovalsSpec:
+        if not self.before_start and not self.after_waves:
+            _raise_errors([(("before_start",), "give before_start >= 1 or after_waves")])
+        return self
+
+
 class BatchPolicy(BaseModel):
     """`policy`: how fast and how carefully the batch is rolled out."""
 
@@ -333,6 +413,37 @@ class BatchPolicy(BaseModel):
     health_check: HealthCheckSpec | None = None
     on_unhealthy: Literal["keep", "rollback"] = "keep"
     backup: BackupSpec | None = None
+    spread: tuple[SpreadSpec, ...] | None = Field(None, min_length=1, max_length=5)
+    waves_by: WavesBySpec | None = None
+    windows: tuple[WindowSpec, ...] | None = Field(None, min_length=1, max_length=20)
+    approvals: ApprovalsSpec | None = None
+
+    @field_validator("waves_by", mode="before")
+    @classmethod
+    def _kind_alone(cls, value: object) -> object:
+        return {"by": value} if isinstance(value, str) else value
+
+    @field_validator("spread")
+    @classmethod
+    def _one_rule_per_kind(
+        cls, value: tuple[SpreadSpec, ...] | None
+    ) -> tuple[SpreadSpec, ...] | None:
+        kinds = [rule.by for rule in value or ()]
+        repeated = sorted({kind for kind in kinds if kinds.count(kind) > 1})
+        if repeated:
+            _fail(f"one rule per kind of domain; repeated: {', '.join(repeated)}")
+        return value
+
+    @field_validator("windows")
+    @classmethod
+    def _some_window_opens(
+        cls, value: tuple[WindowSpec, ...] | None
+    ) -> tuple[WindowSpec, ...] | None:
+        if value is not None:
+            stored = [window_from_json(w.model_dump(mode="json")) for w in value]
+            if never_opens(stored, datetime.now(UTC)):
+                _fail("none of these windows opens from now on: the batch would never start")
+        return value
 
     @model_validator(mode="after")
     def _rollback_needs_a_gate(self) -> BatchPolicy:

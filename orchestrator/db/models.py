@@ -119,6 +119,17 @@ class Batch(Base):
     # image (in flight, not yet failed): the error budget counts them from the moment the
     # gate failed, so a bad image stops the batch before its rollbacks end.
     n_rolling_back: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Failure domains (policy.spread / waves_by), frozen at submission: servers per domain
+    # value (`sizes`: {kind: {value: n}}) and the domain value of each wave (`wave_labels`).
+    domains: Mapped[dict[str, Any] | None]
+    # Outside its maintenance windows: the next opening (no new changeos before it); None while
+    # a window is open or the batch has none. Written by the tick, with an event.
+    window_opens_at: Mapped[datetime | None]
+    # Who submitted it (a token's name): never one of its approvers.
+    submitted_by: Mapped[str | None] = mapped_column(String(64))
+    # The approval gate it waits on while paused for approvals (0: before the start, k: after
+    # wave k); None otherwise.
+    approval_gate: Mapped[int | None] = mapped_column(Integer)
     # "change" (a submission or a retry) or "rollback" (each server back to its own recorded
     # image; `parent_id` is the batch it undoes).
     kind: Mapped[str] = mapped_column(String(16), default="change", server_default="change")
@@ -194,6 +205,9 @@ class BatchServer(Base):
     # What the pre-flight check saw at submission (flavor, architecture, zone, charging mode,
     # system disk and its size, present image and its firmware), shown with the server.
     facts: Mapped[dict[str, Any] | None]
+    # Its failure domains ({kind: value}) for the kinds the policy names, from the facts read
+    # at submission; an unknown value is "unknown:<server id>" (a domain of its own).
+    domains: Mapped[dict[str, Any] | None]
     # "change", or "rollback" once a failed health gate sends it back to `previous_image`.
     phase: Mapped[str] = mapped_column(String(16), default="change", server_default="change")
     # The image the server ran just before this batch's changeos (recorded with the send):
@@ -322,6 +336,27 @@ class BatchEvent(Base):
         one_of("to_state", BatchState),
         one_of("from_state", BatchState, nullable=True),
         Index("ix_batch_events_batch_id_id", "batch_id", "id"),
+    )
+
+
+class Approval(Base):
+    """Append-only: one approval or refusal of one gate of a batch, by one person (the unique
+    key counts each person once per gate)."""
+
+    __tablename__ = "approvals"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    gate: Mapped[int] = mapped_column(Integer)
+    principal: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(String(16))  # "approved" | "rejected"
+    comment: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint(
+            "batch_id", "gate", "principal", name="uq_approvals_batch_id_gate_principal"
+        ),
     )
 
 

@@ -307,6 +307,8 @@ class BatchColumns(TypedDict, total=False):
     abort_reason: str | None
     current_wave: int
     wave_ended_at: datetime | None
+    window_opens_at: datetime | None
+    approval_gate: int | None
 
 
 def record_batch_transition(

@@ -21,6 +21,8 @@ class Role(enum.StrEnum):
 
     VIEWER = "viewer"
     OPERATOR = "operator"
+    # An operator who may also approve other people's batches (four eyes: never their own).
+    APPROVER = "approver"
     ADMIN = "admin"
 
     @property

@@ -10,6 +10,8 @@ from fractions import Fraction
 from typing import Any
 
 from orchestrator.domain.health import HealthCheck
+from orchestrator.domain.spread import DomainWaves, SpreadRule
+from orchestrator.domain.windows import Window, window_from_json
 
 Amount = int | str  # a count, or a percentage such as "10%"
 DEFAULT_MAX_IN_FLIGHT = 50
@@ -41,6 +43,16 @@ class RolloutPolicy:
     # {"mode": "image", "retention_s": n}: each system disk is saved as an IMS private image
     # before its changeos; None: no backup.
     backup: dict[str, Any] | None = None
+    # Failure domains: [{"by": "availability_zone" | "server_group" | "tag:<key>",
+    # "max_in_flight": n or "p%"}, ...], each on top of the batch's own max_in_flight.
+    spread: tuple[dict[str, Any], ...] | None = None
+    # {"by": <kind>, "order": [values...]}: one group of waves per domain value.
+    waves_by: dict[str, Any] | None = None
+    # Maintenance windows: new changeos only inside one ({"cron", "duration_s", "timezone"} or
+    # {"start", "end"}); None: any time.
+    windows: tuple[dict[str, Any], ...] | None = None
+    # Four eyes: {"before_start": n, "after_waves": [...], "required": m} (domain.approvals).
+    approvals: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> RolloutPolicy:
@@ -50,6 +62,12 @@ class RolloutPolicy:
         values = {k: v for k, v in data.items() if k in known and v is not None}
         if isinstance(values.get("waves"), list):
             values["waves"] = tuple(values["waves"])
+        if isinstance(values.get("spread"), list):
+            values["spread"] = tuple(values["spread"])
+        if isinstance(values.get("windows"), list):
+            values["windows"] = tuple(values["windows"])
+        if isinstance(values.get("waves_by"), str):
+            values["waves_by"] = {"by": values["waves_by"]}
         if isinstance(values.get("pause_after_waves"), list):
             values["pause_after_waves"] = tuple(int(w) for w in values["pause_after_waves"])
         if "max_failures" in data and data["max_failures"] is None:
@@ -71,6 +89,28 @@ class RolloutPolicy:
     @property
     def rolls_back(self) -> bool:
         return self.on_unhealthy == "rollback" and self.health_check is not None
+
+    @property
+    def spread_rules(self) -> list[SpreadRule]:
+        return [SpreadRule(str(r["by"]), r["max_in_flight"]) for r in self.spread or ()]
+
+    @property
+    def domain_waves(self) -> DomainWaves | None:
+        if not self.waves_by:
+            return None
+        return DomainWaves(str(self.waves_by["by"]), tuple(self.waves_by.get("order") or ()))
+
+    @property
+    def window_list(self) -> list[Window]:
+        return [window_from_json(w) for w in self.windows or ()]
+
+    @property
+    def domain_kinds(self) -> list[str]:
+        """The kinds of failure domain the policy reads, each once, in the order named."""
+        kinds = [rule.by for rule in self.spread_rules]
+        if self.domain_waves is not None:
+            kinds.append(self.domain_waves.by)
+        return list(dict.fromkeys(kinds))
 
     @property
     def backup_retention_s(self) -> float | None:

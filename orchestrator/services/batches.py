@@ -25,8 +25,10 @@ from orchestrator.db.transitions import record_batch_event
 from orchestrator.db.webhook_outbox import enqueue_batch_event
 from orchestrator.domain.policy import RolloutPolicy
 from orchestrator.domain.rollout import wave_of_each
+from orchestrator.domain.spread import domain_sizes, domains_of, wave_of_each_by_domain
 from orchestrator.domain.states import ACTIVE_SERVER_STATES, BatchState, ServerState
 from orchestrator.errors import Conflict, NotFound, ServiceError
+from orchestrator.services.approvals import approvals_of
 from orchestrator.services.cursors import BadCursor, decode, decode_int, encode
 from orchestrator.services.sealing import seal
 from orchestrator.services.views import batch_view, history_view, server_view
@@ -154,7 +156,7 @@ def _insert_batch(
 ) -> None:
     policy = spec.policy
     total = len(spec.servers)
-    waves = wave_of_each(total, RolloutPolicy.from_json(policy).waves)
+    waves, domains, batch_domains = waves_and_domains(spec)
     incompatible = {
         server_id: plan.incompatible
         for server_id, plan in spec.plans.items()
@@ -190,10 +192,12 @@ def _insert_batch(
             idempotency_key=idempotency_key,
             request_fingerprint=fingerprint,
             kind=spec.kind,
+            domains=batch_domains,
+            submitted_by=actor,
         )
     )
     session.flush()
-    _insert_servers(session, batch_id, spec, waves, skipped, incompatible, now)
+    _insert_servers(session, batch_id, spec, waves, domains, skipped, incompatible, now)
     record_batch_event(
         session,
         batch_id,
@@ -215,11 +219,36 @@ def _insert_batch(
     )
 
 
+def waves_and_domains(
+    spec: NewBatch,
+) -> tuple[list[int], dict[str, dict[str, str]], dict[str, Any] | None]:
+    """Each server's wave and failure domains (from the facts frozen at submission), and what
+    the batch keeps of them: servers per domain value, and each wave's domain."""
+    rollout = RolloutPolicy.from_json(spec.policy)
+    kinds = rollout.domain_kinds
+    if not kinds:
+        return wave_of_each(len(spec.servers), rollout.waves), {}, None
+    none = ServerPlan(None, None)
+    domains = {
+        server_id: domains_of(kinds, spec.plans.get(server_id, none).facts, server_id)
+        for server_id in spec.servers
+    }
+    by_domain = rollout.domain_waves
+    labels: list[str] | None = None
+    if by_domain is None:
+        waves = wave_of_each(len(spec.servers), rollout.waves)
+    else:
+        values = [domains[server_id][by_domain.by] for server_id in spec.servers]
+        waves, labels = wave_of_each_by_domain(values, by_domain, rollout.waves)
+    return waves, domains, {"sizes": domain_sizes(domains.values()), "wave_labels": labels}
+
+
 def _insert_servers(
     session: Session,
     batch_id: str,
     spec: NewBatch,
     waves: Sequence[int],
+    domains: dict[str, dict[str, str]],
     skipped: dict[str, str],
     incompatible: dict[str, dict[str, Any]],
     now: datetime,
@@ -233,10 +262,12 @@ def _insert_servers(
     def plan(server_id: str) -> ServerPlan:
         return spec.plans.get(server_id, none)
 
-    def facts(server_id: str) -> Any:
-        value = plan(server_id).facts
+    def as_json(value: Any) -> Any:
         # COPY takes JSON as text; an executemany takes the value itself.
         return json.dumps(value) if postgres and value is not None else value
+
+    def facts(server_id: str) -> Any:
+        return as_json(plan(server_id).facts)
 
     def left_out(server_id: str) -> bool:
         return server_id in skipped or server_id in incompatible
@@ -258,6 +289,7 @@ def _insert_servers(
             "finished_at": now if left_out(server_id) else None,
             "target_image": plan(server_id).target_image,
             "facts": facts(server_id),
+            "domains": as_json(domains.get(server_id)),
             "error_code": (incompatible.get(server_id) or {}).get("code"),
             "error_message": (incompatible.get(server_id) or {}).get("message"),
         }
@@ -417,6 +449,7 @@ def get_batch(sessions: sessionmaker[Session], batch_id: str) -> dict[str, Any]:
         ).all()
         view = batch_view(batch)
         view["webhooks"] = delivery_counts(session, batch_id)
+        view["approvals"] = approvals_of(session, batch)
     waves: dict[int, dict[str, int]] = {}
     for wave, state, n in per_wave:
         waves.setdefault(wave, {s.value: 0 for s in ServerState})[state] = int(n)

@@ -112,6 +112,13 @@ def resume_batch(
             return batch_view(batch)
         if state.is_terminal:
             raise _finished(batch, "resume")
+        if batch.approval_gate is not None:
+            # Four eyes: an approval gate opens with approvals, never with a resume.
+            raise Conflict(
+                f"batch {batch_id} is awaiting approval: approvers POST .../approve "
+                "(or .../reject to cancel it)",
+                {"state": batch.state, "batch_id": batch_id, "gate": batch.approval_gate},
+            )
         if record_batch_transition(
             session,
             batch_id,

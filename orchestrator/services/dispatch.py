@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.cloud.facts import FactsCache
@@ -31,9 +31,18 @@ from orchestrator.db.transitions import (
     record_server_transitions,
 )
 from orchestrator.db.webhook_outbox import enqueue_wave_finished
+from orchestrator.domain.approvals import BEFORE_START, ApprovalPolicy
 from orchestrator.domain.rollout import WaveStatus, budget_spent, may_open_next_wave, pauses_after
-from orchestrator.domain.states import ACTIVE_SERVER_STATES, BatchState, ServerState
+from orchestrator.domain.spread import Candidate, SpreadRule, pick
+from orchestrator.domain.states import (
+    ACTIVE_SERVER_STATES,
+    IN_FLIGHT_SERVER_STATES,
+    BatchState,
+    ServerState,
+)
 from orchestrator.domain.timing import expected_job_seconds
+from orchestrator.domain.windows import window_state
+from orchestrator.services.approvals import AWAITING_APPROVAL, awaiting_reason
 from orchestrator.services.views import budget_view
 
 POLL_CHUNK = 50
@@ -47,6 +56,9 @@ SWEEP_PATIENCE_S = 10.0
 SWEEP_INTERVAL_S = 2.0
 LEARNING_WINDOW = 200
 CLAIM_CHUNK = 500
+# With failure domains, the pending servers a claim looks through for ones whose domains have
+# room (in submission order): enough for many domains, bounded for a 100,000-server batch.
+DOMAIN_CLAIM_SCAN = 5000
 
 
 class Dispatcher(Protocol):
@@ -170,6 +182,10 @@ def _advance_batch(
         batch = session.get_one(Batch, batch_id)
         state = BatchState(batch.state)
         if state is BatchState.PENDING:
+            needed = _approvals_needed(batch, BEFORE_START)
+            if needed:
+                _await_approval(session, batch, BEFORE_START, needed, now=now)
+                return
             record_batch_transition(
                 session,
                 batch_id,
@@ -188,12 +204,57 @@ def _advance_batch(
             report.cancelled += _cancel_pending(session, batch_id, reason=why, now=now)
         elif (
             state is BatchState.RUNNING
+            and _inside_window(session, batch, now=now)
             and _wave_open(session, batch, now=now)
             and sweeps.ready_to_claim(batch)
         ):
             report.claimed += _claim_slots(session, batch, now=now)
         session.refresh(batch)
         _finish_if_done(session, batch, report, now=now)
+
+
+def _inside_window(session: Session, batch: Batch, *, now: datetime) -> bool:
+    """New changeos only inside a maintenance window (servers in flight are followed to their
+    end outside one). Outside, the batch shows the next opening, and a wave a closing window
+    cut short goes on at that opening. Entering and leaving a wait are batch events."""
+    windows = batch.rollout_policy.window_list
+    if not windows:
+        return True
+    state = window_state(windows, now)
+    opens_at = None if state.open else state.next_open
+    if not state.open and opens_at is None:
+        # The last window has closed for good (absolute ranges all past): a person decides.
+        why = "no maintenance window opens again: cancel it, or retry its servers with new windows"
+        record_batch_transition(
+            session,
+            batch.id,
+            expected=BatchState.RUNNING,
+            to=BatchState.PAUSED,
+            reason="windows_over",
+            actor="scheduler",
+            now=now,
+            values={"pause_reason": why, "paused_by": "policy", "window_opens_at": None},
+        )
+        session.commit()
+        return False
+    if opens_at != batch.window_opens_at and (state.open or opens_at is not None):
+        record_batch_transition(
+            session,
+            batch.id,
+            expected=BatchState(batch.state),
+            to=BatchState(batch.state),
+            reason="window_opened" if state.open else "waiting_for_window",
+            actor="scheduler",
+            now=now,
+            values={"window_opens_at": opens_at},
+            details={
+                "next_open": opens_at.isoformat() if opens_at else None,
+                "closes_at": state.closes_at.isoformat() if state.closes_at else None,
+            },
+        )
+        session.commit()
+        session.refresh(batch)
+    return state.open
 
 
 def _learn_job_duration(session: Session, batch: Batch) -> None:
@@ -278,6 +339,10 @@ def _wave_open(session: Session, batch: Batch, *, now: datetime) -> bool:
         if batch.wave_ended_at is None:
             return False  # the batch moved meanwhile (paused, or another tick): next tick
     following: BatchColumns = {"current_wave": batch.current_wave + 1, "wave_ended_at": None}
+    needed = _approvals_needed(batch, batch.current_wave)
+    if needed:
+        _await_approval(session, batch, batch.current_wave, needed, now=now, values=following)
+        return False
     if pauses_after(batch.current_wave, policy.pause_after_waves, batch.waves_total):
         why = f"manual gate after wave {batch.current_wave}: resume to start the next"
         record_batch_transition(
@@ -313,23 +378,63 @@ def _wave_open(session: Session, batch: Batch, *, now: datetime) -> bool:
     return True
 
 
+def _approvals_needed(batch: Batch, gate: int) -> int:
+    policy = ApprovalPolicy.from_json(batch.policy.get("approvals"))
+    if policy is None or (gate != BEFORE_START and gate >= batch.waves_total):
+        return 0  # nothing follows the last wave: no gate after it
+    return policy.needed(gate)
+
+
+def _await_approval(
+    session: Session,
+    batch: Batch,
+    gate: int,
+    needed: int,
+    *,
+    now: datetime,
+    values: BatchColumns | None = None,
+) -> None:
+    """Stop at an approval gate: paused, until enough distinct people other than the
+    submitter approve (POST .../approve), or one refuses (the batch is cancelled)."""
+    record_batch_transition(
+        session,
+        batch.id,
+        expected=BatchState(batch.state),
+        to=BatchState.PAUSED,
+        reason=AWAITING_APPROVAL,
+        actor="scheduler",
+        now=now,
+        values={
+            **(values or {}),
+            "pause_reason": awaiting_reason(gate, 0, needed),
+            "paused_by": "policy",
+            "approval_gate": gate,
+        },
+        details={"gate": gate, "needed": needed},
+    )
+    session.commit()
+
+
 def _claim_slots(session: Session, batch: Batch, *, now: datetime) -> int:
-    limit = batch.rollout_policy.in_flight_limit(batch.total)
+    policy = batch.rollout_policy
+    limit = policy.in_flight_limit(batch.total)
     free = limit - batch.in_flight
     if free <= 0 or batch.n_pending == 0:
         return 0
-    ids = list(
-        session.scalars(
-            select(BatchServer.id)
-            .where(
-                BatchServer.batch_id == batch.id,
-                BatchServer.state == ServerState.PENDING.value,
-                BatchServer.wave == batch.current_wave,
-            )
-            .order_by(BatchServer.position)
-            .limit(min(free, CLAIM_CHUNK))
+    pending = (
+        select(BatchServer.id, BatchServer.domains)
+        .where(
+            BatchServer.batch_id == batch.id,
+            BatchServer.state == ServerState.PENDING.value,
+            BatchServer.wave == batch.current_wave,
         )
+        .order_by(BatchServer.position)
     )
+    rules = policy.spread_rules
+    if not rules:
+        ids = [row_id for row_id, _ in session.execute(pending.limit(min(free, CLAIM_CHUNK)))]
+    else:
+        ids = _claims_within_domains(session, batch, pending, rules, min(free, CLAIM_CHUNK))
     claimed = record_server_transitions(
         session,
         ids,
@@ -342,6 +447,31 @@ def _claim_slots(session: Session, batch: Batch, *, now: datetime) -> int:
     )
     session.commit()
     return len(claimed)
+
+
+def _claims_within_domains(
+    session: Session,
+    batch: Batch,
+    pending: Select[tuple[int, dict[str, Any] | None]],
+    rules: list[SpreadRule],
+    free: int,
+) -> list[int]:
+    """The pending servers that fit every failure-domain limit, counting the batch's servers
+    in flight (from their claim until they are terminal, health gate included). The batch row
+    is locked first (PostgreSQL), so two ticks cannot both fill the same domain's last slot."""
+    session.execute(select(Batch.id).where(Batch.id == batch.id).with_for_update())
+    in_flight = session.scalars(
+        select(BatchServer.domains).where(
+            BatchServer.batch_id == batch.id,
+            BatchServer.state.in_([s.value for s in IN_FLIGHT_SERVER_STATES]),
+        )
+    )
+    candidates = [
+        Candidate(row_id, domains or {})
+        for row_id, domains in session.execute(pending.limit(DOMAIN_CLAIM_SCAN))
+    ]
+    sizes = (batch.domains or {}).get("sizes") or {}
+    return pick(candidates, [d or {} for d in in_flight], rules, sizes, free)
 
 
 def _cancel_pending(session: Session, batch_id: str, *, reason: str, now: datetime) -> int:

@@ -117,6 +117,7 @@ async def take_in(
         secret_key=secret_key.get_secret_value() if secret_key else None,
         idempotency_key=idempotency_key,
         parent_id=parent_id,
+        actor=actor,
     )
     if result.created:
         log.info(

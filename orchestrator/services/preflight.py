@@ -107,6 +107,9 @@ class FleetFacts:
             "image_firmware": current.firmware.value if current else None,
             "image_architecture": current.architecture.value if current else None,
             "os_type": server.os_type,
+            # Failure domains (policy.spread, waves_by) are read from these.
+            "server_group": server.server_group,
+            "tags": list(server.tags),
         }
 
 

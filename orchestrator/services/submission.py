@@ -33,6 +33,7 @@ from orchestrator.domain.rollout import allowed_failures, budget_spent
 from orchestrator.domain.states import TERMINAL_BATCH_STATES, BatchState, ServerState
 from orchestrator.domain.timing import first_poll_delay_s, retry_delay_s
 from orchestrator.domain.verdicts import Reconcile, ServerSnapshot, reconcile_verdict
+from orchestrator.domain.windows import window_state
 from orchestrator.observability.logs import log_context
 from orchestrator.runtime import Runtime
 from orchestrator.services import preflight
@@ -128,13 +129,14 @@ def _stop_before_sending(rt: Runtime, row: BatchServer, batch: Batch) -> str | N
             )
             session.commit()
             return reason
-        if batch.state != BatchState.RUNNING.value:
+        closed = not window_state(batch.rollout_policy.window_list, now).open
+        if batch.state != BatchState.RUNNING.value or closed:
             record_server_transition(
                 session,
                 row.id,
                 expected=ServerState.SUBMITTING,
                 to=ServerState.PENDING,
-                reason="released_paused",
+                reason="released_window_closed" if closed else "released_paused",
                 now=now,
                 guard={"call_started_at": None},
                 values={"dispatched_at": None, "next_attempt_at": None},

@@ -3,6 +3,7 @@ and the dry run's report of what a real run would do with each (pre-flight verdi
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -13,9 +14,15 @@ from orchestrator.cloud.models import Server
 from orchestrator.domain.health import TargetError, expand
 from orchestrator.domain.policy import RolloutPolicy
 from orchestrator.domain.preflight import CHARGING_NAMES, Judgement, Verdict
-from orchestrator.domain.rollout import allowed_failures, plan_waves
+from orchestrator.domain.rollout import allowed_failures
+from orchestrator.domain.spread import is_unknown
 from orchestrator.runtime import Runtime
-from orchestrator.services.batches import NewBatch, active_conflicts
+from orchestrator.services.batches import (
+    NewBatch,
+    ServerPlan,
+    active_conflicts,
+    waves_and_domains,
+)
 from orchestrator.services.preflight import Abandoned, FleetFacts
 
 
@@ -70,6 +77,10 @@ def dry_run_report(
     reports = []
     check = rollout.health
     allowed_hosts = rt.settings.health_allowed_hosts
+    planned = dataclasses.replace(
+        new, plans={sid: ServerPlan(None, fleet.frozen(sid)) for sid in new.servers}
+    )
+    waves, domains, batch_domains = waves_and_domains(planned)
     for server_id, judgement in judgements.items():
         report = server_report(server_id, judgement, fleet)
         server = fleet.servers.get(server_id)
@@ -82,6 +93,13 @@ def dry_run_report(
                 )
             except TargetError as exc:
                 report["probe_error"] = str(exc)
+        if server_id in domains:
+            report["domains"] = domains[server_id]
+            unknown = sorted(
+                kind for kind, value in domains[server_id].items() if is_unknown(value)
+            )
+            if unknown:  # said out loud: each such server is a domain of its own
+                report["domains_unknown"] = unknown
         other = conflicts.get(server_id)
         if other:
             report["active_in_batch"] = other
@@ -97,7 +115,7 @@ def dry_run_report(
         "total": total,
         "selector": new.selector,
         "plan": {
-            "waves": plan_waves(total, rollout.waves),
+            "waves": [waves.count(n) for n in range(1, max(waves, default=0) + 1)],
             "max_in_flight": rollout.in_flight_limit(total),
             "max_failures": allowed_failures(rollout.max_failures, total),
             "pause_after_waves": rollout.pause_after_waves,
@@ -106,6 +124,9 @@ def dry_run_report(
             "health_check": rollout.health_check,
             "on_unhealthy": rollout.on_unhealthy,
             "backup": rollout.backup,
+            "spread": list(rollout.spread) if rollout.spread else None,
+            "waves_by": rollout.waves_by,
+            "domains": batch_domains,
         },
         "verdicts": dict(verdicts),
         "codes": dict(codes),

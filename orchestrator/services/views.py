@@ -35,10 +35,17 @@ def batch_view(batch: Batch) -> dict[str, Any]:
         # previous image (counted against the error budget already).
         "rolling_back": batch.n_rolling_back,
         "kind": batch.kind,
+        # Failure domains: servers per domain value, and the domain of each wave (waves_by).
+        "domains": batch.domains,
         "current_wave": batch.current_wave,
         "waves_total": batch.waves_total,
         "max_in_flight": batch.rollout_policy.in_flight_limit(batch.total),
         "error_budget": budget_view(batch),
+        # Outside its maintenance windows: no new changeos before the next opening.
+        "waiting_for_window": batch.window_opens_at is not None,
+        "approval_gate": batch.approval_gate,
+        "submitted_by": batch.submitted_by,
+        "window_opens_at": iso(batch.window_opens_at),
         "pause_reason": batch.pause_reason,
         "paused_by": batch.paused_by,
         "cancel_requested": batch.cancel_requested,
@@ -73,6 +80,7 @@ def server_view(row: BatchServer) -> dict[str, Any]:
         # The image it is (or was) changed to, and the facts pre-flight judged it on.
         "image_id": row.target_image,
         "facts": row.facts,
+        "domains": row.domains,
         "phase": row.phase,
         "previous_image": row.previous_image,
         # The health gate: the probe target, the probes so far (count, healthy in a row, the

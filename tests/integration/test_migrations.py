@@ -20,6 +20,7 @@ TABLES = {
     "webhook_attempts",
     "api_tokens",
     "audit_log",
+    "approvals",
     "alembic_version",
 }
 

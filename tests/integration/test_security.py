@@ -148,6 +148,9 @@ PERMITTED: dict[tuple[str, str], set[int]] = {
     ("POST", "/api/v1/batches/{batch_id}/retry"): {400},
     # Nor a server that was sent a change, so none with an image to go back to.
     ("POST", "/api/v1/batches/{batch_id}/rollback"): {400},
+    # Nor a gate waiting for approval.
+    ("POST", "/api/v1/batches/{batch_id}/approve"): {409},
+    ("POST", "/api/v1/batches/{batch_id}/reject"): {409},
     ("GET", "/api/v1/servers/{server_id}/history"): {200},
     ("GET", "/api/v1/whoami"): {200},
     ("GET", "/api/v1/tokens"): {200},
