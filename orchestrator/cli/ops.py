@@ -1,5 +1,6 @@
 """Operator commands of the `reimage` CLI, talking to the API (ORCH_API_URL, ORCH_API_TOKEN):
-submit, watch, batches, status, servers, history, pause, resume, cancel, retry, rollback.
+submit, watch, batches, status, servers, history, pause, resume, cancel, retry, rollback,
+approve, reject.
 
 Exit codes: 0 all succeeded, 1 some failed or the batch was aborted or cancelled, 2 usage or
 configuration error, 3 API unreachable. Errors are one line, never a traceback.
@@ -135,7 +136,45 @@ def _policy(args: argparse.Namespace) -> dict[str, Any]:
         policy["skip_matching"] = False
     if getattr(args, "on_incompatible", None):
         policy["on_incompatible"] = args.on_incompatible
-    return {**policy, **_verify_and_undo(args)}
+    return {**policy, **_verify_and_undo(args), **_shape_and_calendar(args)}
+
+
+def _shape_and_calendar(args: argparse.Namespace) -> dict[str, Any]:
+    """Failure domains, maintenance windows and approvals from the submit flags."""
+    policy: dict[str, Any] = {}
+    spread = []
+    for rule in getattr(args, "spread", None) or []:
+        kind, sep, amount = rule.rpartition("=")
+        if not sep or not kind:
+            raise UsageError(f"--spread {rule}: give KIND=N, e.g. availability_zone=5")
+        try:
+            spread.append({"by": kind, "max_in_flight": _amount(amount)})
+        except ValueError:
+            raise UsageError(f"--spread {rule}: N is an integer or a percentage") from None
+    if spread:
+        policy["spread"] = spread
+    if getattr(args, "waves_by", None):
+        policy["waves_by"] = args.waves_by
+    if getattr(args, "window_cron", None):
+        if args.window_duration_s is None:
+            raise UsageError("--window-cron needs --window-duration (seconds)")
+        policy["windows"] = [
+            {
+                "cron": args.window_cron,
+                "duration_s": args.window_duration_s,
+                "timezone": args.window_timezone or "UTC",
+            }
+        ]
+    before, after = getattr(args, "approvals", None), getattr(args, "approvals_after_waves", None)
+    if before or after:
+        approvals: dict[str, Any] = {"before_start": before or 0}
+        if after:
+            try:
+                approvals["after_waves"] = [int(w) for w in after.split(",")]
+            except ValueError:
+                raise UsageError("--approvals-after-waves: wave numbers, e.g. 1,2") from None
+        policy["approvals"] = approvals
+    return policy
 
 
 def _verify_and_undo(args: argparse.Namespace) -> dict[str, Any]:
@@ -378,7 +417,19 @@ def cmd_status(args: argparse.Namespace, api: ApiClient) -> int:
             line += f", {batch['rolling_back']} rolling back"
         if batch.get("kind") == "rollback":
             line += f" (a rollback of {batch['parent_id']})"
+        if batch.get("waiting_for_window"):
+            line += f", waiting for its window (opens {batch['window_opens_at']})"
         Console().print(line, soft_wrap=True)
+        if batch.get("pause_reason"):
+            Console().print(f"paused by {batch.get('paused_by')}: {batch['pause_reason']}")
+        for decision in (batch.get("approvals") or {}).get("decisions") or []:
+            gate = "before the start" if decision["gate"] == 0 else f"after wave {decision['gate']}"
+            note = f": {decision['comment']}" if decision.get("comment") else ""
+            Console().print(
+                f"{decision['decision']} {gate} by {decision['principal']} at {decision['at']}"
+                + note,
+                soft_wrap=True,
+            )
         emit(
             [{"state": s, "servers": n} for s, n in batch["counts"].items()],
             ["state", "servers"],
@@ -448,6 +499,22 @@ def _control(action: str) -> Callable[[argparse.Namespace, ApiClient], int]:
         body = {"reason": args.reason} if getattr(args, "reason", None) else {}
         batch = api.post(f"/api/v1/batches/{args.batch}/{action}", body)
         emit([_batch_row(batch)], ["id", "state", "pause_reason", "cancel_requested"], args.output)
+        return EXIT_OK
+
+    return run
+
+
+def _decide(decision: str) -> Callable[[argparse.Namespace, ApiClient], int]:
+    """`approve` / `reject`: one decision on the gate a batch waits on."""
+
+    def run(args: argparse.Namespace, api: ApiClient) -> int:
+        body = {"comment": args.comment} if args.comment else {}
+        batch = api.post(f"/api/v1/batches/{args.batch}/{decision}", body)
+        emit(
+            [_batch_row(batch)],
+            ["id", "state", "pause_reason", "cancel_requested"],
+            args.output,
+        )
         return EXIT_OK
 
     return run
@@ -530,6 +597,18 @@ def add_operator_commands(sub: Any) -> None:
         help="a server that fails its health gate: keep it as it is, or roll it back",
     )
     p.add_argument("--backup", action="store_true", help="save each system disk as an image first")
+    p.add_argument(
+        "--spread",
+        action="append",
+        metavar="KIND=N",
+        help="at most N (or N%%) in flight per availability_zone, server_group or tag:<key>",
+    )
+    p.add_argument("--waves-by", help="one wave group per domain value, e.g. availability_zone")
+    p.add_argument("--window-cron", help="new changes only in this window, e.g. '0 1 * * SAT'")
+    p.add_argument("--window-duration", dest="window_duration_s", type=float)
+    p.add_argument("--window-timezone", help="the window's IANA time zone (default UTC)")
+    p.add_argument("--approvals", type=int, help="distinct approvers needed before the start")
+    p.add_argument("--approvals-after-waves", help="waves after which one approval is needed")
     p.add_argument("--backup-retention", dest="backup_retention_s", type=int)
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--watch", action="store_true")
@@ -549,6 +628,16 @@ def add_operator_commands(sub: Any) -> None:
         p.add_argument("batch")
         if action == "pause":
             p.add_argument("--reason")
+    p = command(
+        "approve", "approve the gate a batch waits on (not your own batch)", _decide("approve")
+    )
+    p.add_argument("batch")
+    p.add_argument("--comment")
+    p = command(
+        "reject", "refuse the gate a batch waits on: the batch is cancelled", _decide("reject")
+    )
+    p.add_argument("batch")
+    p.add_argument("--comment")
     p = command(
         "rollback", "a new batch: each server back to the image it ran before", cmd_rollback
     )

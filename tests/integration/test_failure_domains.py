@@ -1,14 +1,15 @@
-"""Failure domains with real processes: `reimage worker` and `reimage beat`, the API and the
-simulator over HTTP (whose servers have zones, anti-affinity groups and tags, and whose stats
-give the peak of concurrent changeos jobs per zone and per group: the cloud's own view), real
-Redis and PostgreSQL. One stack serves the whole module."""
+"""Failure domains, maintenance windows and approvals with real processes: `reimage worker`
+and `reimage beat`, the API and the simulator over HTTP (whose servers have zones,
+anti-affinity groups and tags, and whose stats give the peak of concurrent changeos jobs per
+zone and per group: the cloud's own view), real Redis and PostgreSQL. One stack serves the
+whole module. (The clock tests prove the timings; these prove the processes keep them.)"""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -153,3 +154,81 @@ def test_waves_by_zone_finish_zone_a_before_zone_b_receives_a_changeos(
     last_a = max(ended[s] for s in ids if zone_of[s] == "cn-north-4a")
     first_b = min(received[s] for s in ids if zone_of[s] == "cn-north-4b")
     assert last_a < first_b
+
+
+def changeos_since(stack: ProcessStack, since: float) -> list[dict[str, Any]]:
+    return sim(stack, "GET", f"/_sim/changeos?since={since}")["calls"]  # type: ignore[no-any-return]
+
+
+def test_a_window_opening_20_s_after_submission_holds_every_changeos_until_then(
+    stack: ProcessStack,
+) -> None:
+    servers = [{"id": str(uuid.uuid4())} for _ in range(4)]
+    register(stack, servers)
+    opens = datetime.now(UTC) + timedelta(seconds=20)
+    since = time.time()
+    batch = submit(
+        stack,
+        [s["id"] for s in servers],
+        windows=[{"start": opens.isoformat(), "end": (opens + timedelta(hours=1)).isoformat()}],
+    )
+    deadline = time.monotonic() + 10
+    while True:  # the tick notices the window and says when it opens
+        _, view = api(stack, "GET", f"/api/v1/batches/{batch['id']}")
+        if view["waiting_for_window"]:
+            break
+        assert time.monotonic() < deadline, view
+        time.sleep(0.3)
+    assert abs(unix(view["window_opens_at"]) - opens.timestamp()) < 0.01
+    final = wait_for(stack, batch["id"])
+    assert final["state"] == "succeeded" and not final["waiting_for_window"]
+    sent = [c["at"] for c in changeos_since(stack, since)]
+    assert len(sent) == 4 and min(sent) >= opens.timestamp()  # none before it opened
+
+
+def test_a_batch_needing_two_approvals_does_nothing_until_the_second_distinct_approver(
+    stack: ProcessStack,
+) -> None:
+    approvers = []
+    for name in ("approver-1", "approver-2"):
+        status, made = api(stack, "POST", "/api/v1/tokens", {"name": name, "role": "approver"})
+        assert status == 201, made
+        approvers.append(made["token"])
+    servers = [{"id": str(uuid.uuid4())} for _ in range(3)]
+    register(stack, servers)
+    since = time.time()
+    batch = submit(stack, [s["id"] for s in servers], approvals={"before_start": 2})
+    path = f"{stack.env['API_URL']}/api/v1/batches/{batch['id']}"
+
+    def waiting() -> dict[str, Any]:
+        deadline = time.monotonic() + 10
+        while True:
+            _, view = api(stack, "GET", f"/api/v1/batches/{batch['id']}")
+            if view["state"] == "paused" and view["approval_gate"] == 0:
+                return view  # type: ignore[no-any-return]
+            assert time.monotonic() < deadline, view
+            time.sleep(0.3)
+
+    waiting()
+    status, refused = api(stack, "POST", f"/api/v1/batches/{batch['id']}/approve", {})
+    assert status == 403 and "submitter" in refused["error"]["message"]  # four eyes
+    status, _ = api(stack, "POST", f"/api/v1/batches/{batch['id']}/resume")
+    assert status == 409  # a resume cannot open an approval gate
+    status, first = http("POST", path + "/approve", token=approvers[0], body={"comment": "ok"})
+    assert status == 200 and first["state"] == "paused", first
+    status, _ = http("POST", path + "/approve", token=approvers[0], body={})
+    assert status == 409  # the same person counts once
+    time.sleep(3)  # a few ticks with one approval: still nothing
+    assert changeos_since(stack, since) == []
+    status, second = http("POST", path + "/approve", token=approvers[1], body={})
+    assert status == 200 and second["state"] == "running", second
+    final = wait_for(stack, batch["id"])
+    assert final["state"] == "succeeded"
+    assert [d["principal"] for d in final["approvals"]["decisions"]] == [
+        "approver-1",
+        "approver-2",
+    ]
+    assert len(changeos_since(stack, since)) == 3
+    _, audit = api(stack, "GET", f"/api/v1/audit?action=batch.approve&batch_id={batch['id']}")
+    outcomes = sorted(entry["status"] for entry in audit["items"])
+    assert outcomes == [200, 200, 403, 409]  # every attempt is in the audit log

@@ -11,7 +11,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from orchestrator.db.models import BatchServer, ServerHistory
 from orchestrator.domain.states import IN_FLIGHT_SERVER_STATES
@@ -41,10 +41,13 @@ async def spread_batch(
     facts: dict[str, dict[str, Any]],
     *,
     fail_ratio: float = 0.0,
+    rate_limit: float | None = None,
     **policy: Any,
 ) -> Gate:
     clock = SharedClock()
-    world = await make_world(clock=clock, job_seconds=JOB_S, fail_ratio=fail_ratio)
+    world = await make_world(
+        clock=clock, job_seconds=JOB_S, fail_ratio=fail_ratio, rate_limit=rate_limit
+    )
     rt = world.make_runtime()
     spec = Spec(tuple(facts), max_in_flight=policy.pop("max_in_flight", 50), policy_extra=policy)
     plans = {server_id: ServerPlan(None, f) for server_id, f in facts.items()}
@@ -98,12 +101,15 @@ async def test_zone_and_group_limits_hold_at_every_step_and_fill_what_they_allow
     assert stored["sizes"]["availability_zone"] == {"az-a": 10, "az-b": 10, "az-c": 10}
 
 
-async def test_limits_hold_under_waves_failures_and_a_pause(make_world: WorldMaker) -> None:
+async def test_limits_hold_under_waves_failures_retries_and_a_pause(
+    make_world: WorldMaker,
+) -> None:
     facts = fleet(24, groups=12)
     run = await spread_batch(
         make_world,
         facts,
         fail_ratio=0.3,
+        rate_limit=3,  # throttled (429): servers wait to be sent again, holding their slots
         waves=[4, "100%"],
         spread=[
             {"by": "tag:app", "max_in_flight": "50%"},
@@ -121,6 +127,15 @@ async def test_limits_hold_under_waves_failures_and_a_pause(make_world: WorldMak
     await run_to_the_end(run, limits)
     assert run.batch().state == "partially_failed"
     assert run.batch().n_failed > 0
+    with run.rt.sessions() as session:
+        retried = session.scalar(
+            select(func.count())
+            .select_from(ServerHistory)
+            .where(
+                ServerHistory.batch_id == run.batch_id, ServerHistory.reason == "retry_scheduled"
+            )
+        )
+    assert retried  # the limits held through retries too
 
 
 async def test_waves_by_zone_finish_one_zone_before_the_next_begins(

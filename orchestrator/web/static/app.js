@@ -123,9 +123,16 @@
   // The signed-in token as the API describes it (GET /whoami): its name, role and projects.
   let me = null;
 
+  const ROLE_RANK = { viewer: 0, operator: 1, approver: 2, admin: 3 };
+
   /** Whether the controls are worth showing: a viewer's clicks would only get 403s. */
   function canOperate() {
     return me !== null && me.role !== "viewer";
+  }
+
+  /** Whether the signed-in token may do what needs `role` (operator unless said). */
+  function mayDo(role) {
+    return me !== null && (ROLE_RANK[me.role] || 0) >= ROLE_RANK[role || "operator"];
   }
 
   async function loadMe() {
@@ -566,6 +573,22 @@
       body: { states: ["failed", "cancelled"] },
     },
     {
+      name: "approve",
+      label: "Approve",
+      kind: "btn btn-primary",
+      role: "approver",
+      shows: (b) => b.approval_gate !== null && b.approval_gate !== undefined && me !== null && me.name !== b.submitted_by,
+      prompt: "Approve: a comment for the record (optional)",
+    },
+    {
+      name: "reject",
+      label: "Reject",
+      kind: "btn btn-danger",
+      role: "approver",
+      shows: (b) => b.approval_gate !== null && b.approval_gate !== undefined,
+      prompt: "Reject (the batch is cancelled): why?",
+    },
+    {
       name: "rollback",
       label: "Roll back failed",
       kind: "btn btn-danger",
@@ -629,11 +652,17 @@
     async function act(action) {
       if (!batch || pending.size) return;
       if (action.confirm && !window.confirm(action.confirm(batch))) return;
+      let body = action.body || {};
+      if (action.prompt) {
+        const comment = window.prompt(action.prompt, "");
+        if (comment === null) return;
+        body = comment ? { comment } : {};
+      }
       pending.add(action.name);
       actionError.hidden = true;
       drawButtons();
       try {
-        const answer = await api("POST", `/batches/${batchId}/${action.name}`, action.body || {});
+        const answer = await api("POST", `/batches/${batchId}/${action.name}`, body);
         if (action.name === "retry" || action.name === "rollback") {
           location.hash = `#/batches/${answer.id}`;
           return;
@@ -652,7 +681,7 @@
     function drawButtons() {
       for (const action of ACTIONS) {
         const button = buttons[action.name];
-        button.hidden = !batch || !canOperate() || !action.shows(batch);
+        button.hidden = !batch || !mayDo(action.role) || !action.shows(batch);
         button.disabled = pending.size > 0;
         button.classList.toggle("working", pending.has(action.name));
       }
@@ -672,6 +701,9 @@
         fact("Updated", time(b.updated_at)),
       ];
       if (b.finished_at) items.push(fact("Finished", time(b.finished_at)));
+      const spread = (b.policy && b.policy.spread) || [];
+      if (spread.length) items.push(fact("Spread", spread.map((r) => `${r.by} ≤ ${r.max_in_flight}`).join(", "), "spread"));
+      if (b.policy && b.policy.waves_by) items.push(fact("Waves by", b.policy.waves_by.by, "waves-by"));
       if (b.kind === "rollback") items.push(fact("Kind", el("span", { class: "badge st-failed", testid: "batch-kind" }, "rollback")));
       if (b.parent_id) {
         items.push(fact(b.kind === "rollback" ? "Rolls back" : "Retry of", el("a", { href: `#/batches/${b.parent_id}`, class: "mono", testid: "parent-link" }, short(b.parent_id))));
@@ -694,6 +726,21 @@
       }
       if (b.broken) {
         list.push(el("p", { class: "notice error", testid: "broken" }, `${b.broken} server(s) were left in ERROR by their job.`));
+      }
+      if (b.waiting_for_window) {
+        list.push(el("p", { class: "notice warn", testid: "waiting-for-window" }, `Waiting for its maintenance window: nothing new is sent before ${time(b.window_opens_at)}.`));
+      }
+      const decisions = (b.approvals && b.approvals.decisions) || [];
+      if (decisions.length) {
+        list.push(
+          el(
+            "ul",
+            { class: "notice", testid: "approvals" },
+            decisions.map((d) =>
+              el("li", {}, `${d.decision} ${d.gate === 0 ? "before the start" : `after wave ${d.gate}`} by `, el("strong", {}, d.principal), ` at ${time(d.at)}`, d.comment ? ` — ${d.comment}` : ""),
+            ),
+          ),
+        );
       }
       if (b.rolling_back) {
         list.push(el("p", { class: "notice warn", testid: "rolling-back" }, `${b.rolling_back} server(s) failed their health gate and are being changed back to their previous image.`));
