@@ -512,3 +512,26 @@ def test_a_failed_health_gate_shows_its_probes_and_is_rolled_back_from_the_page(
     expect(page.get_by_test_id("batch-state")).to_have_text("succeeded", timeout=UI_TIMEOUT_MS)
     expect(page.get_by_test_id("parent-link")).to_have_attribute("href", f"#/batches/{batch['id']}")
     assert accepted(stack, servers) == 4  # each: the change, and the one rollback
+
+
+def test_an_approver_approves_a_waiting_batch_from_the_page(page: Page, stack: FullStack) -> None:
+    approver = api(stack, "POST", "/tokens", {"name": "web-approver", "role": "approver"})["token"]
+    servers = servers_where(2, set())
+    batch = submit(stack, servers, approvals={"before_start": 1})
+    wait_api(stack, batch["id"], lambda b: b["approval_gate"] == 0)
+    if page.get_by_test_id("sign-out").is_visible():
+        page.get_by_test_id("sign-out").click()
+    page.goto(f"{stack.api_url}/#/")
+    page.get_by_test_id("token-input").fill(approver)
+    page.get_by_test_id("sign-in-submit").click()
+    expect(page.get_by_test_id("whoami")).to_contain_text("web-approver · approver")
+    page.goto(f"{stack.api_url}/#/batches/{batch['id']}")
+    expect(page.get_by_test_id("pause-reason")).to_contain_text("awaiting approval")
+    expect(page.get_by_test_id("action-resume")).to_be_hidden()  # a gate opens by approval only
+    page.once("dialog", lambda dialog: dialog.accept("canary plan reviewed"))
+    page.get_by_test_id("action-approve").click()
+    expect(page.get_by_test_id("approvals")).to_contain_text("web-approver")
+    expect(page.get_by_test_id("approvals")).to_contain_text("canary plan reviewed")
+    ended = wait_api(stack, batch["id"], lambda b: b["state"] in TERMINAL)
+    assert ended["state"] == "succeeded"
+    shot(page, "15-approved")

@@ -231,6 +231,9 @@ def test_skip_matching_and_dry_run(stack: ProcessStack) -> None:
         "health_check": None,
         "on_unhealthy": "keep",
         "backup": None,
+        "spread": None,
+        "waves_by": None,
+        "domains": None,
     }
     assert sim_stats(stack)["requests"]["changeos"] == before  # the dry run sent nothing
     assert all(s not in sim_stats(stack)["changeos_accepted"] for s in servers[2:])

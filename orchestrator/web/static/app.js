@@ -550,7 +550,8 @@
       name: "resume",
       label: "Resume",
       kind: "btn btn-primary",
-      shows: (b) => b.state === "paused" && !b.cancel_requested,
+      // An approval gate opens with approvals, never with a resume.
+      shows: (b) => b.state === "paused" && !b.cancel_requested && (b.approval_gate === null || b.approval_gate === undefined),
     },
     {
       name: "cancel",
@@ -716,7 +717,8 @@
       if (b.state === "paused") {
         const reason = b.pause_reason || "no reason given";
         const who = b.paused_by && !reason.includes(b.paused_by) ? ` (by ${b.paused_by})` : "";
-        list.push(el("p", { class: "notice warn", testid: "pause-reason" }, `Paused: ${reason}${who}. Resume to continue.`));
+        const next = b.approval_gate === null || b.approval_gate === undefined ? "Resume to continue." : "An approver must approve (or reject) it.";
+        list.push(el("p", { class: "notice warn", testid: "pause-reason" }, `Paused: ${reason}${who}. ${next}`));
       }
       if (b.abort_reason) {
         list.push(el("p", { class: "notice error", testid: "abort-reason" }, `Aborted: ${words(b.abort_reason)}`));
