@@ -193,36 +193,25 @@ def _comment(body: dict[str, Any]) -> str | None:
     return comment
 
 
-async def approve_batch(request: web.Request) -> web.Response:
-    """One approver's approval of the gate the batch waits on (never the submitter's)."""
+async def _decide(request: web.Request, decide: Callable[..., dict[str, Any]]) -> web.Response:
+    """One approver's decision (approve or reject) on the gate the batch waits on."""
     rt = request.app[RUNTIME]
     batch_id = await _visible_batch_id(request)
     comment = _comment(object_with(await json_body(request, optional=True), {"comment"}))
     view = await _in_thread(
-        approvals.approve,
-        rt.sessions,
-        batch_id,
-        principal=_actor(request),
-        comment=comment,
-        now=rt.clock(),
+        decide, rt.sessions, batch_id, principal=_actor(request), comment=comment, now=rt.clock()
     )
     return web.json_response(view)
+
+
+async def approve_batch(request: web.Request) -> web.Response:
+    """One approver's approval of the gate the batch waits on (never the submitter's)."""
+    return await _decide(request, approvals.approve)
 
 
 async def reject_batch(request: web.Request) -> web.Response:
     """Refuse the gate the batch waits on: the batch is cancelled."""
-    rt = request.app[RUNTIME]
-    batch_id = await _visible_batch_id(request)
-    comment = _comment(object_with(await json_body(request, optional=True), {"comment"}))
-    view = await _in_thread(
-        approvals.reject,
-        rt.sessions,
-        batch_id,
-        principal=_actor(request),
-        comment=comment,
-        now=rt.clock(),
-    )
-    return web.json_response(view)
+    return await _decide(request, approvals.reject)
 
 
 def _child(request: web.Request, dry_run: bool) -> intake.Child:

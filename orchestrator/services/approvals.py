@@ -44,6 +44,28 @@ def _waiting(session: Session, batch_id: str) -> tuple[Batch, int]:
     return batch, batch.approval_gate
 
 
+def _record_decision(
+    session: Session,
+    batch_id: str,
+    gate: int,
+    *,
+    principal: str,
+    decision: str,
+    comment: str | None,
+    now: datetime,
+) -> None:
+    session.execute(
+        insert(Approval).values(
+            batch_id=batch_id,
+            gate=gate,
+            principal=principal,
+            decision=decision,
+            comment=comment,
+            at=now,
+        )
+    )
+
+
 def approvers(session: Session, batch_id: str, gate: int) -> list[str]:
     return list(
         session.scalars(
@@ -76,15 +98,14 @@ def approve(
             kind = Forbidden if principal == batch.submitted_by else Conflict
             raise kind(refusal, {"batch_id": batch_id, "gate": gate})
         try:
-            session.execute(
-                insert(Approval).values(
-                    batch_id=batch_id,
-                    gate=gate,
-                    principal=principal,
-                    decision="approved",
-                    comment=comment,
-                    at=now,
-                )
+            _record_decision(
+                session,
+                batch_id,
+                gate,
+                principal=principal,
+                decision="approved",
+                comment=comment,
+                now=now,
             )
             session.flush()
         except (IntegrityError, psycopg.errors.UniqueViolation):
@@ -134,15 +155,14 @@ def reject(
     """Refuse the gate: the batch is cancelled (what was sent is followed to its end)."""
     with sessions() as session:
         _, gate = _waiting(session, batch_id)
-        session.execute(
-            insert(Approval).values(
-                batch_id=batch_id,
-                gate=gate,
-                principal=principal,
-                decision="rejected",
-                comment=comment,
-                at=now,
-            )
+        _record_decision(
+            session,
+            batch_id,
+            gate,
+            principal=principal,
+            decision="rejected",
+            comment=comment,
+            now=now,
         )
         record_batch_transition(
             session,
