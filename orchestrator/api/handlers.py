@@ -14,16 +14,25 @@ from aiohttp import web
 from orchestrator.api.keys import AUDIT_BATCH, AUDIT_PROJECT, PRINCIPAL, REDIS, RUNTIME
 from orchestrator.api.schemas import BatchRequest, RequestInvalid, parse_batch_request
 from orchestrator.domain.access import Principal
-from orchestrator.domain.states import ServerState
+from orchestrator.domain.states import BatchState, ServerState
 from orchestrator.errors import Forbidden, NotFound
 from orchestrator.ids import canonical_uuid
-from orchestrator.services import approvals, batches, control, health, intake, rollbacks
+from orchestrator.services import (
+    approvals,
+    batches,
+    control,
+    exports,
+    health,
+    intake,
+    rollbacks,
+)
 from orchestrator.services.batches import NewBatch
 
 log = logging.getLogger("reimage.api")
 T = TypeVar("T")
 SERVICE_TIMEOUT_S = 20.0
 _SERVER_PREFIX = re.compile(r"[0-9a-f-]{1,36}")
+_ERROR_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -300,14 +309,39 @@ async def _visible_batch_id(request: web.Request) -> str:
 
 async def list_batches(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
+    state = _choice(request, "state", [s.value for s in BatchState])
+    order = _choice(request, "order", ["newest", "oldest"]) or "newest"
+    search = request.query.get("q") or None
+    if search is not None and len(search) > 64:
+        raise RequestInvalid("invalid request", {"q": "at most 64 characters"})
     page = await _in_thread(
         batches.list_batches,
         rt.sessions,
         projects=request[PRINCIPAL].project_filter(),
         limit=limit_param(request, 50, 500),
         cursor=request.query.get("cursor"),
+        state=state,
+        search=search,
+        oldest_first=order == "oldest",
     )
     return web.json_response(page)
+
+
+def _choice(request: web.Request, name: str, allowed: list[str]) -> str | None:
+    """A query parameter that must be one of `allowed` (absent or empty: None)."""
+    value = request.query.get(name) or None
+    if value is not None and value not in allowed:
+        raise RequestInvalid("invalid request", {name: "one of " + ", ".join(allowed)})
+    return value
+
+
+def _code(request: web.Request) -> str | None:
+    code = request.query.get("code") or None
+    if code is not None and not _ERROR_CODE.fullmatch(code):
+        raise RequestInvalid(
+            "invalid request", {"code": "an error code: 1-64 of A-Z a-z 0-9 _ . -"}
+        )
+    return code
 
 
 async def get_batch(request: web.Request) -> web.Response:
@@ -319,12 +353,8 @@ async def get_batch(request: web.Request) -> web.Response:
 async def list_batch_servers(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     batch_id = await _visible_batch_id(request)
-    state = request.query.get("state") or None
-    if state is not None and state not in {s.value for s in ServerState}:
-        raise RequestInvalid(
-            "invalid request",
-            {"state": "one of " + ", ".join(s.value for s in ServerState)},
-        )
+    state = _choice(request, "state", [s.value for s in ServerState])
+    code = _code(request)
     server_prefix = request.query.get("server", "").lower() or None
     if server_prefix is not None and not _SERVER_PREFIX.fullmatch(server_prefix):
         raise RequestInvalid(
@@ -335,11 +365,33 @@ async def list_batch_servers(request: web.Request) -> web.Response:
         rt.sessions,
         batch_id,
         state=state,
+        code=code,
         server_prefix=server_prefix,
         limit=limit_param(request),
         cursor=request.query.get("cursor"),
     )
     return web.json_response(page)
+
+
+async def export_batch_servers(request: web.Request) -> web.StreamResponse:
+    """The batch's servers as a CSV download (all, one state or one code), streamed."""
+    rt = request.app[RUNTIME]
+    batch_id = await _visible_batch_id(request)
+    state = _choice(request, "state", [s.value for s in ServerState])
+    code = _code(request)
+    chunks = await _in_thread(exports.servers_csv, rt.sessions, batch_id, state=state, code=code)
+    name = "-".join(p for p in ("batch", batch_id, state, code) if p)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="{name}.csv"',
+        }
+    )
+    await response.prepare(request)
+    while (chunk := await _in_thread(next, chunks, None)) is not None:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
 
 
 async def server_history(request: web.Request) -> web.Response:

@@ -15,7 +15,7 @@ from orchestrator import __version__
 from orchestrator.api import responses as r
 from orchestrator.api.route_spec import Answer, RouteSpec
 from orchestrator.api.schemas import BatchRequest
-from orchestrator.domain.states import ServerState
+from orchestrator.domain.states import BatchState, ServerState
 from orchestrator.ids import UUID_PATTERN
 
 REF = "#/components/schemas/{model}"
@@ -55,6 +55,19 @@ _QUERY: dict[str, tuple[dict[str, Any], str]] = {
     "server": (
         {"type": "string", "pattern": "^[0-9a-fA-F-]{1,36}$"},
         "only servers whose id starts with this",
+    ),
+    "state@batch": (
+        {"type": "string", "enum": [s.value for s in BatchState]},
+        "only batches in this state",
+    ),
+    "q": (
+        {"type": "string", "maxLength": 64},
+        "only batches whose id or submitter (token name) starts with this",
+    ),
+    "order": ({"type": "string", "enum": ["newest", "oldest"]}, "newest first (default)"),
+    "code": (
+        {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
+        "only servers with this error code (e.g. Ecs.0202)",
     ),
     "dry_run": ({"type": "boolean"}, "report what would happen; store and send nothing"),
     "actor": ({"type": "string", "maxLength": 64}, "token name"),
@@ -114,7 +127,14 @@ def _operation(spec: RouteSpec) -> dict[str, Any]:
             if "{" + name + "}" in spec.path
         ]
         + [
-            {"name": n, "in": "query", "required": False, "schema": s, "description": d}
+            # "state@batch": the parameter `state`, described as the batch list takes it.
+            {
+                "name": n.split("@")[0],
+                "in": "query",
+                "required": False,
+                "schema": s,
+                "description": d,
+            }
             for n, (s, d) in ((n, _QUERY[n]) for n in spec.query)
         ],
         "responses": {str(answer.status): _answer(answer) for answer in spec.answers},

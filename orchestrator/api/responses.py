@@ -81,6 +81,13 @@ class WaveView(_Open):
     counts: dict[str, int]
 
 
+class FailureGroup(_Open):
+    state: ServerState
+    code: str
+    count: int
+    message: str | None = Field(description="the message of the group's first server")
+
+
 class BatchView(_Open):
     id: str
     state: BatchState
@@ -131,6 +138,11 @@ class BatchView(_Open):
     )
     approval_gate: int | None = Field(
         None, description="paused for approvals: 0 before the first wave, k after wave k"
+    )
+    failure_codes: list[FailureGroup] | None = Field(
+        None,
+        description="only on GET of one batch: failed, skipped and cancelled servers grouped "
+        "by state and error code, biggest group first",
     )
 
 

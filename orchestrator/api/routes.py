@@ -101,7 +101,7 @@ ROUTES: tuple[RouteSpec, ...] = (
         VIEWER,
         "List batches, newest first",
         scope="filter",
-        query=("limit", "cursor"),
+        query=("state@batch", "q", "order", "limit", "cursor"),
         answers=(Answer(200, "a page of batches", (r.BatchPage,)),),
     ),
     RouteSpec(
@@ -120,8 +120,25 @@ ROUTES: tuple[RouteSpec, ...] = (
         VIEWER,
         "A batch's servers",
         scope="batch",
-        query=("state", "server", "limit", "cursor"),
+        query=("state", "code", "server", "limit", "cursor"),
         answers=(Answer(200, "a page of servers", (r.ServerPage,)),),
+    ),
+    RouteSpec(
+        "GET",
+        BATCH + "/servers.csv",
+        handlers.export_batch_servers,
+        VIEWER,
+        "A batch's servers as CSV (all, one state or one error code)",
+        scope="batch",
+        query=("state", "code"),
+        answers=(
+            Answer(
+                200,
+                "text/csv: a header row, then one row per server in submission order",
+                media="text/csv",
+                body_type="string",
+            ),
+        ),
     ),
     RouteSpec(
         "GET",

@@ -30,6 +30,7 @@ from orchestrator.domain.states import ACTIVE_SERVER_STATES, BatchState, ServerS
 from orchestrator.errors import Conflict, NotFound, ServiceError
 from orchestrator.services.approvals import approvals_of
 from orchestrator.services.cursors import BadCursor, decode, decode_int, encode
+from orchestrator.services.exports import failure_codes
 from orchestrator.services.sealing import seal
 from orchestrator.services.views import batch_view, history_view, server_view
 from orchestrator.services.webhooks import delivery_counts
@@ -450,6 +451,7 @@ def get_batch(sessions: sessionmaker[Session], batch_id: str) -> dict[str, Any]:
         view = batch_view(batch)
         view["webhooks"] = delivery_counts(session, batch_id)
         view["approvals"] = approvals_of(session, batch)
+        view["failure_codes"] = failure_codes(session, batch_id)
     waves: dict[int, dict[str, int]] = {}
     for wave, state, n in per_wave:
         waves.setdefault(wave, {s.value: 0 for s in ServerState})[state] = int(n)
@@ -472,19 +474,40 @@ def list_batches(
     limit: int,
     cursor: str | None,
     projects: list[str] | None = None,
+    state: str | None = None,
+    search: str | None = None,
+    oldest_first: bool = False,
 ) -> dict[str, Any]:
-    """Newest first, keyset-paged on (created_at, id); only `projects`' batches when given."""
-    query = select(Batch).order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit + 1)
+    """Newest (or oldest) first, keyset-paged on (created_at, id); only `projects`' batches
+    when given, only those in `state`, only those whose id or submitter starts with `search`
+    (the filter and search box of the web page's list)."""
+    keys = (Batch.created_at, Batch.id)
+    query = select(Batch).limit(limit + 1)
+    query = query.order_by(*(key.asc() if oldest_first else key.desc() for key in keys))
     if projects is not None:
         query = query.where(Batch.project_id.in_(projects))
-    if cursor:
-        created_at, batch_id = _decode_batch_cursor(cursor)
+    if state:
+        query = query.where(Batch.state == state)
+    if search:
         query = query.where(
             or_(
+                Batch.id.startswith(search.lower(), autoescape=True),
+                Batch.submitted_by.startswith(search, autoescape=True),
+            )
+        )
+    if cursor:
+        created_at, batch_id = _decode_batch_cursor(cursor)
+        if oldest_first:
+            after = or_(
+                Batch.created_at > created_at,
+                and_(Batch.created_at == created_at, Batch.id > batch_id),
+            )
+        else:
+            after = or_(
                 Batch.created_at < created_at,
                 and_(Batch.created_at == created_at, Batch.id < batch_id),
             )
-        )
+        query = query.where(after)
     with sessions() as session:
         rows = list(session.scalars(query))
     page = rows[:limit]
@@ -503,9 +526,11 @@ def list_batch_servers(
     limit: int,
     cursor: str | None,
     server_prefix: str | None = None,
+    code: str | None = None,
 ) -> dict[str, Any]:
     """A batch's servers in submission order, keyset-paged on the row id; optionally only
-    those in one state or whose id starts with `server_prefix` (the search box of the page)."""
+    those in one state, with one error code, or whose id starts with `server_prefix` (the
+    search box of the page)."""
     query = (
         select(BatchServer)
         .where(BatchServer.batch_id == batch_id)
@@ -516,6 +541,8 @@ def list_batch_servers(
         query = query.where(BatchServer.state == state)
     if server_prefix:
         query = query.where(BatchServer.server_id.startswith(server_prefix, autoescape=True))
+    if code:
+        query = query.where(BatchServer.error_code == code)
     if cursor:
         query = query.where(BatchServer.id > decode_int(cursor))
     else:

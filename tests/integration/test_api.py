@@ -293,3 +293,118 @@ async def test_readyz_reports_each_dependency(client: TestClient[Any, Any]) -> N
     response = await client.get("/readyz")
     assert response.status == 200
     assert (await response.json())["checks"] == {"database": "ok", "redis": "ok"}
+
+
+def _fail(runtime: Runtime, batch_id: str, failures: dict[str, tuple[str, str]]) -> None:
+    """Move the batch's pending servers named in `failures` through submitting to failed with
+    a cloud code and message, as the transition function records it for a failed job."""
+    from datetime import UTC, datetime
+
+    from orchestrator.db.transitions import record_server_transition
+    from orchestrator.domain.states import ServerState
+
+    now = datetime.now(UTC)
+    with runtime.sessions() as session:
+        rows = session.execute(
+            select(BatchServer.id, BatchServer.server_id).where(BatchServer.batch_id == batch_id)
+        ).all()
+        for row_id, server_id in rows:
+            if server_id not in failures:
+                continue
+            code, message = failures[server_id]
+            record_server_transition(
+                session,
+                row_id,
+                expected=ServerState.PENDING,
+                to=ServerState.SUBMITTING,
+                reason="test",
+                now=now,
+            )
+            record_server_transition(
+                session,
+                row_id,
+                expected=ServerState.SUBMITTING,
+                to=ServerState.FAILED,
+                reason="job_failed",
+                now=now,
+                values={"error_code": code, "error_message": message},
+            )
+        session.commit()
+
+
+async def test_failures_grouped_by_code_filtered_and_exported_as_csv(
+    client: TestClient[Any, Any], runtime: Runtime
+) -> None:
+    servers = [str(uuid.uuid4()) for _ in range(5)]
+    created = await (await client.post("/api/v1/batches", json=body(servers), headers=AUTH)).json()
+    bid = created["id"]
+    _fail(
+        runtime,
+        bid,
+        {
+            servers[0]: ("Ecs.0202", "=HYPERLINK(evil)"),
+            servers[2]: ("Ecs.0202", "other words"),
+            servers[3]: ("Ecs.0111", 'image gone, "quoted"'),
+        },
+    )
+    batch = await (await client.get(f"/api/v1/batches/{bid}", headers=AUTH)).json()
+    assert batch["failure_codes"] == [
+        {"state": "failed", "code": "Ecs.0202", "count": 2, "message": "=HYPERLINK(evil)"},
+        {"state": "failed", "code": "Ecs.0111", "count": 1, "message": 'image gone, "quoted"'},
+    ]
+    page = await (
+        await client.get(f"/api/v1/batches/{bid}/servers?code=Ecs.0202", headers=AUTH)
+    ).json()
+    assert [s["server_id"] for s in page["items"]] == [servers[0], servers[2]]
+    bad = await client.get(f"/api/v1/batches/{bid}/servers?code=a%20b", headers=AUTH)
+    assert bad.status == 400 and "code" in (await bad.json())["error"]["fields"]
+
+    export = await client.get(f"/api/v1/batches/{bid}/servers.csv", headers=AUTH)
+    assert export.status == 200
+    assert export.headers["Content-Type"].startswith("text/csv")
+    assert f'filename="batch-{bid}.csv"' in export.headers["Content-Disposition"]
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(await export.text())))
+    assert [r["server_id"] for r in rows] == servers
+    assert [r["state"] for r in rows] == ["failed", "pending", "failed", "failed", "pending"]
+    # A cloud message is never a formula to the spreadsheet that opens the file.
+    assert rows[0]["error_message"] == "'=HYPERLINK(evil)"
+    assert rows[3]["error_message"] == 'image gone, "quoted"'
+    only = await client.get(
+        f"/api/v1/batches/{bid}/servers.csv?state=failed&code=Ecs.0111", headers=AUTH
+    )
+    lines = (await only.text()).splitlines()
+    assert len(lines) == 2 and lines[1].startswith(servers[3] + ",failed,")
+    missing = await client.get(f"/api/v1/batches/{uuid.uuid4()}/servers.csv", headers=AUTH)
+    assert missing.status == 404
+    assert (await client.get(f"/api/v1/batches/{bid}/servers.csv")).status == 401
+
+
+async def test_batch_list_filters_by_state_searches_and_sorts(
+    client: TestClient[Any, Any],
+) -> None:
+    ids = []
+    for _ in range(3):
+        response = await client.post("/api/v1/batches", json=body(), headers=AUTH)
+        ids.append((await response.json())["id"])
+    paused = await client.post(f"/api/v1/batches/{ids[1]}/pause", headers=AUTH)
+    assert (await paused.json())["state"] == "paused"
+
+    async def listed(query: str) -> list[str]:
+        response = await client.get(f"/api/v1/batches?{query}", headers=AUTH)
+        assert response.status == 200, await response.text()
+        return [b["id"] for b in (await response.json())["items"]]
+
+    assert await listed("state=paused") == [ids[1]]
+    assert await listed("state=pending") == [ids[2], ids[0]]
+    assert await listed(f"q={ids[0][:8]}") == [ids[0]]
+    assert await listed(f"q={ids[0][:8].upper()}") == [ids[0]]
+    assert await listed("q=nobody-by-that-name") == []
+    oldest = await (await client.get("/api/v1/batches?order=oldest&limit=2", headers=AUTH)).json()
+    rest = await listed(f"order=oldest&limit=2&cursor={oldest['next_cursor']}")
+    assert [b["id"] for b in oldest["items"]] + rest == ids
+    for query, field in [("state=done", "state"), ("order=up", "order"), ("q=" + "x" * 65, "q")]:
+        response = await client.get(f"/api/v1/batches?{query}", headers=AUTH)
+        assert response.status == 400 and field in (await response.json())["error"]["fields"]

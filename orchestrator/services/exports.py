@@ -1,0 +1,142 @@
+"""What a batch's servers add up to for the people reading it: failures grouped by the code
+behind them ("312 x Ecs.0202") and the servers as CSV, all of them or one state or one code.
+
+Both read only one batch's rows through the (batch_id, state, id) and (batch_id, id) indexes;
+the CSV is written in keyset-paged chunks so a 100,000-server batch never sits in memory."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator.db.models import Batch, BatchServer
+from orchestrator.domain.states import ServerState
+from orchestrator.errors import NotFound
+from orchestrator.services.views import iso
+
+# The states whose servers carry the code of what stopped them: a failed change, a server
+# pre-flight refused (skipped), a server cancelled after a refused call.
+_WITH_A_CODE = (ServerState.FAILED.value, ServerState.SKIPPED.value, ServerState.CANCELLED.value)
+CSV_COLUMNS = (
+    "server_id",
+    "state",
+    "wave",
+    "attempt",
+    "phase",
+    "image_id",
+    "previous_image",
+    "job_id",
+    "job_status",
+    "error_code",
+    "error_message",
+    "submitted_at",
+    "finished_at",
+    "updated_at",
+)
+CSV_CHUNK = 2000
+
+
+def failure_codes(session: Session, batch_id: str) -> list[dict[str, Any]]:
+    """Failed, skipped and cancelled servers grouped by state and error code, biggest first,
+    each with one of its messages (the first by row order, so the same on every read)."""
+    rows = session.execute(
+        select(
+            BatchServer.state,
+            BatchServer.error_code,
+            func.count(),
+            func.min(BatchServer.id),
+        )
+        .where(
+            BatchServer.batch_id == batch_id,
+            BatchServer.state.in_(_WITH_A_CODE),
+            BatchServer.error_code.is_not(None),
+        )
+        .group_by(BatchServer.state, BatchServer.error_code)
+    ).all()
+    ordered = sorted(rows, key=lambda row: (-int(row[2]), row[0], row[1]))
+    return [
+        {
+            "state": state,
+            "code": code,
+            "count": int(count),
+            "message": session.scalar(
+                select(BatchServer.error_message).where(BatchServer.id == first_id)
+            ),
+        }
+        for state, code, count, first_id in ordered
+    ]
+
+
+def servers_csv(
+    sessions: sessionmaker[Session],
+    batch_id: str,
+    *,
+    state: str | None,
+    code: str | None,
+) -> Iterator[bytes]:
+    """The batch's servers in submission order as CSV (a header, then one row each).
+
+    Raises NotFound before the first chunk when there is no such batch, so the caller can still
+    answer 404 rather than a broken download."""
+    with sessions() as session:
+        if session.get(Batch, batch_id) is None:
+            raise NotFound(f"batch {batch_id} does not exist")
+    return _chunks(sessions, batch_id, state=state, code=code)
+
+
+def _chunks(
+    sessions: sessionmaker[Session], batch_id: str, *, state: str | None, code: str | None
+) -> Iterator[bytes]:
+    yield _csv_line(CSV_COLUMNS)
+    after = 0
+    while True:
+        query = (
+            select(BatchServer)
+            .where(BatchServer.batch_id == batch_id, BatchServer.id > after)
+            .order_by(BatchServer.id)
+            .limit(CSV_CHUNK)
+        )
+        if state:
+            query = query.where(BatchServer.state == state)
+        if code:
+            query = query.where(BatchServer.error_code == code)
+        with sessions() as session:
+            rows = list(session.scalars(query))
+        if not rows:
+            return
+        yield b"".join(_csv_line(_csv_row(row)) for row in rows)
+        after = rows[-1].id
+
+
+def _csv_row(row: BatchServer) -> tuple[Any, ...]:
+    return (
+        row.server_id,
+        row.state,
+        row.wave,
+        row.attempt,
+        row.phase,
+        row.target_image,
+        row.previous_image,
+        row.job_id,
+        row.job_status,
+        row.error_code,
+        row.error_message,
+        iso(row.submitted_at),
+        iso(row.finished_at),
+        iso(row.updated_at),
+    )
+
+
+def _csv_line(values: tuple[Any, ...]) -> bytes:
+    buffer = io.StringIO()
+    # A cell starting with =, +, - or @ is a formula to a spreadsheet: cloud messages are
+    # not ours to trust, so such cells are quoted with a leading apostrophe (OWASP's advice).
+    csv.writer(buffer, lineterminator="\r\n").writerow(
+        ["'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v for v in values]
+    )
+    return buffer.getvalue().encode()
