@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from orchestrator import ids
+
 
 class SettingsError(Exception):
     """A missing or malformed setting; the message is one line naming the variable."""
@@ -29,6 +31,12 @@ class Settings(BaseSettings):
         default_factory=dict, validation_alias="ORCH_ECS_ENDPOINTS"
     )
     # IMS and EVS (pre-flight facts), signed like ECS; templates and per-region overrides.
+    regions: list[str] | None = Field(
+        None,
+        validation_alias="ORCH_REGIONS",
+        description="the regions a batch may name (JSON list); default: the SDK's public "
+        "regions; either way, plus every region with an endpoint override",
+    )
     ims_endpoint: str = Field(
         "https://ims.{region}.myhuaweicloud.com", validation_alias="ORCH_IMS_ENDPOINT"
     )
@@ -147,6 +155,12 @@ class Settings(BaseSettings):
         if self.redis_url.startswith("redis+socket://"):
             return "unix://" + self.redis_url.removeprefix("redis+socket://")
         return self.redis_url
+
+    def accepts_region(self, region: str) -> bool:
+        """Whether a batch may name this region: a known one, or one with its own endpoint."""
+        known = ids.PUBLIC_REGIONS if self.regions is None else frozenset(self.regions)
+        overridden = {*self.ecs_endpoints, *self.ims_endpoints, *self.evs_endpoints}
+        return region in known or region in overridden
 
     def endpoint_for(self, region: str, service: Literal["ecs", "ims", "evs"] = "ecs") -> str:
         """The service's endpoint in the region: its per-region override, else its template."""

@@ -150,6 +150,7 @@ def _parse(request: web.Request, payload: Any) -> BatchRequest:
         max_servers=settings.max_servers_per_batch,
         notify_allowed_hosts=settings.notify_allowed_hosts,
         health_allowed_hosts=settings.health_allowed_hosts,
+        accepts_region=settings.accepts_region,
     )
 
 

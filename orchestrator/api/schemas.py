@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, NoReturn
@@ -65,6 +65,7 @@ _CTX_SECRET_KEY = "secret_key_configured"
 _CTX_MAX_SERVERS = "max_servers"
 _CTX_ALLOWED_HOSTS = "notify_allowed_hosts"
 _CTX_HEALTH_HOSTS = "health_allowed_hosts"
+_CTX_REGIONS = "accepts_region"
 _DEFAULT_MAX_SERVERS = 100_000
 
 _PERCENT = re.compile(r"([0-9]{1,3})%")
@@ -156,7 +157,7 @@ def _documented(pattern: str) -> WithJsonSchema:
 Uuid = Annotated[StrictStr, AfterValidator(_uuid), _documented(UUID_PATTERN)]
 ProjectId = Annotated[
     StrictStr,
-    _matching(PROJECT_ID_PATTERN, "must be 1-64 characters of A-Z a-z 0-9 _ -"),
+    _matching(PROJECT_ID_PATTERN, "must be 32 lowercase hex digits (the IAM project id)"),
     _documented(PROJECT_ID_PATTERN),
 ]
 Region = Annotated[
@@ -565,6 +566,17 @@ class BatchRequest(BaseModel):
             _raise_errors(errors)
         return servers
 
+    @field_validator("region")
+    @classmethod
+    def _known_region(cls, value: str, info: ValidationInfo) -> str:
+        accepts = _context(info).get(_CTX_REGIONS)
+        if accepts is not None and not accepts(value):
+            _fail(
+                "not a Huawei Cloud region this service knows (a typo?); "
+                "ORCH_REGIONS lists the regions when yours is missing"
+            )
+        return value
+
     @field_validator("notify_url")
     @classmethod
     def _http_url_without_credentials(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -769,8 +781,10 @@ def parse_batch_request(
     max_servers: int = _DEFAULT_MAX_SERVERS,
     notify_allowed_hosts: Iterable[str] = (),
     health_allowed_hosts: Iterable[str] = (),
+    accepts_region: Callable[[str], bool] | None = None,
 ) -> BatchRequest:
-    """Validate a decoded JSON body; raise `RequestInvalid` listing every problem."""
+    """Validate a decoded JSON body; raise `RequestInvalid` listing every problem.
+    `accepts_region`: the regions a batch may name (None: any well-formed one)."""
     if max_servers < 1:
         raise ValueError("max_servers must be at least 1")
     if not isinstance(payload, dict):
@@ -782,6 +796,7 @@ def parse_batch_request(
         _CTX_MAX_SERVERS: max_servers,
         _CTX_ALLOWED_HOSTS: tuple(notify_allowed_hosts),
         _CTX_HEALTH_HOSTS: tuple(health_allowed_hosts),
+        _CTX_REGIONS: accepts_region,
     }
     problems: list[tuple[Loc, str]] = []
     try:

@@ -69,7 +69,7 @@ def validate_token_request(
         else:
             bad = [p for p in projects if not isinstance(p, str) or not ids.PROJECT_ID.fullmatch(p)]
             if bad:
-                problems["projects"] = "project ids are 1-64 characters of A-Z a-z 0-9 _ -"
+                problems["projects"] = "project ids are 32 lowercase hex digits"
             scope = sorted({p for p in projects if isinstance(p, str)})
     if problems:
         raise TokenInvalid(problems)

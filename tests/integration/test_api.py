@@ -163,6 +163,8 @@ async def test_batch_list_is_newest_first_with_cursor(client: TestClient[Any, An
 INVALID: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("missing servers", lambda b: b.pop("servers"), "servers"),
     ("missing project", lambda b: b.pop("project_id"), "project_id"),
+    ("project typo", lambda b: b.__setitem__("project_id", "BAD"), "project_id"),
+    ("region typo", lambda b: b.__setitem__("region", "cn-nort-4"), "region"),
     ("missing imageid", lambda b: b["os_change"].pop("imageid"), "os_change.imageid"),
     ("bad uuid", lambda b: b["servers"].__setitem__(1, "not-a-uuid"), "servers[1]"),
     ("empty servers", lambda b: b.__setitem__("servers", []), "servers"),

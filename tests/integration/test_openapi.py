@@ -71,7 +71,7 @@ def test_document_is_public_and_covers_every_route(stack: FullStack) -> None:
     # The request body is the model that validates it: its rules are in the document.
     batch = document["components"]["schemas"]["BatchRequest"]
     assert batch["additionalProperties"] is False
-    assert batch["properties"]["project_id"]["pattern"] == "^[A-Za-z0-9_-]{1,64}$"
+    assert batch["properties"]["project_id"]["pattern"] == "^[0-9a-f]{32}$"
     assert "adminpass" in document["components"]["schemas"]["OsChangeSpec"]["properties"]
 
     with urllib.request.urlopen(stack.api_url + "/api/v1/docs") as response:

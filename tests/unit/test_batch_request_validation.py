@@ -171,12 +171,14 @@ def test_required_top_level_fields(field: str) -> None:
     assert_only(errors(body), field, "required")
 
 
-@pytest.mark.parametrize("project_id", [PROJECT, "my_project-1", "A" * 64])
+@pytest.mark.parametrize("project_id", [PROJECT, "0" * 32, "abcdef0123456789abcdef0123456789"])
 def test_project_id_accepted(project_id: str) -> None:
     assert parse(v1_body(project_id=project_id)).project_id == project_id
 
 
-@pytest.mark.parametrize("project_id", ["", "a" * 65, "has space", "../etc", 12])
+@pytest.mark.parametrize(
+    "project_id", ["", "a" * 65, "has space", "../etc", 12, "my_project-1", "A" * 32]
+)
 def test_project_id_rejected(project_id: object) -> None:
     assert_only(errors(v1_body(project_id=project_id)), "project_id")
 
@@ -642,3 +644,37 @@ def test_an_allowed_fixed_host_is_accepted() -> None:
         body, secret_key_configured=True, health_allowed_hosts=["*.ops.example.com"]
     )
     assert parsed.policy.health_check is not None
+
+
+@pytest.mark.parametrize(
+    "project_id", ["BAD", "0605767bd8b5d3f92f0ac0123456789", "0605767BD8B5D3F92F0AC0123456789A"]
+)
+def test_a_project_id_is_32_lowercase_hex_digits(project_id: str) -> None:
+    # A typo used to be accepted (202) and only paused the batch when a worker called the cloud.
+    with pytest.raises(RequestInvalid) as caught:
+        parse(v1_body(project_id=project_id))
+    assert "32 lowercase hex" in caught.value.fields["project_id"]
+
+
+def test_a_region_must_be_one_the_service_knows() -> None:
+    from orchestrator.config import load_settings
+
+    settings = load_settings()
+    body = v1_body(region="cn-nort-4")
+    assert parse(body).region == "cn-nort-4"  # well formed: without a region list, accepted
+    with pytest.raises(RequestInvalid) as caught:
+        parse_batch_request(
+            body, secret_key_configured=True, accepts_region=settings.accepts_region
+        )
+    assert caught.value.fields == {"region": caught.value.fields["region"]}
+    assert "ORCH_REGIONS" in caught.value.fields["region"]
+    accepted = parse_batch_request(
+        v1_body(region="eu-west-101"),
+        secret_key_configured=True,
+        accepts_region=settings.accepts_region,
+    )
+    assert accepted.region == "eu-west-101"
+    # ORCH_REGIONS replaces the list; a region with its own endpoint is always accepted.
+    private = load_settings(regions=["xx-private-1"], ecs_endpoints={"yy-lab-2": "http://lab"})
+    assert private.accepts_region("xx-private-1") and private.accepts_region("yy-lab-2")
+    assert not private.accepts_region("cn-north-4")
