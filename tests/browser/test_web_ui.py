@@ -259,8 +259,10 @@ def test_batch_page_mid_run_then_pause_freezes_submissions(
     shot(page, "03-batch-running", docs="batch.png")
 
     page.get_by_test_id("action-pause").click()
+    page.get_by_test_id("pause-dialog-input").fill("looking at wave 1")
+    page.get_by_test_id("pause-dialog-confirm").click()
     expect(page.get_by_test_id("batch-state")).to_have_text("paused")
-    expect(page.get_by_test_id("pause-reason")).to_contain_text("Paused")
+    expect(page.get_by_test_id("pause-reason")).to_contain_text("Paused: looking at wave 1")
     expect(page.get_by_test_id("action-pause")).to_be_hidden()
     expect(page.get_by_test_id("action-resume")).to_be_visible()
     shot(page, "04-batch-paused")
@@ -318,7 +320,7 @@ def test_filter_search_and_a_failed_servers_timeline(
     expect(rows).to_have_count(1)
     rows.first.get_by_test_id("server-link").click()
 
-    expect(page).to_have_url(re.compile(f"#/servers/{target}$"))
+    expect(page).to_have_url(re.compile(f"#/servers/{target}\\?batch={batch_a['id']}$"))
     expect(page.get_by_test_id("server-id")).to_have_text(target)
     history = api(stack, "GET", f"/servers/{target}/history")["items"]
     expect(page.get_by_test_id("history-row")).to_have_count(len(history))
@@ -356,8 +358,10 @@ def test_resume_runs_the_batch_to_its_end_then_retry_opens_the_new_batch(
     expect(page.get_by_test_id("live-indicator")).to_be_hidden()
     shot(page, "07-batch-finished")
 
-    page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_test_id("action-retry").click()
+    page.get_by_test_id("retry-dry-run").click()
+    expect(page.get_by_test_id("retry-result")).to_contain_text(f"{len(A_FAILING)} server(s)")
+    page.get_by_test_id("retry-submit").click()
     expect(page).not_to_have_url(re.compile(f"#/batches/{batch_a['id']}$"))
     expect(page.get_by_test_id("parent-link")).to_have_text(batch_a["id"][:8])
     child_id = page.get_by_test_id("batch-page").get_attribute("data-batch-id")
@@ -395,13 +399,17 @@ def test_cancel_a_second_batch_and_hostile_text_stays_text(page: Page, stack: Fu
     # batch has claimed meanwhile is a conflict (409).
     cancelled = [s for s in servers if not accepted(stack, [s])]
     submit(stack, cancelled, max_in_flight=1)
-    page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_test_id("action-retry").click()
-    expect(page.get_by_test_id("action-error")).to_have_text(
-        f"Retry failed: {len(cancelled)} server(s) already belong to an active batch"
+    page.get_by_test_id("retry-dry-run").click()
+    expect(page.get_by_test_id("retry-result")).to_contain_text(f"{len(cancelled)} conflict")
+    page.get_by_test_id("retry-submit").click()
+    expect(page.get_by_test_id("submit-error-message")).to_have_text(
+        f"HTTP 409: {len(cancelled)} server(s) already belong to an active batch"
     )
+    expect(page.get_by_test_id("conflict")).to_have_count(len(cancelled))
     expect(page).to_have_url(re.compile(f"#/batches/{batch['id']}$"))
     shot(page, "10-retry-conflict")
+    page.get_by_test_id("dialog-cancel").click()
 
     page.get_by_test_id("sign-out").click()
     expect(page.get_by_test_id("sign-in-message")).to_have_text("Signed out.")
@@ -528,8 +536,9 @@ def test_an_approver_approves_a_waiting_batch_from_the_page(page: Page, stack: F
     page.goto(f"{stack.api_url}/#/batches/{batch['id']}")
     expect(page.get_by_test_id("pause-reason")).to_contain_text("awaiting approval")
     expect(page.get_by_test_id("action-resume")).to_be_hidden()  # a gate opens by approval only
-    page.once("dialog", lambda dialog: dialog.accept("canary plan reviewed"))
     page.get_by_test_id("action-approve").click()
+    page.get_by_test_id("approve-dialog-input").fill("canary plan reviewed")
+    page.get_by_test_id("approve-dialog-confirm").click()
     expect(page.get_by_test_id("approvals")).to_contain_text("web-approver")
     expect(page.get_by_test_id("approvals")).to_contain_text("canary plan reviewed")
     ended = wait_api(stack, batch["id"], lambda b: b["state"] in TERMINAL)
