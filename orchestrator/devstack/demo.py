@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +31,13 @@ from orchestrator.devstack.stack import (
     embedded_redis,
     free_port,
     http_json,
+    port_is_free,
     redis_answers,
     wait_http,
 )
 
 TERMINAL = {"succeeded", "partially_failed", "aborted", "cancelled"}
+CLI_DEFAULT_PORT = 8080
 
 
 # The demo's errors are the stack's: one line for the user.
@@ -91,7 +95,11 @@ def _run(args: argparse.Namespace, database_url: str, stack: Stack, console: Con
     ak, sk = "DEMO" + secrets.token_hex(8).upper(), secrets.token_hex(20)
     project_id = uuid.uuid4().hex
     sim_port = free_port()
-    api_port = args.api_port or free_port()
+    # The CLI's default API URL is port 8080: take it when it is free, so fewer things differ.
+    api_port = args.api_port or (
+        CLI_DEFAULT_PORT if port_is_free(CLI_DEFAULT_PORT) else free_port()
+    )
+    image_id = str(uuid.uuid4())
     env = {
         **os.environ,
         "ORCH_DATABASE_URL": database_url,
@@ -151,7 +159,7 @@ def _run(args: argparse.Namespace, database_url: str, stack: Stack, console: Con
             "region": "cn-north-4",
             "servers": servers,
             "os_change": {
-                "imageid": str(uuid.uuid4()),
+                "imageid": image_id,
                 "keyname": "KeyPair-demo",
                 "userid": uuid.uuid4().hex,
                 "metadata": {"BYOL": "true"},
@@ -165,12 +173,88 @@ def _run(args: argparse.Namespace, database_url: str, stack: Stack, console: Con
     final = _follow(api_url, token, batch["id"], stack, console)
     _summary(api_url, token, final, console)
     keep = args.keep_running if args.keep_running is not None else sys.stdout.isatty()
-    if keep:
-        console.print("the stack keeps running; press Ctrl-C to stop it")
-        while True:
-            stack.check_alive()
-            time.sleep(1)
-    return 0
+    if not keep:
+        # Nothing to point at: the stack stops as this returns.
+        console.print("the stack stops now (run with --keep-running to explore it)")
+        return exit_code(final["state"])
+    own = DemoFacts(
+        api_url=api_url,
+        token=token,
+        sim_url=f"http://127.0.0.1:{sim_port}",
+        project_id=project_id,
+        image_id=image_id,
+        servers_file=_own_servers(stack.directory),
+        batch_id=final["id"],
+    )
+    console.print(next_steps(own), soft_wrap=True, highlight=False, markup=False)
+    console.print("the stack keeps running; press Ctrl-C to stop it")
+    while True:
+        stack.check_alive()
+        time.sleep(1)
+
+
+@dataclass(frozen=True)
+class DemoFacts:
+    """What a newcomer needs to submit a batch of their own to the running demo stack."""
+
+    api_url: str
+    token: str
+    sim_url: str
+    project_id: str
+    image_id: str
+    servers_file: Path
+    batch_id: str
+
+
+def exit_code(state: str) -> int:
+    """The CLI's exit-code rule (README, Operator CLI): 0 when every server succeeded, 1 when
+    some failed or the batch was aborted or cancelled."""
+    return 0 if state == "succeeded" else 1
+
+
+def next_steps(facts: DemoFacts) -> str:
+    """The block to copy: the CLI's environment, the web page, the simulator's project and an
+    image it accepts, and a submit command for a few servers of one's own."""
+    cli = _cli_command()
+    servers = os.path.relpath(facts.servers_file)
+    return "\n".join(
+        [
+            "",
+            "Drive it yourself, from another terminal in this directory:",
+            "",
+            f"  export ORCH_API_URL={facts.api_url} ORCH_API_TOKEN={facts.token}",
+            f"  {cli} status {facts.batch_id}",
+            f"  {cli} submit --project-id {facts.project_id} --region cn-north-4 \\",
+            f"      --image {facts.image_id} --keyname KeyPair-demo \\",
+            f"      --servers {servers} --watch",
+            "",
+            f"  web page:   {facts.api_url}/  (sign in with the token above)",
+            f"  API:        curl -H 'Authorization: Bearer {facts.token}' "
+            f"{facts.api_url}/api/v1/batches",
+            f"  simulator:  {facts.sim_url}  project {facts.project_id}, region cn-north-4;",
+            "              any UUID is a server there, and any UUID an active Linux image",
+            f"  {servers} holds 5 fresh server ids; put your own UUIDs in it, one a line.",
+            "",
+        ]
+    )
+
+
+def _cli_command() -> str:
+    """How this shell reaches the CLI: the running `reimage` script (often .venv/bin/reimage),
+    relative to the working directory when it is below it."""
+    script = Path(sys.argv[0])
+    if script.name != "reimage":
+        return "reimage" if shutil.which("reimage") else f"{sys.executable} -m orchestrator"
+    try:
+        return str(script.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
+def _own_servers(directory: Path) -> Path:
+    path = directory / "my-servers.txt"
+    path.write_text("".join(f"{uuid.uuid4()}\n" for _ in range(5)))
+    return path
 
 
 def _follow(api_url: str, token: str, batch_id: str, stack: Stack, console: Console) -> Any:
@@ -198,18 +282,18 @@ def _follow(api_url: str, token: str, batch_id: str, stack: Stack, console: Cons
 
 
 def _summary(api_url: str, token: str, batch: Any, console: Console) -> None:
+    """How the batch ended and its first failures; where to go next is `next_steps`."""
     counts = ", ".join(f"{k} {v}" for k, v in batch["counts"].items() if v)
     console.print(f"\nbatch {batch['id']} ended [bold]{batch['state']}[/]: {counts}")
     failed = _api(
         "GET", f"{api_url}/api/v1/batches/{batch['id']}/servers?state=failed&limit=10", token
     )
     if failed["items"]:
-        table = Table("failed server", "cloud code", "message", title="failures (first 10)")
+        table = Table(title="failures (first 10)")
+        # A server id is for copying: never cut, whatever the terminal's width.
+        table.add_column("failed server", no_wrap=True, min_width=36)
+        table.add_column("cloud code", no_wrap=True)
+        table.add_column("message")
         for item in failed["items"]:
             table.add_row(item["server_id"], item["error_code"], item["error_message"])
         console.print(table)
-    console.print(f"API: {api_url}   token: {token}")
-    console.print(
-        f"try:  curl -H 'Authorization: Bearer {token}' {api_url}/api/v1/batches/{batch['id']}",
-        soft_wrap=True,
-    )
