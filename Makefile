@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-faults bench bench-smoke lint format services clean
+.PHONY: help install demo test test-unit test-faults test-fuzz bench bench-smoke lint format services clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,6 +33,11 @@ test: install services ## lint, type-check, the whole test suite (faults include
 
 test-faults: install services ## only the fault scenarios (own Redis and PostgreSQL, killed and restarted)
 	$(BIN)/pytest -q tests/faults
+
+test-fuzz: install services ## schemathesis over every operation and role with a random seed (printed) and more examples
+	REIMAGE_FUZZ_SEED=$${REIMAGE_FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')} \
+	REIMAGE_FUZZ_EXAMPLES=$${REIMAGE_FUZZ_EXAMPLES:-60} \
+	$(BIN)/pytest -q -s tests/integration/test_openapi.py
 
 bench: install services ## the benchmark: full stack vs the lower bound and the SDK peer (minutes)
 	$(BIN)/reimage bench

@@ -74,8 +74,19 @@ def response_for(exc: Exception) -> web.Response | None:
             503, "cloud_unavailable", f"the cloud is busy: {exc}", cloud_code=exc.code
         )
     if isinstance(exc, EcsError):
-        # Our own request to the cloud failed (credentials, permissions...): a bad gateway.
-        return json_error(502, "cloud_error", str(exc), cloud_code=exc.code)
+        # The cloud refused pre-flight's reads for this batch's project (credentials that do not
+        # cover it, a project the account lacks, a permission it has not): the request cannot
+        # be served for that project, which is the caller's field, not a fault of ours (a 5xx).
+        return json_error(
+            422,
+            "cloud_refused",
+            f"the cloud refused to show this project's servers: {exc}",
+            cloud_code=exc.code,
+            fields={
+                "project_id": "the cloud refuses it with the configured credentials "
+                f"({exc.code}); check the project id, or ORCH_CREDENTIALS_FILE"
+            },
+        )
     return None
 
 

@@ -43,7 +43,9 @@ _ERRORS = {
     422: "Idempotency-Key reused with a different body; or servers pre-flight finds "
     "incompatible with `policy.on_incompatible` reject (`incompatible_servers`: "
     "`error.servers` lists each with its codes, `error.codes` counts them); or more backups "
-    "needed than the IMS image quota leaves (`backup_quota`, with the numbers)",
+    "needed than the IMS image quota leaves (`backup_quota`, with the numbers); or the cloud "
+    "refuses pre-flight's reads for the project (`cloud_refused`, with `cloud_code` and "
+    "`error.fields.project_id`)",
     429: "too many bad tokens from this address",
     503: "a backing service (or the cloud, for pre-flight) is unreachable; try again",
 }

@@ -204,7 +204,7 @@ async def read_fleet(
             await _read_images(rt, reader, fleet, sorted(wanted))
             await _read_disks(reader, fleet)
         except ConfigError:
-            raise  # our credentials or endpoint: the API answers 502 with the cloud's code
+            raise  # our credentials or endpoint for this project: the API answers 422 naming it
         except Rejected as exc:
             raise FactsUnavailable(f"the cloud refused a pre-flight read: {exc}") from None
         except EcsError as exc:  # lost connections

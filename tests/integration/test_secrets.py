@@ -162,10 +162,11 @@ def test_secrets_never_leak_and_projects_use_their_own_keys(
         },
     )
     # The other project fell back to the default keys, which the cloud refuses: pre-flight
-    # cannot read its fleet, so nothing is stored and the answer names the cloud's code.
-    assert status == 502, other
-    assert other["error"]["code"] == "cloud_error"
+    # cannot read its fleet, so nothing is stored and the answer names the field and the code.
+    assert status == 422, other
+    assert other["error"]["code"] == "cloud_refused"
     assert other["error"]["cloud_code"] == "APIGW.0301"
+    assert "project_id" in other["error"]["fields"]
 
     # Let the batch's webhooks go out.
     deadline = time.monotonic() + 30
