@@ -25,6 +25,8 @@ class ApiError(Exception):
     fields: dict[str, str]
     # Reason codes and how many servers have each (a pre-flight refusal, 422).
     codes: dict[str, int] = dataclasses.field(default_factory=dict)
+    # Servers already in another active batch (a 409): server_id, batch_id, state of each.
+    conflicts: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     def one_line(self) -> str:
         problems = [f"{name}: {reason}" for name, reason in list(self.fields.items())[:5]]
@@ -91,4 +93,9 @@ def _api_error(exc: urllib.error.HTTPError) -> ApiError:
         message=str(error.get("message") or exc.reason),
         fields={str(k): str(v) for k, v in (error.get("fields") or {}).items()},
         codes={str(k): int(v) for k, v in (error.get("codes") or {}).items()},
+        conflicts=[
+            {str(k): str(v) for k, v in item.items()}
+            for item in (error.get("conflicts") or [])
+            if isinstance(item, dict)
+        ],
     )
