@@ -289,7 +289,8 @@ def object_with(body: Any, allowed: set[str] | frozenset[str]) -> dict[str, Any]
 def _batch_id(request: web.Request) -> str:
     batch_id = canonical_uuid(request.match_info["batch_id"])
     if batch_id is None:
-        raise NotFound("no such batch")
+        # Said as such (as a server id is): "no such batch" sent people looking for one.
+        raise RequestInvalid("invalid request", {"batch_id": "not a batch UUID"})
     request[AUDIT_BATCH] = batch_id
     return batch_id
 

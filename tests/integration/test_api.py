@@ -278,7 +278,9 @@ async def test_idempotency_key_replays_and_detects_mismatch(
 async def test_unknown_batch_and_bad_query_params(client: TestClient[Any, Any]) -> None:
     missing = await client.get(f"/api/v1/batches/{uuid.uuid4()}", headers=AUTH)
     assert missing.status == 404
-    assert (await client.get("/api/v1/batches/not-a-uuid", headers=AUTH)).status == 404
+    malformed = await client.get("/api/v1/batches/not-a-uuid", headers=AUTH)
+    assert malformed.status == 400
+    assert (await malformed.json())["error"]["fields"] == {"batch_id": "not a batch UUID"}
     created = await (await client.post("/api/v1/batches", json=body(), headers=AUTH)).json()
     bad_state = await client.get(
         f"/api/v1/batches/{created['id']}/servers?state=bogus", headers=AUTH

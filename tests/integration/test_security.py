@@ -140,6 +140,7 @@ PERMITTED: dict[tuple[str, str], set[int]] = {
     ("GET", "/api/v1/batches"): {200},
     ("GET", "/api/v1/batches/{batch_id}"): {200},
     ("GET", "/api/v1/batches/{batch_id}/servers"): {200},
+    ("GET", "/api/v1/batches/{batch_id}/servers.csv"): {200},
     ("GET", "/api/v1/batches/{batch_id}/webhooks"): {200},
     ("POST", "/api/v1/batches/{batch_id}/pause"): {200},
     ("POST", "/api/v1/batches/{batch_id}/resume"): {200},
@@ -430,7 +431,7 @@ async def test_hostile_input_gets_clear_4xx(client: TestClient[Any, Any]) -> Non
     r = await client.get("/api/v1/servers/not-a-uuid/history", headers=ADMIN_AUTH)
     assert r.status == 400
     r = await client.get("/api/v1/batches/not-a-uuid", headers=ADMIN_AUTH)
-    assert r.status == 404
+    assert r.status == 400
 
 
 @pytest.mark.parametrize("settings", [FAILURE_LIMIT], indirect=True)
