@@ -185,7 +185,7 @@ export function openDialog({ title, body, buttons, testid, onButton }) {
       event.preventDefault();
       finish(null);
     });
-    dialog.append(el("h2", { class: "dialog-title" }, title), ...body, row);
+    dialog.append(el("h2", { class: "dialog-title" }, title), ...body.filter(Boolean), row);
     document.body.append(dialog);
     for (const b of buttons) b.node.disabled = Boolean(b.disabledWhen && b.disabledWhen());
     dialog.showModal();

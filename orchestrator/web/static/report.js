@@ -80,22 +80,31 @@ function planList(plan) {
   );
 }
 
+/** What a real submission would do with servers that cannot take the change. */
+function blockedFate(plan) {
+  return plan.on_incompatible === "skip"
+    ? "they would be stored skipped with their reason (on_incompatible: skip)"
+    : "the batch would be refused whole (on_incompatible: reject)";
+}
+
 /** A dry run's report as cards: a one-line summary, verdicts, the plan, reasons by code,
  * conflicts and the backup quota. */
 export function drawReport(report) {
   const cards = [];
-  const blocked = Object.entries(report.verdicts || {})
-    .filter(([v]) => v !== "submit" && v !== "skip")
-    .reduce((n, [, c]) => n + c, 0);
+  const verdicts = report.verdicts || {};
+  const blocked = (verdicts.will_fail || 0) + (verdicts.unknown || 0);
+  const conflicts = verdicts.conflict || 0;
   cards.push(
     el(
       "p",
-      { class: blocked ? "notice warn" : "notice", testid: "dry-run-summary" },
+      { class: blocked || conflicts ? "notice warn" : "notice", testid: "dry-run-summary" },
       `${report.total} server(s): ` +
-        Object.entries(report.verdicts || {})
+        Object.entries(verdicts)
           .map(([v, n]) => `${n} ${words(v)}`)
           .join(", ") +
-        (blocked ? `. ${blocked} cannot take this change as it stands.` : "."),
+        "." +
+        (blocked ? ` ${blocked} cannot take this change: ${blockedFate(report.plan || {})}.` : "") +
+        (conflicts ? ` ${conflicts} already belong to another active batch.` : ""),
     ),
   );
   cards.push(

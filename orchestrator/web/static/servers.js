@@ -395,7 +395,7 @@ export function serverView(serverId, fromBatch) {
           el("span", { class: "arrow", "aria-label": "to" }, "→"),
           badge(h.to_state, "to-state"),
         ),
-        el("td", { testid: "history-reason" }, words(h.reason)),
+        el("td", { class: "nowrap", testid: "history-reason" }, words(h.reason)),
         el("td", {}, h.attempt),
         el("td", { class: "mono", title: h.job_id || "" }, h.job_id ? short(h.job_id) : dash(null)),
         el("td", { class: error.code ? "mono code" : "mono", testid: "cloud-code" }, dash(error.code)),

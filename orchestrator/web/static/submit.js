@@ -49,6 +49,13 @@ export function parseServers(text) {
   return { ids, repeated };
 }
 
+/** A fresh Idempotency-Key. crypto.randomUUID() exists only in secure contexts (HTTPS or
+ * localhost); getRandomValues() everywhere, and the page may be served over plain HTTP. */
+function randomKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 /** "5" -> 5, "10%" stays a string: the API takes both and says what is wrong with anything else. */
 const countOrPercent = (text) => (/^\d+$/.test(text) ? Number(text) : text);
 const listOf = (text) =>
@@ -295,7 +302,7 @@ export function submitView() {
     try {
       const report = await api("POST", "/batches?dry_run=true", body);
       judged = JSON.stringify(body);
-      idempotencyKey = crypto.randomUUID();
+      idempotencyKey = randomKey();
       status.textContent = `Dry run of ${report.total} servers with ${report.cloud_calls.total} cloud calls: nothing stored, nothing sent. Submit sends this request.`;
       results.replaceChildren(...drawReport(report));
       submit.disabled = false;
