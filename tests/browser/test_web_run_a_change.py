@@ -357,6 +357,28 @@ def test_a_refused_submit_names_the_conflicts(
     expect(page.get_by_test_id("batch-state")).to_have_text("cancelled")
 
 
+def test_a_selector_is_dry_run_then_submitted(desktop: Page, stack: FullStack) -> None:
+    page = desktop
+    canaries = fine(3)
+    entries = [
+        {"id": s, "name": f"canary-{i}", "tags": ["role=canary"]} for i, s in enumerate(canaries)
+    ]
+    http("POST", f"{stack.sim_url}/_sim/servers", body={"servers": entries})
+    go(page, stack, "#/submit")
+    page.get_by_test_id("source-selector").check()
+    page.get_by_test_id("selector-tags").fill("role=canary")
+    page.get_by_test_id("selector-name").fill("canary-")
+    expect(page.get_by_test_id("servers-count")).to_have_text("resolved by the cloud at submission")
+    fill_change(page, waves="1, 100%", in_flight="3")
+    page.get_by_test_id("submit-dry-run").click()
+    expect(page.get_by_test_id("dry-run-summary")).to_have_text("3 server(s): 3 submit.")
+    batch_id = open_batch_from_submit(page)
+    expect(page.get_by_test_id("selector")).to_contain_text("role=canary")
+    servers = api(stack, "GET", f"/batches/{batch_id}/servers")["items"]
+    assert sorted(s["server_id"] for s in servers) == sorted(canaries)
+    ended(stack, batch_id)
+
+
 # ---------------------------------------------------------------- A1, B10: follow and pause
 
 

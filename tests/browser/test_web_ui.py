@@ -520,6 +520,17 @@ def test_a_failed_health_gate_shows_its_probes_and_is_rolled_back_from_the_page(
     expect(page.get_by_test_id("batch-state")).to_have_text("succeeded", timeout=UI_TIMEOUT_MS)
     expect(page.get_by_test_id("parent-link")).to_have_attribute("href", f"#/batches/{batch['id']}")
     assert accepted(stack, servers) == 4  # each: the change, and the one rollback
+    # A server's page shows each phase where it happened: the failed gate's probes in the
+    # batch that changed it, the image it went back to in the rollback batch.
+    first = api(stack, "GET", f"/batches/{batch['id']}/servers?server={servers[0]}")["items"][0]
+    page.goto(f"{stack.api_url}/#/servers/{servers[0]}?batch={batch['id']}")
+    expect(page.get_by_test_id("server-health-last")).to_contain_text("HTTP 503")
+    expect(page.get_by_test_id("server-previous-image")).to_have_text(first["previous_image"])
+    page.goto(f"{stack.api_url}/#/servers/{servers[0]}?batch={rollback_id}")
+    expect(page.get_by_test_id("in-batch-state")).to_have_text("succeeded")
+    expect(page.get_by_test_id("server-target-image")).to_have_text(first["previous_image"])
+    expect(page.get_by_test_id("history-row").filter(has_text=rollback_id[:8])).not_to_have_count(0)
+    expect(page.get_by_test_id("crumb-batch")).to_have_attribute("href", f"#/batches/{rollback_id}")
 
 
 def test_an_approver_approves_a_waiting_batch_from_the_page(page: Page, stack: FullStack) -> None:
