@@ -329,7 +329,7 @@ def test_a_refused_submit_names_the_conflicts(
     desktop: Page, stack: FullStack, console: Console
 ) -> None:
     page = desktop
-    console.allow(409)
+    console.allow(409, 422)
     servers = fine(2)
     running = submit(stack, servers, approvals={"before_start": 1})  # holds them, pending
     go(page, stack, "#/submit")
@@ -345,6 +345,22 @@ def test_a_refused_submit_names_the_conflicts(
     )
     expect(page.get_by_test_id("conflict")).to_have_count(2)
     expect(page.get_by_test_id("conflicts")).to_contain_text(running["id"][:8])
+    # 422: a locked server, with on_incompatible reject, refuses the batch whole and says why.
+    locked = str(uuid.uuid4())
+    http(
+        "POST", f"{stack.sim_url}/_sim/servers", body={"servers": [{"id": locked, "locked": True}]}
+    )
+    page.get_by_test_id("servers-text").fill("\n".join([*fine(1), locked]))
+    page.get_by_test_id("submit-dry-run").click()
+    expect(page.get_by_test_id("dry-run-summary")).to_contain_text(
+        "the batch would be refused whole"
+    )
+    page.get_by_test_id("submit-batch").click()
+    refused = page.locator(f"[data-testid=incompatible-server][data-server-id='{locked}']")
+    expect(refused).to_contain_text("server_locked")
+    expect(page.get_by_test_id("incompatible")).to_contain_text(
+        "server_locked \N{MULTIPLICATION SIGN}1"
+    )
     # B12: the batch waiting on its gate says so, with the approvals it has and needs.
     go(page, stack, f"#/batches/{running['id']}")
     expect(page.get_by_test_id("approval-waiting")).to_contain_text(
@@ -402,6 +418,7 @@ def test_rate_and_eta_while_running_then_pause_asks_for_a_reason(
     page.get_by_test_id("pause-dialog-confirm").click()
     expect(dialog).to_be_hidden()
     expect(page.get_by_test_id("pause-reason")).to_contain_text(f"Paused: {reason}")
+    expect(page.get_by_test_id("eta")).to_have_text("paused")  # no estimate while held
     paused = api(stack, "GET", f"/batches/{batch['id']}")
     assert paused["state"] == "paused" and paused["pause_reason"] == reason
     assert paused["paused_by"] == "bootstrap"

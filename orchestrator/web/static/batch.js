@@ -216,7 +216,10 @@ function rateMeter() {
       const [t0, d0] = samples[0];
       const [t1, d1] = samples[samples.length - 1];
       const perMinute = t1 > t0 ? ((d1 - d0) * 60000) / (t1 - t0) : 0;
-      if (perMinute <= 0) return { rate: 0, eta: b.state === "paused" ? "paused" : "—" };
+      // Held: no estimate holds while nothing new may be sent.
+      if (b.state === "paused") return { rate: perMinute, eta: "paused" };
+      if (b.waiting_for_window) return { rate: perMinute, eta: "after its window opens" };
+      if (perMinute <= 0) return { rate: 0, eta: "—" };
       return { rate: perMinute, eta: duration((left / perMinute) * 60) };
     },
   };
