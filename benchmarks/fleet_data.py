@@ -355,6 +355,14 @@ UPDATE_COUNTS = text(
     """
 )
 
+# The per-wave counts every transition keeps (the tick's wave gate and GET batch read them).
+INSERT_WAVE_COUNTS = text(
+    """
+    INSERT INTO batch_wave_counts (batch_id, wave, state, n)
+    SELECT batch_id, wave, state, count(*) FROM batch_servers GROUP BY batch_id, wave, state
+    """
+)
+
 # History in the order it was written (by time), so one server's rows lie on different pages,
 # as they do in a database that recorded them live.
 INSERT_HISTORY = text(
@@ -416,11 +424,18 @@ def seed_fleet(
         _load_plans(connection, plans)
         connection.execute(INSERT_SERVERS, {"now": now, "fleet": fleet})
         connection.execute(UPDATE_COUNTS)
+        connection.execute(INSERT_WAVE_COUNTS)
         connection.execute(INSERT_HISTORY)
         connection.execute(INSERT_EVENTS)
     maintenance = "VACUUM (ANALYZE)" if vacuum else "ANALYZE"
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        for table in ("batches", "batch_servers", "server_history", "batch_events"):
+        for table in (
+            "batches",
+            "batch_servers",
+            "batch_wave_counts",
+            "server_history",
+            "batch_events",
+        ):
             connection.execute(text(f"{maintenance} {table}"))
         counts = {
             table: connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
