@@ -13,7 +13,7 @@
  */
 
 export const TOKEN_KEY = "reimage.api-token";
-export const POLL_MS = 2000;
+const POLL_MS = 2000;
 export const SEARCH_DEBOUNCE_MS = 300;
 // orchestrator/domain/states.py, in the order a bar shows them: what is done first.
 export const SERVER_STATES = [
@@ -29,7 +29,7 @@ export const SERVER_STATES = [
 ];
 export const BATCH_STATES = ["pending", "running", "paused", "succeeded", "partially_failed", "aborted", "cancelled"];
 export const ACTIVE_SERVER_STATES = new Set(["pending", "submitting", "backing_up", "running", "verifying"]);
-export const FINISHED_SERVER_STATES = ["succeeded", "failed", "cancelled", "skipped"];
+const FINISHED_SERVER_STATES = ["succeeded", "failed", "cancelled", "skipped"];
 export const TERMINAL_BATCH_STATES = new Set(["succeeded", "partially_failed", "aborted", "cancelled"]);
 export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -228,7 +228,7 @@ export async function askText({ title, label, confirm, required, maxLength, test
 
 // ---- API -------------------------------------------------------------------------------
 
-export class ApiError extends Error {
+class ApiError extends Error {
   constructor(status, code, message, detail) {
     super(message);
     this.status = status;

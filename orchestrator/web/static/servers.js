@@ -25,7 +25,7 @@ const SERVER_PAGE = 100;
 const HISTORY_PAGE = 1000;
 const SERVER_ID_PREFIX = /^[0-9a-f-]{0,36}$/;
 
-export const serverHref = (serverId, batchId) =>
+const serverHref = (serverId, batchId) =>
   `#/servers/${encodeURIComponent(serverId)}${batchId ? `?batch=${batchId}` : ""}`;
 
 const SERVER_COLUMNS = [

@@ -14,7 +14,7 @@ const ID_COLUMNS = ["server_id", "server", "id", "instance_id", "uuid"];
  * column holds them, or failing a named column, the first cell that is a UUID. Blank lines and
  * `#` comments are skipped; repeats are dropped (and counted) since the API refuses them.
  */
-export function parseServers(text) {
+function parseServers(text) {
   const lines = text
     .split(/\r?\n/)
     .map((l) => l.trim())
