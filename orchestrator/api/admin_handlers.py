@@ -11,6 +11,7 @@ from aiohttp import web
 
 from orchestrator.api import token_cache
 from orchestrator.api.handlers import json_body, limit_param, object_with
+from orchestrator.api.jsonbody import json_response
 from orchestrator.api.keys import PRINCIPAL, RUNTIME
 from orchestrator.api.schemas import RequestInvalid
 from orchestrator.services import audit
@@ -23,7 +24,7 @@ _ALLOWED_TOKEN_FIELDS = frozenset({"name", "role", "projects"})
 async def list_tokens(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     items = await asyncio.to_thread(tokens_service.list_tokens, rt.sessions)
-    return web.json_response({"items": items})
+    return json_response({"items": items})
 
 
 async def create_token(request: web.Request) -> web.Response:
@@ -38,7 +39,7 @@ async def create_token(request: web.Request) -> web.Response:
         created_by=request[PRINCIPAL].name,
         now=rt.clock(),
     )
-    return web.json_response({**created.view, "token": created.token}, status=201)
+    return json_response({**created.view, "token": created.token}, status=201)
 
 
 async def revoke_token(request: web.Request) -> web.Response:
@@ -47,7 +48,7 @@ async def revoke_token(request: web.Request) -> web.Response:
         tokens_service.revoke_token, rt.sessions, request.match_info["token"], now=rt.clock()
     )
     token_cache.forget_all()
-    return web.json_response(view)
+    return json_response(view)
 
 
 def _time(request: web.Request, name: str) -> datetime | None:
@@ -87,4 +88,4 @@ async def list_audit(request: web.Request) -> web.Response:
         limit=limit_param(request, 100, 1000),
         cursor=request.query.get("cursor"),
     )
-    return web.json_response(page)
+    return json_response(page)

@@ -12,7 +12,7 @@ from aiohttp import web
 from orchestrator.api.auth import audit_middleware, auth_middleware
 from orchestrator.api.docs import render_docs_page
 from orchestrator.api.errors import error_middleware
-from orchestrator.api.keys import DOCS_PAGE, OPENAPI, REDIS, RUNTIME
+from orchestrator.api.keys import DOCS_PAGE, OPENAPI, REDIS, RUNTIME, SEEN_FAILURES
 from orchestrator.api.openapi import openapi_document
 from orchestrator.api.routes import ROUTES, route_defs
 from orchestrator.config import Settings
@@ -43,6 +43,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
             rt.dispose()
         executor.shutdown(wait=False)
 
+    app[SEEN_FAILURES] = {}
     app[OPENAPI] = openapi_document(ROUTES)
     app[DOCS_PAGE] = render_docs_page(app[OPENAPI])
     app.cleanup_ctx.append(resources)

@@ -9,11 +9,12 @@ from typing import Any
 
 from aiohttp import web
 
+from orchestrator.api.jsonbody import json_response
 from orchestrator.api.keys import DOCS_PAGE, OPENAPI
 
 
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.json_response(request.app[OPENAPI])
+    return json_response(request.app[OPENAPI])
 
 
 def _schema_name(schema: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ from aiohttp import web
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from orchestrator.api.jsonbody import json_response
 from orchestrator.api.schemas import RequestInvalid
 from orchestrator.cloud.errors import EcsError, Retryable
 from orchestrator.errors import Conflict, Forbidden, NotFound, ServiceError, Unavailable
@@ -29,7 +30,7 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
 
 
 def json_error(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    return web.json_response(error_body(code, message, **extra), status=status)
+    return json_response(error_body(code, message, **extra), status=status)
 
 
 UNAVAILABLE = (Unavailable, OperationalError, PoolTimeout, TimeoutError)

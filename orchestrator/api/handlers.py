@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from orchestrator.api.jsonbody import json_response
 from orchestrator.api.keys import AUDIT_BATCH, AUDIT_PROJECT, PRINCIPAL, REDIS, RUNTIME
 from orchestrator.api.schemas import BatchRequest, RequestInvalid, parse_batch_request
 from orchestrator.domain.access import Principal
@@ -60,7 +61,7 @@ def _new_batch(parsed: BatchRequest) -> NewBatch:
 async def whoami(request: web.Request) -> web.Response:
     """The caller as the API sees it: what the web page and CLI show, and what they may offer."""
     principal: Principal = request[PRINCIPAL]
-    return web.json_response(
+    return json_response(
         {
             "name": principal.name,
             "role": principal.role.value,
@@ -70,13 +71,13 @@ async def whoami(request: web.Request) -> web.Response:
 
 
 async def healthz(_: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
     checks = await health.readiness(request.app[RUNTIME], request.app[REDIS])
     ready = all(v == "ok" for v in checks.values())
-    return web.json_response(
+    return json_response(
         {"status": "ready" if ready else "unavailable", "checks": checks},
         status=200 if ready else 503,
     )
@@ -138,8 +139,8 @@ def _idempotency_key(request: web.Request, dry_run: bool) -> str | None:
 
 def _taken(taken: intake.Intake, dry_run: bool) -> web.Response:
     if dry_run:
-        return web.json_response(taken.body)
-    return web.json_response(taken.body, status=202 if taken.created else 200)
+        return json_response(taken.body)
+    return json_response(taken.body, status=202 if taken.created else 200)
 
 
 def _parse(request: web.Request, payload: Any) -> BatchRequest:
@@ -173,7 +174,7 @@ async def pause_batch(request: web.Request) -> web.Response:
         reason=reason,
         now=rt.clock(),
     )
-    return web.json_response(view)
+    return json_response(view)
 
 
 async def resume_batch(request: web.Request) -> web.Response:
@@ -183,7 +184,7 @@ async def resume_batch(request: web.Request) -> web.Response:
     view = await _in_thread(
         control.resume_batch, rt.sessions, batch_id, actor=_actor(request), now=rt.clock()
     )
-    return web.json_response(view)
+    return json_response(view)
 
 
 async def cancel_batch(request: web.Request) -> web.Response:
@@ -193,7 +194,7 @@ async def cancel_batch(request: web.Request) -> web.Response:
     view = await _in_thread(
         control.cancel_batch, rt.sessions, batch_id, actor=_actor(request), now=rt.clock()
     )
-    return web.json_response(view)
+    return json_response(view)
 
 
 def _comment(body: dict[str, Any]) -> str | None:
@@ -211,7 +212,7 @@ async def _decide(request: web.Request, decide: Callable[..., dict[str, Any]]) -
     view = await _in_thread(
         decide, rt.sessions, batch_id, principal=_actor(request), comment=comment, now=rt.clock()
     )
-    return web.json_response(view)
+    return json_response(view)
 
 
 async def approve_batch(request: web.Request) -> web.Response:
@@ -326,7 +327,7 @@ async def list_batches(request: web.Request) -> web.Response:
         search=search,
         oldest_first=order == "oldest",
     )
-    return web.json_response(page)
+    return json_response(page)
 
 
 def _choice(request: web.Request, name: str, allowed: list[str]) -> str | None:
@@ -349,7 +350,7 @@ def _code(request: web.Request) -> str | None:
 async def get_batch(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     batch_id = await _visible_batch_id(request)
-    return web.json_response(await _in_thread(batches.get_batch, rt.sessions, batch_id))
+    return json_response(await _in_thread(batches.get_batch, rt.sessions, batch_id))
 
 
 async def list_batch_servers(request: web.Request) -> web.Response:
@@ -372,7 +373,7 @@ async def list_batch_servers(request: web.Request) -> web.Response:
         limit=limit_param(request),
         cursor=request.query.get("cursor"),
     )
-    return web.json_response(page)
+    return json_response(page)
 
 
 async def export_batch_servers(request: web.Request) -> web.StreamResponse:
@@ -409,4 +410,4 @@ async def server_history(request: web.Request) -> web.Response:
         limit=limit_param(request, 1000, 10000),
         cursor=request.query.get("cursor"),
     )
-    return web.json_response(page)
+    return json_response(page)

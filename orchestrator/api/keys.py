@@ -15,6 +15,8 @@ RUNTIME = web.AppKey("runtime", Runtime)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 DOCS_PAGE = web.AppKey("docs_page", str)
 REDIS = web.AppKey("redis", aioredis.Redis)
+# This process's recent view of bad-token counts per address: {address: (count, when read)}.
+SEEN_FAILURES = web.AppKey("seen_failures", dict[str, tuple[int, float]])
 # The caller of a request, set by the auth middleware for every /api/ request it lets through.
 PRINCIPAL = web.RequestKey("principal", Principal)
 # What a request turned out to be about, set by the handlers for the audit row.

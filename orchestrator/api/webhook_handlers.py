@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from orchestrator.api.handlers import _in_thread, _visible_batch_id, limit_param
+from orchestrator.api.jsonbody import json_response
 from orchestrator.api.keys import RUNTIME
 from orchestrator.services import webhooks
 
@@ -17,4 +18,4 @@ async def list_batch_webhooks(request: web.Request) -> web.Response:
     page = await _in_thread(
         webhooks.list_deliveries, rt.sessions, batch_id, limit=limit_param(request, 100, 1000)
     )
-    return web.json_response(page)
+    return json_response(page)

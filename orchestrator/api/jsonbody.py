@@ -1,0 +1,18 @@
+"""Every JSON answer of the API, encoded once by orjson: several times faster than the standard
+library's encoder on a 100-server page, which is most of a hot read's Python."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+# Keys are strings everywhere today; a stray int key (a wave number) must still encode.
+_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
+def json_response(data: Any, *, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data, option=_OPTIONS), status=status, content_type="application/json"
+    )
