@@ -363,6 +363,16 @@ INSERT_WAVE_COUNTS = text(
     """
 )
 
+# The per-code counts of settled servers every transition keeps (GET batch's failure_codes).
+INSERT_CODE_COUNTS = text(
+    """
+    INSERT INTO batch_code_counts (batch_id, state, code, n, message)
+    SELECT batch_id, state, error_code, count(*), min(error_message) FROM batch_servers
+    WHERE state IN ('failed', 'skipped', 'cancelled') AND error_code IS NOT NULL
+    GROUP BY batch_id, state, error_code
+    """
+)
+
 # History in the order it was written (by time), so one server's rows lie on different pages,
 # as they do in a database that recorded them live.
 INSERT_HISTORY = text(
@@ -425,6 +435,7 @@ def seed_fleet(
         connection.execute(INSERT_SERVERS, {"now": now, "fleet": fleet})
         connection.execute(UPDATE_COUNTS)
         connection.execute(INSERT_WAVE_COUNTS)
+        connection.execute(INSERT_CODE_COUNTS)
         connection.execute(INSERT_HISTORY)
         connection.execute(INSERT_EVENTS)
     maintenance = "VACUUM (ANALYZE)" if vacuum else "ANALYZE"

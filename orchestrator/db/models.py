@@ -293,6 +293,24 @@ class BatchWaveCount(Base):
     __table_args__ = (one_of("state", ServerState),)
 
 
+class BatchCodeCount(Base):
+    """How many of a batch's servers ended failed, skipped or cancelled with one error code,
+    and the message of the first of them: kept with every transition into those states, so a
+    batch's failures are read by code ("312 x Ecs.0202") without counting its servers."""
+
+    __tablename__ = "batch_code_counts"
+
+    batch_id: Mapped[str] = mapped_column(
+        ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[str] = mapped_column(String(20), primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer)
+    message: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (one_of("state", ServerState),)
+
+
 class ServerHistory(Base):
     """Append-only: one row per state change of a server in a batch, with the cloud's words."""
 

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.db.models import (
     Batch,
+    BatchCodeCount,
     BatchEvent,
     BatchServer,
     BatchWaveCount,
@@ -27,6 +28,7 @@ from orchestrator.db.models import (
 )
 from orchestrator.db.webhook_outbox import enqueue_batch_event
 from orchestrator.domain.states import (
+    STATES_WITH_A_CODE,
     BatchState,
     DeliveryState,
     ServerState,
@@ -154,6 +156,8 @@ def record_server_transitions(
             BatchServer.job_id,
             BatchServer.wave,
             BatchServer.phase,
+            BatchServer.error_code,
+            BatchServer.error_message,
         )
         .execution_options(synchronize_session=False)
     ).all()
@@ -174,7 +178,7 @@ def record_server_transitions(
                 "job_id": job_id,
                 "details": details or {},
             }
-            for row_id, batch_id, server_id, attempt, job_id, _, _ in moved
+            for row_id, batch_id, server_id, attempt, job_id, *_ in moved
         ],
     )
     _keep_counts(session, moved, expected=expected, to=to, now=now, values=values or {})
@@ -228,15 +232,20 @@ def _keep_counts(
     now: datetime,
     values: ServerColumns,
 ) -> None:
-    """The batch's and its waves' counts per state, its broken and rolling-back counts, for
-    the rows that just moved (each returned as id, batch, server, attempt, job, wave, phase)."""
+    """The batch's and its waves' counts per state, its counts per error code, its broken and
+    rolling-back counts, for the rows that just moved (each returned as id, batch, server,
+    attempt, job, wave, phase, error code, error message)."""
     per_batch: dict[str, int] = {}
     per_wave: dict[tuple[str, int], int] = {}
+    per_code: dict[tuple[str, str], tuple[int, str | None]] = {}
     rolling_back: dict[str, int] = {}
     starts_rollback = values.get("phase") == "rollback" and expected is not to
-    for _, batch_id, _, _, _, wave, phase in moved:
+    for _, batch_id, _, _, _, wave, phase, code, message in moved:
         per_batch[batch_id] = per_batch.get(batch_id, 0) + 1
         per_wave[(batch_id, wave)] = per_wave.get((batch_id, wave), 0) + 1
+        if code:
+            n, first = per_code.get((batch_id, code), (0, message))
+            per_code[(batch_id, code)] = (n + 1, first)
         if phase == "rollback" and (starts_rollback or to.is_terminal):
             rolling_back[batch_id] = rolling_back.get(batch_id, 0) + (1 if starts_rollback else -1)
     if expected != to:
@@ -244,6 +253,10 @@ def _keep_counts(
             _move_count(session, batch_id, expected, to, now, n)
         for (batch_id, wave), n in per_wave.items():
             move_wave_count(session, batch_id, wave, expected, to, n)
+        # A state with a code is terminal: its rows never leave it, so counts only grow.
+        if to in STATES_WITH_A_CODE:
+            for (batch_id, code), (n, first) in per_code.items():
+                add_code_count(session, batch_id, to.value, code, n, first)
     if values.get("broken"):
         for batch_id, n in per_batch.items():
             session.execute(
@@ -282,6 +295,22 @@ def add_wave_count(session: Session, batch_id: str, wave: int, state: str, delta
         statement.on_conflict_do_update(
             index_elements=["batch_id", "wave", "state"],
             set_={"n": BatchWaveCount.__table__.c.n + delta},
+        )
+    )
+
+
+def add_code_count(
+    session: Session, batch_id: str, state: str, code: str, n: int, message: str | None
+) -> None:
+    """Count `n` more servers of the batch in `state` with `code`; the first message stays."""
+    upsert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = upsert(BatchCodeCount).values(
+        batch_id=batch_id, state=state, code=code, n=n, message=message
+    )
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["batch_id", "state", "code"],
+            set_={"n": BatchCodeCount.__table__.c.n + n},
         )
     )
 

@@ -43,6 +43,9 @@ ACTIVE_SERVER_STATES = frozenset(
 )
 # Active, past pending: each takes one of the batch's in-flight slots.
 IN_FLIGHT_SERVER_STATES = ACTIVE_SERVER_STATES - {ServerState.PENDING}
+# The states whose servers carry the code of what stopped them (a failed change, a server
+# pre-flight refused, one cancelled after a refused call): counted per code for each batch.
+STATES_WITH_A_CODE = frozenset({ServerState.FAILED, ServerState.SKIPPED, ServerState.CANCELLED})
 
 # Self-transitions record nuance without a new state: a retry scheduled after a 429, an
 # outcome that became unknown, the cloud job changing status.

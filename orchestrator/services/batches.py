@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.db.models import (
     Batch,
+    BatchCodeCount,
     BatchServer,
     BatchWaveCount,
     ServerHistory,
@@ -304,6 +305,28 @@ def _insert_servers(
         insert(BatchWaveCount),
         [{"batch_id": batch_id, "wave": w, "state": st, "n": n} for (w, st), n in counts.items()],
     )
+    # Servers pre-flight refused are stored skipped with their code: counted by code as a
+    # transition into skipped would count them.
+    per_code: dict[str, tuple[int, str | None]] = {}
+    for refusal in incompatible.values():
+        code = refusal.get("code")
+        if code:
+            n, first = per_code.get(code, (0, refusal.get("message")))
+            per_code[code] = (n + 1, first)
+    if per_code:
+        session.execute(
+            insert(BatchCodeCount),
+            [
+                {
+                    "batch_id": batch_id,
+                    "state": ServerState.SKIPPED.value,
+                    "code": code,
+                    "n": n,
+                    "message": first,
+                }
+                for code, (n, first) in per_code.items()
+            ],
+        )
     if postgres:
         _copy_rows(session, BatchServer.__tablename__, rows)
     else:

@@ -14,6 +14,7 @@ TABLES = {
     "batches",
     "batch_servers",
     "batch_wave_counts",
+    "batch_code_counts",
     "server_history",
     "batch_events",
     "webhook_deliveries",
@@ -92,3 +93,52 @@ def test_wave_counts_of_existing_batches_are_filled_by_the_upgrade(sqlite_url: s
     finally:
         engine.dispose()
     assert [tuple(r) for r in rows] == [(1, "succeeded", 1), (2, "pending", 2)]
+
+
+def test_code_counts_of_existing_batches_are_filled_by_the_upgrade(database_url: str) -> None:
+    from sqlalchemy import text as sql
+
+    downgrade(database_url, "0012")
+    engine = create_engine(normalise_url(database_url))
+    servers = [
+        ("failed", "Ecs.0202", "disk failed"),
+        ("failed", "Ecs.0202", "other words"),
+        ("failed", "Ecs.0111", "image gone"),
+        ("skipped", "needs_stop", "running"),
+        ("succeeded", None, None),
+        ("pending", "Ecs.0202", "a transient error, not a failure"),
+    ]
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                sql(
+                    "INSERT INTO batches (id, created_at, updated_at, state, project_id, region, "
+                    "cloud_init, os_change, policy, total, n_pending, n_submitting, n_running, "
+                    "n_succeeded, n_failed, n_cancelled, n_skipped, cancel_requested) VALUES "
+                    "('b1', '2026-01-01', '2026-01-01', 'running', 'p', 'r', false, '{}', '{}', "
+                    "6, 1, 0, 0, 1, 3, 0, 1, false)"
+                )
+            )
+            for i, (state, code, message) in enumerate(servers):
+                connection.execute(
+                    sql(
+                        "INSERT INTO batch_servers (batch_id, server_id, position, wave, state, "
+                        "attempt, outcome_unknown, retries, polls, created_at, updated_at, "
+                        "error_code, error_message) VALUES "
+                        f"('b1', 's{i}', {i}, 1, '{state}', 0, false, 0, 0, '2026-01-01', "
+                        "'2026-01-01', :code, :message)"
+                    ),
+                    {"code": code, "message": message},
+                )
+        upgrade(database_url)
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sql("SELECT state, code, n, message FROM batch_code_counts ORDER BY n DESC, code")
+            ).all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in rows] == [
+        ("failed", "Ecs.0202", 2, "disk failed"),
+        ("failed", "Ecs.0111", 1, "image gone"),
+        ("skipped", "needs_stop", 1, "running"),
+    ]

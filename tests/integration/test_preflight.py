@@ -228,6 +228,11 @@ def test_skip_sends_one_changeos_to_each_compatible_server_and_none_to_the_other
             assert row["image_id"] == (ARM_IMAGE if server_id in ARM_SERVERS else X86_IMAGE)
         else:
             assert (row["state"], row["error_code"]) == ("skipped", code)
+    # The batch's failures by code count the servers pre-flight left out, as stored.
+    groups = {(g["state"], g["code"]): g["count"] for g in done["failure_codes"]}
+    assert groups == {
+        ("skipped", c): n for c, n in Counter(c for c in EXPECTED.values() if c).items()
+    }
     skipped = next(s for s, c in EXPECTED.items() if c == "firmware_mismatch")
     history = api(stack, "GET", f"/api/v1/servers/{skipped}/history")[1]["items"]
     created = next(h for h in history if h["batch_id"] == batch["id"])
