@@ -65,15 +65,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    from aiohttp import web
+    from orchestrator.api.serve import serve
 
-    from orchestrator.api.app import create_app
-
+    if args.processes < 1:
+        raise CliError("--processes must be at least 1")
     settings = _settings()
     if settings.api_token is None:
         raise CliError("ORCH_API_TOKEN is not set: the API refuses to start without a token")
     _configure_logging(settings)
-    web.run_app(create_app(settings), host=args.host, port=args.port, print=None, access_log=None)
+    serve(settings, host=args.host, port=args.port, processes=args.processes)
     return 0
 
 
@@ -191,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("api", help="serve the HTTP API")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="API processes on the port (SO_REUSEPORT), kept by this one (default 1)",
+    )
     p.set_defaults(func=cmd_api)
 
     p = sub.add_parser(
