@@ -4,6 +4,11 @@ physical lower bound and against the peer (the official SDK in a thread pool).
 Lower bound for N servers, burst B, rate R, in-flight cap C and job duration D: every server
 needs at least two calls (its changeos and one job query that sees the end), so the batch
 cannot end before max((2N - B) / R, N * D / C).
+
+Both sides meet a realistic cloud by default: the simulator serves HTTPS (a CA of its own, which
+our processes trust through ORCH_ECS_CA_BUNDLE and the peer through the SDK's
+`HttpConfig.ssl_ca_cert`) and answers every call 30 ms late (`--latency-ms`), as a region across
+a network would; `--no-tls --latency-ms 0` gives the old plain, instant simulator.
 """
 
 from __future__ import annotations
@@ -13,10 +18,13 @@ import json
 import os
 import secrets
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +64,18 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peer-threads", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--smoke", action="store_true", help="a ~10-second run for CI")
+    parser.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the simulator serves HTTPS with a CA of its own, trusted by both sides (default)",
+    )
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=30.0,
+        help="network latency the simulator adds to every answer (default 30)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the logs and database")
     parser.add_argument(
@@ -87,10 +107,55 @@ class RunFigures:
     post_s: float | None = None
     processes: dict[str, TreeSampler] = field(default_factory=dict)
     by_kind: dict[str, int] = field(default_factory=dict)
+    connections: int = 0
 
 
 def lower_bound(n: int, burst: int, rate: float, in_flight: int, job_s: float) -> float:
     return max((2 * n - burst) / rate, n * job_s / in_flight)
+
+
+@dataclass(frozen=True)
+class Cloud:
+    """Where a simulator is and how to trust it."""
+
+    url: str
+    ca_file: Path | None
+
+    def context(self) -> ssl.SSLContext | None:
+        return ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else None
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(
+            f"{self.url}/_sim/stats", timeout=120, context=self.context()
+        ) as response:
+            stats: dict[str, Any] = json.loads(response.read())
+            return stats
+
+    def wait(self, stack: Stack, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            stack.check_alive()
+            try:
+                with urllib.request.urlopen(
+                    f"{self.url}/_sim/stats", timeout=2, context=self.context()
+                ):
+                    return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.2)
+        raise StackError(f"{self.url} did not answer within {timeout_s:.0f} s")
+
+
+def _network_args(args: argparse.Namespace, tls_dir: Path) -> list[str]:
+    """The simulator's HTTPS and latency flags (`--tls`, `--latency-ms`)."""
+    flags = ["--latency-ms", f"{args.latency_ms:g}"]
+    if args.tls:
+        flags += ["--tls-dir", str(tls_dir)]
+    return flags
+
+
+def _cloud(args: argparse.Namespace, port: int, tls_dir: Path) -> Cloud:
+    scheme = "https" if args.tls else "http"
+    return Cloud(f"{scheme}://127.0.0.1:{port}", tls_dir / "ca.pem" if args.tls else None)
 
 
 def _simulator_args(args: argparse.Namespace, port: int, ak: str, sk: str) -> list[str]:
@@ -103,21 +168,21 @@ def _simulator_args(args: argparse.Namespace, port: int, ak: str, sk: str) -> li
     ]
 
 
-def _inventory(sim_url: str, ak: str, sk: str) -> tuple[list[str], dict[str, int]]:
+def _inventory(cloud: Cloud, ak: str, sk: str) -> tuple[list[str], dict[str, Any]]:
     """The simulated project's server ids, read through the list API, and the simulator's
-    request counters right after (the figures count only what comes next)."""
+    counters right after (the figures count only what comes next)."""
     import asyncio
-
-    import aiohttp
 
     from orchestrator.cloud.client import Credentials, EcsClient
     from orchestrator.cloud.errors import Retryable
+    from orchestrator.cloud.http_session import HttpSessions
 
     async def list_ids() -> list[str]:
-        async with aiohttp.ClientSession() as http:
+        sessions = HttpSessions(str(cloud.ca_file) if cloud.ca_file else None)
+        async with sessions.cloud() as http:
             client = EcsClient(
                 http,
-                endpoint=sim_url,
+                endpoint=cloud.url,
                 project_id=PROJECT,
                 region="cn-north-4",
                 credentials=Credentials(access_key=ak, secret_key=sk),
@@ -129,12 +194,17 @@ def _inventory(sim_url: str, ak: str, sk: str) -> tuple[list[str], dict[str, int
                     await asyncio.sleep(1)
 
     ids = asyncio.run(list_ids())
-    baseline: dict[str, int] = http_json("GET", f"{sim_url}/_sim/stats")["requests"]
-    return ids, baseline
+    return ids, cloud.stats()
 
 
-def _since(stats: dict[str, Any], baseline: dict[str, int]) -> dict[str, int]:
-    return {kind: int(n) - baseline.get(kind, 0) for kind, n in stats["requests"].items()}
+def _since(stats: dict[str, Any], baseline: dict[str, Any]) -> dict[str, int]:
+    before: dict[str, int] = baseline["requests"]
+    return {kind: int(n) - before.get(kind, 0) for kind, n in stats["requests"].items()}
+
+
+def _connections(stats: dict[str, Any], baseline: dict[str, Any]) -> int:
+    """Connections (over HTTPS: TLS handshakes) the simulator accepted since `baseline`."""
+    return int(stats.get("connections", 0)) - int(baseline.get("connections", 0))
 
 
 @dataclass
@@ -142,7 +212,7 @@ class Launched:
     """Our stack, up and answering."""
 
     api: str
-    sim: str
+    sim: Cloud
     ak: str
     sk: str
     samplers: dict[str, TreeSampler]
@@ -160,14 +230,17 @@ def _launch(
     directory = stack.directory
     ak, sk = "BENCH" + secrets.token_hex(6).upper(), secrets.token_hex(20)
     sim_port, api_port = free_port(), free_port()
+    tls_dir = directory / "sim-tls"
+    cloud = _cloud(args, sim_port, tls_dir)
     env = {
         **os.environ,
         "ORCH_DATABASE_URL": args.database_url or f"sqlite:///{directory / 'bench.db'}",
         "ORCH_REDIS_URL": private_redis(stack),
-        "ORCH_ECS_ENDPOINT": f"http://127.0.0.1:{sim_port}",
+        "ORCH_ECS_ENDPOINT": cloud.url,
         # The simulator serves IMS and EVS beside ECS, on the same port.
-        "ORCH_IMS_ENDPOINT": f"http://127.0.0.1:{sim_port}",
-        "ORCH_EVS_ENDPOINT": f"http://127.0.0.1:{sim_port}",
+        "ORCH_IMS_ENDPOINT": cloud.url,
+        "ORCH_EVS_ENDPOINT": cloud.url,
+        "ORCH_ECS_CA_BUNDLE": str(cloud.ca_file) if cloud.ca_file else "",
         "HUAWEICLOUD_SDK_AK": ak,
         "HUAWEICLOUD_SDK_SK": sk,
         "ORCH_API_TOKEN": TOKEN,
@@ -182,25 +255,26 @@ def _launch(
     if migrate.returncode != 0:
         raise StackError("migration failed: " + migrate.stderr.strip()[-300:])
     loglevel = "INFO" if args.keep else "WARNING"
-    roles = {
-        "simulator": stack.start("simulator", simulator(sim_port, ak, sk), env),
-        "api": stack.start("api", ["api", "--port", str(api_port)], env),
-        "beat": stack.start("beat", ["beat", "--loglevel", "WARNING"], env),
-    }
+    sim_args = [*simulator(sim_port, ak, sk), *_network_args(args, tls_dir)]
+    roles = {"simulator": stack.start("simulator", sim_args, env)}
+    cloud.wait(stack)  # its CA file exists now: the others check it at start
+    roles["api"] = stack.start("api", ["api", "--port", str(api_port)], env)
+    roles["beat"] = stack.start("beat", ["beat", "--loglevel", "WARNING"], env)
     for i in range(args.workers):
         roles[f"worker{i + 1}"] = stack.start(
             f"worker{i + 1}",
             ["worker", "--concurrency", str(args.concurrency), "--loglevel", loglevel],
             env,
         )
+    if "redis" in stack.processes:
+        roles["redis"] = stack.processes["redis"]
     launched = Launched(
         api=f"http://127.0.0.1:{api_port}",
-        sim=f"http://127.0.0.1:{sim_port}",
+        sim=cloud,
         ak=ak,
         sk=sk,
         samplers={name: TreeSampler(p.pid) for name, p in roles.items()},
     )
-    wait_http(f"{launched.sim}/_sim/stats", stack)
     wait_http(f"{launched.api}/healthz", stack)
     return launched
 
@@ -232,6 +306,8 @@ def run_ours(args: argparse.Namespace, directory: Path, console: Console) -> Run
                 "job_timeout_s": 3600,
             },
         }
+        for sampler in samplers.values():
+            sampler.mark()  # CPU per server counts the batch, not the processes' start-up
         started = time.monotonic()
         batch = http_json("POST", f"{api}/api/v1/batches", token, body)
         post_s = time.monotonic() - started
@@ -245,7 +321,7 @@ def run_ours(args: argparse.Namespace, directory: Path, console: Console) -> Run
         wall = time.monotonic() - started
         for sampler in samplers.values():
             sampler.sample()
-        stats = http_json("GET", f"{up.sim}/_sim/stats")
+        stats = up.sim.stats()
         counts = ", ".join(f"{k} {v}" for k, v in batch["counts"].items() if v)
         return RunFigures(
             "reimage",
@@ -256,6 +332,7 @@ def run_ours(args: argparse.Namespace, directory: Path, console: Console) -> Run
             post_s,
             samplers,
             _since(stats, baseline),
+            _connections(stats, baseline),
         )
     finally:
         stack.stop()
@@ -265,18 +342,27 @@ def run_peer(args: argparse.Namespace, directory: Path, console: Console) -> Run
     stack = Stack(directory)
     try:
         ak, sk, sim_port = "PEER" + secrets.token_hex(6).upper(), secrets.token_hex(20), free_port()
-        stack.start("peer-simulator", _simulator_args(args, sim_port, ak, sk), dict(os.environ))
-        wait_http(f"http://127.0.0.1:{sim_port}/_sim/stats", stack)
+        tls_dir = directory / "peer-sim-tls"
+        cloud = _cloud(args, sim_port, tls_dir)
+        simulator = stack.start(
+            "peer-simulator",
+            [*_simulator_args(args, sim_port, ak, sk), *_network_args(args, tls_dir)],
+            dict(os.environ),
+        )
+        cloud.wait(stack)
         servers_file = directory / "peer-servers.txt"
-        peer_servers, baseline = _inventory(f"http://127.0.0.1:{sim_port}", ak, sk)
+        peer_servers, baseline = _inventory(cloud, ak, sk)
         servers_file.write_text("\n".join(peer_servers))
+        simulator_sampler = TreeSampler(simulator.pid)
+        simulator_sampler.mark()
         env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "HOME": str(directory)}
         peer = subprocess.Popen(
             [
                 sys.executable,
                 str(PEER_SCRIPT),
                 "--endpoint",
-                f"http://127.0.0.1:{sim_port}",
+                cloud.url,
+                *(("--ca-file", str(cloud.ca_file)) if cloud.ca_file else ()),
                 "--ak",
                 ak,
                 "--sk",
@@ -302,10 +388,12 @@ def run_peer(args: argparse.Namespace, directory: Path, console: Console) -> Run
         )
         while peer.poll() is None:
             sampler.sample()
+            simulator_sampler.sample()
             time.sleep(0.5)
+        simulator_sampler.sample()
         output = peer.stdout.read() if peer.stdout else ""
         result = json.loads(output.strip().splitlines()[-1])
-        stats = http_json("GET", f"http://127.0.0.1:{sim_port}/_sim/stats")
+        stats = cloud.stats()
         outcome = (
             f"succeeded {result['succeeded']}, failed {result['failed']}, errors {result['errors']}"
         )
@@ -316,8 +404,9 @@ def run_peer(args: argparse.Namespace, directory: Path, console: Console) -> Run
             _since(stats, baseline)["rejected_429"],
             outcome,
             None,
-            {"peer": sampler},
+            {"peer": sampler, "simulator": simulator_sampler},
             _since(stats, baseline),
+            _connections(stats, baseline),
         )
     finally:
         stack.stop()
@@ -352,6 +441,69 @@ def _table(args: argparse.Namespace, runs: list[RunFigures], bound: float) -> Ta
             "-" if run.post_s is None else f"{run.post_s:.2f}",
             run.outcome,
         )
+    return table
+
+
+# Our processes (the simulator and Redis stand for the cloud and the broker, not for us).
+OURS = ("api", "beat", "worker")
+
+
+def _ours_cpu_s(run: RunFigures) -> float:
+    return sum(s.cpu_since_mark for n, s in run.processes.items() if n.startswith(OURS))
+
+
+def _processes_table(args: argparse.Namespace, runs: list[RunFigures]) -> Table:
+    table = Table(
+        title="processes: CPU during the batch (start-up excluded), per server, and in all "
+        "(start-up included); peak RSS of the largest process"
+    )
+    for column in ("run", "process", "CPU s (batch)", "CPU ms / server", "CPU s (all)", "RSS MB"):
+        table.add_column(column)
+    for run in runs:
+        for name, sampler in run.processes.items():
+            table.add_row(
+                run.name,
+                name,
+                f"{sampler.cpu_since_mark:.2f}",
+                f"{1000 * sampler.cpu_since_mark / args.servers:.2f}",
+                f"{sampler.cpu_seconds:.1f}",
+                f"{sampler.peak_rss_mb:.0f}",
+            )
+        if run.name == "reimage":
+            ours = _ours_cpu_s(run)
+            table.add_row(
+                run.name,
+                "ours (api + beat + workers)",
+                f"{ours:.2f}",
+                f"{1000 * ours / args.servers:.2f}",
+                "",
+                "",
+            )
+    return table
+
+
+def _targets_table(args: argparse.Namespace, runs: list[RunFigures], bound: float) -> Table:
+    """Issue 17's targets that this run measures, each with its figure."""
+    table = Table(title="targets (issue 17)")
+    for column in ("target", "measured", "met"):
+        table.add_column(column)
+    ours = runs[0]
+
+    def row(target: str, value: float, limit: float, unit: str = "") -> None:
+        table.add_row(target, f"{value:.2f}{unit}", "yes" if value <= limit else "NO")
+
+    row("our CPU per server <= 5 ms", 1000 * _ours_cpu_s(ours) / args.servers, 5.0, " ms")
+    if args.smoke:
+        row("wall <= 2.5 x bound", ours.wall_s / bound, 2.5, " x")
+        if len(runs) == 2:
+            row("wall <= the peer's", ours.wall_s / runs[1].wall_s, 1.0, " x")
+    else:
+        row("wall <= 1.10 x bound", ours.wall_s / bound, 1.10, " x")
+        if len(runs) == 2:
+            row("wall <= 0.3 x the peer's", ours.wall_s / runs[1].wall_s, 0.3, " x")
+        row("calls per server <= 2.1", ours.calls / args.servers, 2.1)
+    network = f"{'https' if args.tls else 'http'}, {args.latency_ms:g} ms latency"
+    table.caption = f"over {network}; reproduce: reimage bench{' --smoke' if args.smoke else ''}"
     return table
 
 
@@ -474,7 +626,7 @@ def run_preflight(args: argparse.Namespace, directory: Path, console: Console) -
                 *("--inventory", str(inventory), "--strict-inventory"),
             ],
         )
-        before = http_json("GET", f"{up.sim}/_sim/stats")["requests"]
+        before = up.sim.stats()["requests"]
         body = {
             "project_id": PROJECT,
             "region": "cn-north-4",
@@ -488,7 +640,7 @@ def run_preflight(args: argparse.Namespace, directory: Path, console: Console) -
         started = time.monotonic()
         report = http_json("POST", f"{up.api}/api/v1/batches?dry_run=true", TOKEN, body)
         took = time.monotonic() - started
-        after = http_json("GET", f"{up.sim}/_sim/stats")["requests"]
+        after = up.sim.stats()["requests"]
         spent = {kind: after[kind] - before.get(kind, 0) for kind in after}
         table = Table(title=f"pre-flight (dry run) of {args.preflight} servers")
         for column in ("figure", "value"):
@@ -523,22 +675,20 @@ def run_bench(args: argparse.Namespace) -> int:
         runs.append(run_peer(args, directory, console))
     bound = lower_bound(args.servers, args.burst, args.rate, args.max_in_flight, args.job_seconds)
     console.print(_table(args, runs, bound))
-    processes = Table(title="processes (CPU seconds, peak RSS of the largest process)")
-    for column in ("run", "process", "CPU s", "peak RSS MB"):
-        processes.add_column(column)
-    for run in runs:
-        for name, sampler in run.processes.items():
-            processes.add_row(
-                run.name, name, f"{sampler.cpu_seconds:.1f}", f"{sampler.peak_rss_mb:.0f}"
-            )
-    console.print(processes)
+    console.print(_processes_table(args, runs))
     for run in runs:
         kinds = ", ".join(
             f"{kind} {count / args.servers:.2f}" for kind, count in run.by_kind.items() if count
         )
         console.print(f"{run.name}: calls per server by kind: {kinds}")
+        console.print(
+            f"{run.name}: connections accepted by the simulator"
+            f"{' (TLS handshakes)' if args.tls else ''}: {run.connections}"
+            f" ({run.connections / args.servers:.3f} per server)"
+        )
     if len(runs) == 2:
         console.print(f"ours / peer wall time: {runs[0].wall_s / runs[1].wall_s:.2f}")
+    console.print(_targets_table(args, runs, bound))
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -552,8 +702,14 @@ def run_bench(args: argparse.Namespace) -> int:
                             "throttled": r.throttled,
                             "post_s": r.post_s,
                             "outcome": r.outcome,
+                            "connections": r.connections,
                             "processes": {
-                                n: {"cpu_s": s.cpu_seconds, "peak_rss_mb": s.peak_rss_mb}
+                                n: {
+                                    "cpu_s": s.cpu_seconds,
+                                    "cpu_s_during_batch": s.cpu_since_mark,
+                                    "cpu_ms_per_server": 1000 * s.cpu_since_mark / args.servers,
+                                    "peak_rss_mb": s.peak_rss_mb,
+                                }
                                 for n, s in r.processes.items()
                             },
                         }

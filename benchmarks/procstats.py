@@ -56,6 +56,8 @@ class TreeSampler:
     root: int
     cpu: dict[int, float] = field(default_factory=dict)
     rss: dict[int, float] = field(default_factory=dict)
+    # CPU seconds already spent at `mark()` (start-up: imports, migrations, connecting).
+    baseline_cpu: float = 0.0
 
     def sample(self) -> None:
         for pid in tree(self.root):
@@ -65,9 +67,18 @@ class TreeSampler:
             if rss is not None:
                 self.rss[pid] = max(rss, self.rss.get(pid, 0.0))
 
+    def mark(self) -> None:
+        """From now on: `cpu_since_mark` counts only what the tree spends after this call."""
+        self.sample()
+        self.baseline_cpu = self.cpu_seconds
+
     @property
     def cpu_seconds(self) -> float:
         return sum(self.cpu.values())
+
+    @property
+    def cpu_since_mark(self) -> float:
+        return self.cpu_seconds - self.baseline_cpu
 
     @property
     def peak_rss_mb(self) -> float:

@@ -2,8 +2,12 @@
 threads; each thread sends one server's changeos (backing off exponentially on 429), then polls
 its job at a fixed interval until it ends. Prints one JSON line with its figures.
 
-    python benchmarks/sdk_peer.py --endpoint http://127.0.0.1:8700 --ak AK --sk SK \
-        --project-id PID --image UUID --servers-file ids.txt [--threads 50] [--poll-s 0.5]
+    python benchmarks/sdk_peer.py --endpoint https://127.0.0.1:8700 --ak AK --sk SK \
+        --project-id PID --image UUID --servers-file ids.txt [--threads 50] [--poll-s 0.5] \
+        [--ca-file ca.pem]
+
+`--ca-file`: the CA certificates (PEM) the endpoint's certificate is verified against, given to
+the SDK as `HttpConfig.ssl_ca_cert` (verification stays on, as a user's script would keep it).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ def build_client(args: argparse.Namespace) -> Any:
 
     config = HttpConfig.get_default_config()
     config.timeout = (5, 30)
+    if args.ca_file:
+        config.ssl_ca_cert = args.ca_file
     return (
         EcsClient.new_builder()
         .with_http_config(config)
@@ -105,6 +111,7 @@ def main() -> None:
     parser.add_argument("--servers-file", required=True, type=Path)
     parser.add_argument("--threads", type=int, default=50)
     parser.add_argument("--poll-s", type=float, default=0.5)
+    parser.add_argument("--ca-file", default=None, help="CA bundle (PEM) for an https endpoint")
     args = parser.parse_args()
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
     # The SDK logs every exhausted retry; the figures are what this script is for.

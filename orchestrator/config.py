@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -105,6 +107,26 @@ class Settings(BaseSettings):
     auth_failure_limit: int = Field(20, ge=1, validation_alias="ORCH_AUTH_FAILURE_LIMIT")
     # Cloud credentials per project: a JSON file readable by its owner only.
     credentials_file: str | None = Field(None, validation_alias="ORCH_CREDENTIALS_FILE")
+    # CA certificates (PEM) the cloud's endpoints are verified against, instead of the
+    # system's: a private cloud, a TLS-inspecting proxy, the simulator's `--tls-dir`.
+    ecs_ca_bundle: str | None = Field(None, validation_alias="ORCH_ECS_CA_BUNDLE")
+
+    @field_validator("ecs_ca_bundle")
+    @classmethod
+    def _pem_ca_bundle(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        try:
+            text = Path(value).read_bytes()
+        except OSError as exc:
+            raise ValueError(f"cannot read {value}: {exc.strerror or exc}") from None
+        if b"-----BEGIN CERTIFICATE-----" not in text:
+            raise ValueError(f"{value} holds no PEM certificate") from None
+        try:
+            ssl.create_default_context(cafile=value)
+        except (ssl.SSLError, ValueError) as exc:
+            raise ValueError(f"{value} is not a PEM CA bundle ({exc})") from None
+        return value
 
     @field_validator("notify_url")
     @classmethod

@@ -1,4 +1,5 @@
-"""What a worker or API process holds for its lifetime: settings, database, rate budget, clock."""
+"""What a worker or API process holds for its lifetime: settings, database, rate budget, clock,
+one Redis client, and the HTTP sessions its cloud calls go through (`cloud.http_session`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from orchestrator.cloud.catalog_cache import CatalogCache
 from orchestrator.cloud.client import Credentials, EcsClient, RateGate, SignedApi, Timeouts
 from orchestrator.cloud.credentials import CredentialStore, load_credentials
 from orchestrator.cloud.facts import FactsCache
+from orchestrator.cloud.http_session import HttpSessions
 from orchestrator.cloud.ratelimit import FleetRateLimiter, RateBudget
 from orchestrator.config import Settings
 from orchestrator.db.engine import make_engine, make_session_factory
@@ -36,6 +38,10 @@ class Runtime:
     catalog: CatalogCache = field(default_factory=lambda: CatalogCache(None))
     # Counters shared by every process (in the same Redis as the rate budget); None: not kept.
     metrics: Metrics | None = None
+    # Cloud and probe sessions: kept on a worker's loop, per use elsewhere.
+    http: HttpSessions = field(default_factory=HttpSessions)
+    # The process's one client of the shared Redis (rate budget, facts, metrics, locks).
+    redis: redis.Redis | None = None
     # Read once, when first needed; commands check the file at startup (check_credentials).
     _credentials: CredentialStore | None = field(default=None, repr=False)
 
@@ -46,6 +52,7 @@ class Runtime:
         facts: FactsCache | None = None
         metrics: Metrics | None = None
         catalog = CatalogCache(None)
+        client: redis.Redis | None = None
         if with_rate_limit:
             client = redis.Redis.from_url(settings.client_redis_url, socket_timeout=5)
             metrics = Metrics(client)
@@ -62,6 +69,8 @@ class Runtime:
             facts,
             metrics=metrics,
             catalog=catalog,
+            http=HttpSessions(settings.ecs_ca_bundle),
+            redis=client,
         )
 
     def credentials(self, project_id: str) -> Credentials:

@@ -1,15 +1,24 @@
-"""Celery tasks: thin wrappers that take ids and call one service function each."""
+"""Celery tasks: thin wrappers that take ids and call one service function each.
+
+A worker process runs every task's coroutine on one event loop of its own (`run`), made on its
+first task after the fork and kept for its lifetime, so the cloud session on it (its pool of
+keep-alive TLS connections, `orchestrator.cloud.http_session`) serves every server of every
+task; the sessions are closed and the loop with them when the process exits.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import os
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import redis
 from celery import shared_task
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown
 
 from orchestrator.config import load_settings
 from orchestrator.db.webhook_outbox import configure_global_url
@@ -30,6 +39,9 @@ WEBHOOKS_PER_RUN = 200
 WEBHOOK_RUN_LOCK_S = 120
 _runtime: Runtime | None = None
 _runtime_pid: int | None = None
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_pid: int | None = None
+T = TypeVar("T")
 
 
 def runtime() -> Runtime:
@@ -42,10 +54,64 @@ def runtime() -> Runtime:
     return _runtime
 
 
+def redis_client(rt: Runtime) -> redis.Redis:
+    """The runtime's Redis client (one per process), or one for this call when it has none."""
+    return rt.redis if rt.redis is not None else redis.Redis.from_url(rt.settings.client_redis_url)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a task's coroutine on this process's loop, as `asyncio.run` would but for the loop
+    (and the connections on it) that stays: what the coroutine left running is cancelled."""
+    global _loop, _loop_pid
+    if _loop is None or _loop_pid != os.getpid() or _loop.is_closed():
+        _loop = asyncio.new_event_loop()  # a loop inherited through a fork is not ours to use
+        _loop_pid = os.getpid()
+    loop = _loop
+    runtime().http.keep_on(loop)
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        _cancel_leftovers(loop)
+
+
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    leftovers = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in leftovers:
+        task.cancel()
+    if leftovers:
+        loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+
+
+def _close_loop() -> None:
+    """At the process's exit: the kept sessions closed (their connections said goodbye), then
+    the loop."""
+    global _loop
+    loop, _loop = _loop, None
+    if loop is None or _loop_pid != os.getpid() or loop.is_closed():
+        return
+    try:
+        if _runtime is not None:
+            loop.run_until_complete(_runtime.http.close())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    except Exception:  # exiting anyway; the kernel closes what is left
+        log.debug("closing the worker loop failed", exc_info=True)
+    finally:
+        loop.close()
+
+
+atexit.register(_close_loop)
+
+
 @worker_process_init.connect
 def _reset_after_fork(**_: object) -> None:
-    global _runtime
+    global _runtime, _loop
     _runtime = None
+    _loop = None
+
+
+@worker_process_shutdown.connect
+def _close_at_shutdown(**_: object) -> None:
+    _close_loop()
 
 
 class CeleryDispatcher:
@@ -64,28 +130,28 @@ class CeleryDispatcher:
 
 @shared_task(name="reimage.submit_servers")
 def submit_servers_task(batch_server_ids: list[int]) -> dict[str, int]:
-    outcomes = asyncio.run(submit_servers(runtime(), batch_server_ids))
+    outcomes = run(submit_servers(runtime(), batch_server_ids))
     log.info("submit n=%d outcomes=%s", len(batch_server_ids), outcomes)
     return outcomes
 
 
 @shared_task(name="reimage.poll_jobs")
 def poll_jobs_task(batch_server_ids: list[int]) -> dict[str, int]:
-    outcomes = asyncio.run(poll_servers(runtime(), batch_server_ids))
+    outcomes = run(poll_servers(runtime(), batch_server_ids))
     log.info("poll n=%d outcomes=%s", len(batch_server_ids), outcomes)
     return outcomes
 
 
 @shared_task(name="reimage.probe_health")
 def probe_health_task(batch_server_ids: list[int]) -> dict[str, int]:
-    outcomes = asyncio.run(probe_servers(runtime(), batch_server_ids))
+    outcomes = run(probe_servers(runtime(), batch_server_ids))
     log.info("probe n=%d outcomes=%s", len(batch_server_ids), outcomes)
     return outcomes
 
 
 @shared_task(name="reimage.sweep_facts")
 def sweep_facts_task(project_id: str, region: str) -> int:
-    seen = asyncio.run(sweep_facts(runtime(), project_id, region))
+    seen = run(sweep_facts(runtime(), project_id, region))
     log.info("sweep %s/%s servers=%d", project_id, region, seen)
     return seen
 
@@ -96,7 +162,7 @@ def deliver_webhooks_task() -> dict[str, int]:
     compare-and-set), but one at a time keeps the control worker's other pool process free for
     ticks however slow a receiver is."""
     rt = runtime()
-    lock = redis.Redis.from_url(rt.settings.client_redis_url).lock(
+    lock = redis_client(rt).lock(
         "reimage:webhooks-lock", timeout=WEBHOOK_RUN_LOCK_S, blocking=False
     )
     if not lock.acquire(blocking=False):
@@ -116,7 +182,7 @@ def sweep_backups_task() -> int:
     """Delete backup images past their retention (overlapping runs are harmless: a deletion
     is recorded once, guarded on the image's expiry)."""
     rt = runtime()
-    deleted = asyncio.run(sweep_expired_backups(rt, now=rt.clock()))
+    deleted = run(sweep_expired_backups(rt, now=rt.clock()))
     if deleted:
         log.info("backups deleted n=%d", deleted)
     return deleted
@@ -129,7 +195,7 @@ def tick_task() -> None:
     # this one if another is still running anywhere.
     # Short-lived: a worker killed mid-tick must not stall the scheduler for long, and a
     # tick that outlives its lock and overlaps the next one does no harm.
-    lock = redis.Redis.from_url(rt.settings.client_redis_url).lock(
+    lock = redis_client(rt).lock(
         "reimage:tick-lock", timeout=max(2.0, rt.settings.tick_seconds * 4), blocking=False
     )
     if not lock.acquire(blocking=False):

@@ -20,6 +20,7 @@ import aiohttp
 from orchestrator import ids
 from orchestrator.cloud import signer
 from orchestrator.cloud.errors import (
+    ConfigError,
     EcsError,
     OutcomeUnknown,
     Retryable,
@@ -170,6 +171,21 @@ class SignedApi:
                 payload = await response.read()
                 status = response.status
                 response_headers = {k: v for k, v in response.headers.items()}
+        except aiohttp.ClientConnectorCertificateError as exc:
+            self._answered(operation, "error")
+            # Nothing was sent, and trying again meets the same certificate: a configuration
+            # fault of ours (or an impostor), for a person to look at, never retried.
+            raise ConfigError(
+                code="TLS.CertificateUntrusted",
+                message=f"{self._host}: {_certificate_problem(exc)}; ORCH_ECS_CA_BUNDLE names "
+                "the CA certificates (PEM) the cloud's endpoints are verified against",
+            ) from None
+        except aiohttp.ClientConnectorSSLError as exc:
+            self._answered(operation, "error")
+            raise ConfigError(
+                code="TLS.HandshakeFailed",
+                message=f"{self._host}: TLS handshake failed ({_first_line(exc)})",
+            ) from None
         except aiohttp.ClientConnectorError as exc:
             self._answered(operation, "error")
             # Refused or unreachable before a byte was sent: safe to retry any call.
@@ -332,6 +348,19 @@ class EcsClient(SignedApi):
         _, body, _ = await self._call("GET", path, operation="flavors")
         flavors = body.get("flavors") if isinstance(body, dict) else None
         return [Flavor.from_body(f) for f in flavors or [] if isinstance(f, dict)]
+
+
+def _certificate_problem(exc: aiohttp.ClientConnectorCertificateError) -> str:
+    """OpenSSL's reason ("self-signed certificate in certificate chain", "Hostname mismatch,
+    certificate is not valid for ...")."""
+    error = exc.certificate_error
+    reason = getattr(error, "verify_message", None) or _first_line(error)
+    return f"the server's certificate is not trusted ({reason})"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__
 
 
 def _json_or_empty(payload: bytes) -> Any:

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import aiohttp
 from sqlalchemy import ColumnElement, select
 
 from orchestrator.cloud.catalog import ImsClient
@@ -143,7 +142,7 @@ async def follow_backups(
 ) -> list[str]:
     """Look at each backing-up server's image once (the poll task's share of them)."""
     outcomes: list[str] = []
-    async with aiohttp.ClientSession() as http:
+    async with rt.http.cloud() as http:
         for row in rows:
             batch = batches[row.batch_id]
             ims = rt.ims_client(http, project_id=batch.project_id, region=batch.region)
@@ -291,7 +290,7 @@ def _reschedule(rt: Runtime, row: BatchServer, backup: dict[str, Any], delay_s: 
 async def read_quota(rt: Runtime, *, project_id: str, region: str, needed: int) -> dict[str, Any]:
     """The numbers at submission: backups needed, the quota, used, left, and whether it is
     enough (`enough` False: a real submission is refused with BackupQuota, 422)."""
-    async with aiohttp.ClientSession() as http:
+    async with rt.http.cloud() as http:
         quota = await rt.ims_client(http, project_id=project_id, region=region).image_quota()
     problem = quota_problem(needed=needed, left=quota.left, quota=quota.quota, used=quota.used)
     return {
@@ -337,7 +336,7 @@ async def sweep_expired_backups(rt: Runtime, *, now: datetime) -> int:
             )
         )
     deleted = 0
-    async with aiohttp.ClientSession() as http:
+    async with rt.http.cloud() as http:
         for row, project_id, region in due:
             if not may_delete(expired=True, server_active=row.server_id in busy):
                 continue

@@ -12,7 +12,6 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
 from sqlalchemy import select
 
 from orchestrator.cloud.client import EcsClient
@@ -65,7 +64,7 @@ async def poll_servers(rt: Runtime, batch_server_ids: list[int]) -> dict[str, in
     if not rows:
         return outcomes
     limit = asyncio.Semaphore(MAX_CONCURRENT_POLLS)
-    async with aiohttp.ClientSession() as http:
+    async with rt.http.cloud() as http:
         clients: dict[tuple[str, str], EcsClient] = {}
 
         async def one(row: BatchServer) -> str:

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
-import aiohttp
-
 from orchestrator.cloud.catalog import VOLUME_IDS_PER_CALL, VOLUME_PAGE, EvsClient, ImsClient
 from orchestrator.cloud.client import EcsClient
 from orchestrator.cloud.errors import ConfigError, EcsError, Rejected, Retryable
@@ -189,7 +187,7 @@ async def read_fleet(
     when `abandoned()` turns true, `FactsUnavailable` when the cloud keeps refusing a read.
     """
     fleet = FleetFacts()
-    async with aiohttp.ClientSession() as http:
+    async with rt.http.cloud() as http:
         reader = Reader(
             ecs=rt.ecs_client(http, project_id=project_id, region=region),
             ims=rt.ims_client(http, project_id=project_id, region=region),

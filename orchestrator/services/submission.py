@@ -85,7 +85,7 @@ async def submit_server(rt: Runtime, batch_server_id: int) -> str:
         _release_dispatch(rt, row.id)
         return "not_due"
     with log_context(batch_id=batch.id, server_id=row.server_id):
-        async with aiohttp.ClientSession() as http:
+        async with rt.http.cloud() as http:
             client = rt.ecs_client(http, project_id=batch.project_id, region=batch.region)
             if row.call_started_at is not None:
                 return await reconcile(rt, client, row, batch)

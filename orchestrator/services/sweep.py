@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import logging
 
-import aiohttp
-
 from orchestrator.cloud.errors import ConfigError, EcsError, Rejected
 from orchestrator.runtime import Runtime
 from orchestrator.services.control import pause_project_batches
@@ -23,7 +21,7 @@ async def sweep_facts(rt: Runtime, project_id: str, region: str) -> int:
         return -1  # another sweep of this project and region is running
     failed = False
     try:
-        async with aiohttp.ClientSession() as http:
+        async with rt.http.cloud() as http:
             client = rt.ecs_client(http, project_id=project_id, region=region)
             servers = [server async for server in client.list_servers({})]
         rt.facts.store(project_id, region, servers, started_at=started)

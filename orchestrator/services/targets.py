@@ -8,8 +8,6 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-import aiohttp
-
 from orchestrator.cloud.models import Server
 from orchestrator.domain.health import TargetError, expand
 from orchestrator.domain.policy import RolloutPolicy
@@ -51,7 +49,7 @@ async def resolve_selector(
     wanted_tags = set(selector.tags)
     found: list[Server] = []
     calls = Counter[str]()
-    async with aiohttp.ClientSession() as http:
+    async with rt.http.cloud() as http:
         client = rt.ecs_client(http, project_id=project_id, region=region)
         async for server in client.list_servers(selector.list_filters(), calls=calls):
             if abandoned():

@@ -136,7 +136,7 @@ async def probe_servers(rt: Runtime, batch_server_ids: list[int]) -> dict[str, i
     if not rows:
         return outcomes
     limit = asyncio.Semaphore(MAX_CONCURRENT_PROBES)
-    async with aiohttp.ClientSession() as http:
+    async with rt.http.probes() as http:
 
         async def one(row: BatchServer) -> str:
             async with limit:

@@ -5,6 +5,12 @@ only HTTP can show (a late answer, a dropped connection) and the `/_sim/` contro
 (stats, the changeos and image call logs, reset, servers, images, faults, and the per-server
 health a health gate probes: `GET /_sim/health/{server_id}`, 200 or 503).
 
+A network latency (`latency_s`) delays every answer of the cloud's routes (authentication,
+throttling and errors included) by that long, as a round trip to a distant region would; the
+`/_sim/` control routes (the health probes among them) answer at once. `/_sim/stats` also
+counts the connections that carried a request (`connections`: over HTTPS, each one a full TLS
+handshake), so a test can prove a client reuses its connections.
+
 Handlers only translate HTTP to `Cloud` calls and back; every rule and every decision of which
 call meets which fault lives in the model.
 """
@@ -15,9 +21,11 @@ import asyncio
 import hmac
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -45,12 +53,30 @@ PROJECT_HEADER = "X-Project-Id"
 DROPPED_STATUS = 444
 
 
+@dataclass
+class ConnectionCount:
+    """Connections (TCP, or TLS over TCP) that carried at least one request, cloud or control."""
+
+    count: int = 0
+    _seen: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
+
+    def saw(self, transport: object | None) -> None:
+        if transport is not None and transport not in self._seen:
+            self._seen.add(transport)
+            self.count += 1
+
+
 @dataclass(frozen=True)
 class Simulator:
-    """What the handlers share: the model and the clock its `now` comes from."""
+    """What the handlers share: the model, the clock its `now` comes from, the network latency
+    added before every cloud answer, and the connections seen."""
 
     cloud: Cloud
     clock: Callable[[], float]
+    latency_s: float = 0.0
+    connections: ConnectionCount = field(default_factory=ConnectionCount)
+    # How the latency is waited (tests record it instead of waiting).
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
 
 SIMULATOR = web.AppKey("simulator", Simulator)
@@ -60,13 +86,21 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_simulator_app(
-    config: SimulatorConfig, clock: Callable[[], float] = time.monotonic
+    config: SimulatorConfig,
+    clock: Callable[[], float] = time.monotonic,
+    *,
+    latency_s: float = 0.0,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> web.Application:
-    """The simulator as an aiohttp application; `clock` gives monotonic seconds."""
+    """The simulator as an aiohttp application; `clock` gives monotonic seconds; `latency_s`
+    (real time, waited with `sleep`) is added before every answer but those of the `/_sim/`
+    control routes."""
+    if not latency_s >= 0:
+        raise ValueError("latency_s must be >= 0")
     app = web.Application(middlewares=[_gateway])
     started = clock()
     cloud = Cloud(config, wall_offset=time.time() - started, now=started)
-    app[SIMULATOR] = Simulator(cloud, clock)
+    app[SIMULATOR] = Simulator(cloud, clock, latency_s, sleep=sleep)
     app.on_response_prepare.append(_stamp_request_id)
     app.add_routes(
         [
@@ -119,9 +153,13 @@ def create_simulator_app(
 async def _gateway(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Route check, then authentication, then the throttling bucket, as the API gateway does."""
     request[REQUEST_ID] = uuid.uuid4().hex
+    simulator = request.app[SIMULATOR]
+    simulator.connections.saw(request.transport)
     if request.path.startswith(CONTROL_PREFIX):
         return await handler(request)
-    simulator = request.app[SIMULATOR]
+    if simulator.latency_s > 0:
+        # Real time, like a slow answer: the network's share of every round trip.
+        await simulator.sleep(simulator.latency_s)
     error = _unknown_api(request) or await _authenticate(request, simulator.cloud.config)
     if error is not None:
         simulator.cloud.record_error(error.code)
@@ -375,7 +413,8 @@ async def _deliver(
 
 async def sim_stats(request: web.Request) -> web.Response:
     simulator = request.app[SIMULATOR]
-    return web.json_response(simulator.cloud.stats(simulator.clock()))
+    stats = simulator.cloud.stats(simulator.clock())
+    return web.json_response({**stats, "connections": simulator.connections.count})
 
 
 async def sim_changeos(request: web.Request) -> web.Response:

@@ -7,14 +7,22 @@ gate and a backup meet: `--broken-images` (servers on them are never healthy at
 becomes healthy), `--backup-seconds` and `--backup-fail-ratio` (how long an image made from a
 server takes, and the share of servers whose image jobs fail), `--image-quota` (the private
 image quota). Each can also change at run time through `POST /_sim/faults`.
+
+`--tls-dir DIR` serves HTTPS: a private CA and a certificate for 127.0.0.1 and localhost made
+at start, the CA's certificate written to DIR/ca.pem for clients to trust (`ORCH_ECS_CA_BUNDLE`).
+`--latency-ms N` adds N ms before every answer of the cloud's routes (not `/_sim/`), as the
+network to a real region would.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import math
 import signal
+import ssl
+from pathlib import Path
 
 from aiohttp import web
 
@@ -24,6 +32,9 @@ from orchestrator.simulator.config import IMAGE_QUOTA_RANGE, MAX_JOB_SECONDS_SPR
 from orchestrator.simulator.flavors import flavor_ids
 from orchestrator.simulator.images import ImageSpec, load_images
 from orchestrator.simulator.inventory import load_inventory, parse_tags
+from orchestrator.simulator.tls import make_server_tls
+
+log = logging.getLogger("reimage.simulator")
 
 
 def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,6 +104,21 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="S",
         help="send 'Retry-After: S' with every 429 (default: no header)",
+    )
+    parser.add_argument(
+        "--tls-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="serve HTTPS: a CA and a certificate for 127.0.0.1/localhost made at start, the "
+        "CA certificate written to DIR/ca.pem (for ORCH_ECS_CA_BUNDLE); default: plain HTTP",
+    )
+    parser.add_argument(
+        "--latency-ms",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="N",
+        help="network latency: N ms before every answer but those of /_sim/ (default 0)",
     )
     _add_fault_arguments(parser)
     _add_inventory_arguments(parser)
@@ -256,16 +282,35 @@ def run_simulator(args: argparse.Namespace) -> None:
         config = config_from_args(args)
     except ValueError as error:  # e.g. --burst without --rate-limit
         raise SystemExit(f"reimage simulate: {error}") from None
-    asyncio.run(_serve(config, args.host, args.port))
+    context: ssl.SSLContext | None = None
+    tls_dir: Path | None = getattr(args, "tls_dir", None)
+    if tls_dir is not None:
+        try:
+            tls = make_server_tls(tls_dir)
+        except OSError as error:
+            raise SystemExit(f"reimage simulate: --tls-dir {tls_dir}: {error}") from None
+        context = tls.context
+        print(f"simulator CA certificate: {tls.ca_path}", flush=True)
+        log.info("simulator CA certificate written", extra={"ca_path": str(tls.ca_path)})
+    latency_s = getattr(args, "latency_ms", 0.0) / 1000
+    asyncio.run(_serve(config, args.host, args.port, ssl_context=context, latency_s=latency_s))
 
 
-async def _serve(config: SimulatorConfig, host: str, port: int) -> None:
-    runner = web.AppRunner(create_simulator_app(config))
+async def _serve(
+    config: SimulatorConfig,
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    latency_s: float = 0.0,
+) -> None:
+    runner = web.AppRunner(create_simulator_app(config, latency_s=latency_s))
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
         bound_port = runner.addresses[0][1]  # the real one when port 0 was asked for
-        print(f"simulator listening on http://{host}:{bound_port}", flush=True)
+        scheme = "https" if ssl_context is not None else "http"
+        print(f"simulator listening on {scheme}://{host}:{bound_port}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -40,8 +41,19 @@ class ProcessStack(Stack):
             assert process.poll() is None, f"{name} exited:\n{self.log_tail(name)}"
 
 
+def _context(ca_file: str | Path | None) -> ssl.SSLContext | None:
+    """Verification against `ca_file` (a TLS simulator's CA); None: urllib's own default."""
+    return ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else None
+
+
 def http(
-    method: str, url: str, *, token: str | None = None, body: Any = None, timeout: float = 10
+    method: str,
+    url: str,
+    *,
+    token: str | None = None,
+    body: Any = None,
+    timeout: float = 10,
+    ca_file: str | Path | None = None,
 ) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)
@@ -49,18 +61,21 @@ def http(
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        context = _context(ca_file)
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
 
 
-def wait_until_http(url: str, stack: ProcessStack, timeout_s: float = 60) -> None:
+def wait_until_http(
+    url: str, stack: ProcessStack, timeout_s: float = 60, *, ca_file: str | Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         stack.assert_alive()
         try:
-            with urllib.request.urlopen(url, timeout=2):
+            with urllib.request.urlopen(url, timeout=2, context=_context(ca_file)):
                 return
         except (urllib.error.URLError, OSError):
             time.sleep(0.2)
@@ -74,6 +89,12 @@ class FullStack:
     processes: ProcessStack
     api_url: str
     sim_url: str
+    # The TLS simulator's CA certificate (`tls=True`), which every process trusts.
+    ca_file: Path | None = None
+
+    def sim(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """A control call to the simulator (`/_sim/...`), over HTTPS when it serves it."""
+        return http(method, self.sim_url + path, body=body, ca_file=self.ca_file)
 
 
 def start_full_stack(
@@ -89,18 +110,29 @@ def start_full_stack(
     extra_env: dict[str, str] | None = None,
     worker_concurrency: int = 4,
     loglevel: str = "WARNING",
+    tls: bool = False,
+    latency_ms: float = 0.0,
+    worker_env: dict[str, str] | None = None,
 ) -> FullStack:
-    """Start everything and wait until the simulator and the API answer."""
+    """Start everything and wait until the simulator and the API answer.
+
+    `tls`: the simulator serves HTTPS with a CA of its own (`--tls-dir`), which every process
+    trusts through ORCH_ECS_CA_BUNDLE (the simulator starts first: its CA file must exist when
+    the others check their settings); `latency_ms`: its `--latency-ms`; `worker_env`: the
+    worker's environment on top of everyone's (an empty value unsets a setting)."""
     sim_port, api_port = free_port(), free_port()
+    scheme = "https" if tls else "http"
+    ca_file = directory / "sim-tls" / "ca.pem" if tls else None
     env = {
         "PATH": "/usr/bin:/bin:/usr/local/bin",
         "HOME": str(directory),
         "ORCH_DATABASE_URL": database_url,
         "ORCH_REDIS_URL": redis_url,
-        "ORCH_ECS_ENDPOINT": f"http://127.0.0.1:{sim_port}",
+        "ORCH_ECS_ENDPOINT": f"{scheme}://127.0.0.1:{sim_port}",
         # The simulator serves IMS and EVS beside ECS, on the same port.
-        "ORCH_IMS_ENDPOINT": f"http://127.0.0.1:{sim_port}",
-        "ORCH_EVS_ENDPOINT": f"http://127.0.0.1:{sim_port}",
+        "ORCH_IMS_ENDPOINT": f"{scheme}://127.0.0.1:{sim_port}",
+        "ORCH_EVS_ENDPOINT": f"{scheme}://127.0.0.1:{sim_port}",
+        **({"ORCH_ECS_CA_BUNDLE": str(ca_file)} if ca_file is not None else {}),
         "HUAWEICLOUD_SDK_AK": ak,
         "HUAWEICLOUD_SDK_SK": sk,
         "ORCH_API_TOKEN": token,
@@ -120,17 +152,29 @@ def start_full_stack(
         sk,
         "--project-id",
         project_id,
+        *(("--tls-dir", str(ca_file.parent)) if ca_file is not None else ()),
+        *(("--latency-ms", f"{latency_ms:g}") if latency_ms else ()),
         *simulator_args,
     )
-    processes.start("api", "api", "--port", str(api_port))
-    processes.start(
-        "worker", "worker", "--concurrency", str(worker_concurrency), "--loglevel", loglevel
+    stack = FullStack(
+        processes, f"http://127.0.0.1:{api_port}", f"{scheme}://127.0.0.1:{sim_port}", ca_file
     )
-    processes.start("beat", "beat", "--loglevel", loglevel)
-    stack = FullStack(processes, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{sim_port}")
     processes.env["SIM_URL"], processes.env["API_URL"] = stack.sim_url, stack.api_url
     try:
-        wait_until_http(stack.sim_url + "/_sim/stats", processes)
+        if ca_file is not None:
+            wait_until_http(stack.sim_url + "/_sim/stats", processes, ca_file=ca_file)
+        processes.start("api", "api", "--port", str(api_port))
+        processes.start(
+            "worker",
+            "worker",
+            "--concurrency",
+            str(worker_concurrency),
+            "--loglevel",
+            loglevel,
+            extra_env=worker_env,
+        )
+        processes.start("beat", "beat", "--loglevel", loglevel)
+        wait_until_http(stack.sim_url + "/_sim/stats", processes, ca_file=ca_file)
         wait_until_http(stack.api_url + "/healthz", processes)
     except BaseException:
         processes.stop_all()

@@ -16,14 +16,27 @@ def prepare_sdk(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
 
 
-def sdk_client(client_class: Any, endpoint: str, *, ak: str, sk: str, project_id: str) -> Any:
-    """`client_class` (e.g. `huaweicloudsdkims.v2.ImsClient`) signed with AK/SK for a project."""
+def sdk_client(
+    client_class: Any,
+    endpoint: str,
+    *,
+    ak: str,
+    sk: str,
+    project_id: str,
+    ca_file: str | Path | None = None,
+) -> Any:
+    """`client_class` (e.g. `huaweicloudsdkims.v2.ImsClient`) signed with AK/SK for a project;
+    `ca_file`: the CA (PEM) an https endpoint is verified against (`HttpConfig.ssl_ca_cert`,
+    verification left on)."""
     from huaweicloudsdkcore.auth.credentials import BasicCredentials
     from huaweicloudsdkcore.http.http_config import HttpConfig
 
+    config = HttpConfig.get_default_config()
+    if ca_file is not None:
+        config.ssl_ca_cert = str(ca_file)
     return (
         client_class.new_builder()
-        .with_http_config(HttpConfig.get_default_config())
+        .with_http_config(config)
         .with_credentials(BasicCredentials(ak, sk, project_id))
         .with_endpoints([endpoint])
         .build()
