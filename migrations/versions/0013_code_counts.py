@@ -1,5 +1,6 @@
 """counts per batch, state and error code, kept with every transition (the batch's failures by
-code are read, not counted over its servers), filled from the servers already there
+code are read, not counted over its servers), filled from the servers already there; an index
+of a batch's servers by error code (the drill-down and the export by code)
 
 Revision ID: 0013
 Revises: 0012
@@ -60,5 +61,16 @@ def upgrade() -> None:
     )
 
 
+    op.create_index(
+        'ix_batch_servers_batch_id_error_code_id',
+        'batch_servers',
+        ['batch_id', 'error_code', 'id'],
+        unique=False,
+        postgresql_where=sa.text('error_code IS NOT NULL'),
+        sqlite_where=sa.text('error_code IS NOT NULL'),
+    )
+
+
 def downgrade() -> None:
+    op.drop_index('ix_batch_servers_batch_id_error_code_id', table_name='batch_servers')
     op.drop_table('batch_code_counts')

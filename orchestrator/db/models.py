@@ -265,6 +265,15 @@ class BatchServer(Base):
             sqlite_where=text(SETTLED_WITH_DURATION_SQL),
         ),
         Index("ix_batch_servers_batch_id_id", "batch_id", "id"),
+        # A batch's servers with one error code (the failures-by-code drill-down and export).
+        Index(
+            "ix_batch_servers_batch_id_error_code_id",
+            "batch_id",
+            "error_code",
+            "id",
+            postgresql_where=text("error_code IS NOT NULL"),
+            sqlite_where=text("error_code IS NOT NULL"),
+        ),
         Index("ix_batch_servers_state_next_poll_at", "state", "next_poll_at"),
         # One server, one active batch: the database refuses a second active row.
         Index(

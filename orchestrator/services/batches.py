@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import JSON, String, and_, func, insert, literal, or_, select
+from sqlalchemy import JSON, String, and_, insert, literal, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -33,6 +33,7 @@ from orchestrator.services.approvals import approvals_of
 from orchestrator.services.cursors import BadCursor, decode, decode_int, encode
 from orchestrator.services.exports import failure_codes
 from orchestrator.services.sealing import seal
+from orchestrator.services.server_pages import server_page_query
 from orchestrator.services.views import batch_view, history_view, server_view
 from orchestrator.services.webhooks import delivery_counts
 
@@ -554,31 +555,19 @@ def list_batch_servers(
     """A batch's servers in submission order, keyset-paged on the row id; optionally only
     those in one state, with one error code, or whose id starts with `server_prefix` (the
     search box of the page)."""
-    query = (
-        select(BatchServer)
-        .where(BatchServer.batch_id == batch_id)
-        .order_by(BatchServer.id)
-        .limit(limit + 1)
+    query = server_page_query(
+        batch_id,
+        state=state,
+        code=code,
+        server_prefix=server_prefix,
+        after=decode_int(cursor) if cursor else None,
+        limit=limit + 1,
     )
-    if state:
-        query = query.where(BatchServer.state == state)
-    if server_prefix:
-        query = query.where(BatchServer.server_id.startswith(server_prefix, autoescape=True))
-    if code:
-        query = query.where(BatchServer.error_code == code)
-    if cursor:
-        query = query.where(BatchServer.id > decode_int(cursor))
-    else:
-        # Start at the batch's first row: otherwise PostgreSQL may walk the primary key from
-        # the oldest batch's rows to reach a new batch's first page.
-        first = select(func.min(BatchServer.id)).where(BatchServer.batch_id == batch_id)
-        if state:
-            first = first.where(BatchServer.state == state)
-        query = query.where(BatchServer.id >= first.scalar_subquery())
     with sessions() as session:
-        if session.get(Batch, batch_id) is None:
+        if session.scalar(select(Batch.id).where(Batch.id == batch_id)) is None:
             raise NotFound(f"batch {batch_id} does not exist")
-        rows = list(session.scalars(query))
+        # Plain rows, not ORM objects: a page is read, never changed (a third of its cost).
+        rows = list(session.execute(query))
     page = rows[:limit]
     next_cursor = encode(str(page[-1].id)) if len(rows) > limit else None
     return {"items": [server_view(r) for r in page], "next_cursor": next_cursor}

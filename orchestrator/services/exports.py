@@ -11,11 +11,12 @@ import io
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator.db.models import Batch, BatchCodeCount, BatchServer
+from orchestrator.db.models import Batch, BatchCodeCount
 from orchestrator.errors import NotFound
+from orchestrator.services.server_pages import server_page_query
 from orchestrator.services.views import iso
 
 CSV_COLUMNS = (
@@ -75,25 +76,18 @@ def _chunks(
     yield _csv_line(CSV_COLUMNS)
     after = 0
     while True:
-        query = (
-            select(BatchServer)
-            .where(BatchServer.batch_id == batch_id, BatchServer.id > after)
-            .order_by(BatchServer.id)
-            .limit(CSV_CHUNK)
+        query = server_page_query(
+            batch_id, state=state, code=code, server_prefix=None, after=after, limit=CSV_CHUNK
         )
-        if state:
-            query = query.where(BatchServer.state == state)
-        if code:
-            query = query.where(BatchServer.error_code == code)
         with sessions() as session:
-            rows = list(session.scalars(query))
+            rows = list(session.execute(query))
         if not rows:
             return
         yield b"".join(_csv_line(_csv_row(row)) for row in rows)
         after = rows[-1].id
 
 
-def _csv_row(row: BatchServer) -> tuple[Any, ...]:
+def _csv_row(row: Row[Any]) -> tuple[Any, ...]:
     return (
         row.server_id,
         row.state,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Row
+
 from orchestrator.db.models import Batch, BatchServer, ServerHistory
 from orchestrator.domain.rollout import allowed_failures
 from orchestrator.domain.states import ServerState
@@ -69,7 +71,8 @@ def budget_view(batch: Batch) -> dict[str, int | None]:
     }
 
 
-def server_view(row: BatchServer) -> dict[str, Any]:
+def server_view(row: BatchServer | Row[Any]) -> dict[str, Any]:
+    """One server row as the API shows it: an ORM object or a plain row of its columns."""
     return {
         "server_id": row.server_id,
         "state": row.state,

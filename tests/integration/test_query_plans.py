@@ -52,11 +52,9 @@ FIXES = {
     "servers page": (
         "the planner walks pk_batch_servers in id order filtering on batch_id, betting the "
         "batch's rows come early; for the newest batch they come last. Fix in "
-        "orchestrator/services/batches.py list_batch_servers: without a cursor, start at the "
-        "batch's first row: .where(BatchServer.id >= select(func.min(BatchServer.id))"
-        ".where(BatchServer.batch_id == batch_id[, BatchServer.state == state])"
-        ".scalar_subquery()), which ix_batch_servers_batch_id_id / _batch_id_state_id answer "
-        "with one probe (no new index needed)"
+        "orchestrator/services/batches.py list_batch_servers: select the page's ids first from "
+        "an index holding every column the conditions name ((batch_id, id), (batch_id, state, "
+        "id) or (batch_id, error_code, id): an index-only scan), then the rows of those ids"
     ),
     "tick: learning job durations": (
         "orchestrator/services/dispatch.py _learn_job_duration walks pk_batch_servers backwards "
@@ -170,9 +168,13 @@ def _api_reads(sessions: sessionmaker[Session], recorder: Recorder, engine: Engi
             ).scalars()
         )
     recorder.run("batch with counts per wave", partial(batches.get_batch, sessions, big))
-    for state in (None, "failed", "pending"):
-        label = "servers page" + (f" state={state}" if state else "")
-        page = partial(batches.list_batch_servers, sessions, big, state=state, limit=100)
+    for state, code in ((None, None), ("failed", None), ("pending", None), (None, "EcsJobFailed")):
+        label = (
+            "servers page"
+            + (f" state={state}" if state else "")
+            + (f" code={code}" if code else "")
+        )
+        page = partial(batches.list_batch_servers, sessions, big, state=state, code=code, limit=100)
         first = recorder.run(label, partial(page, cursor=None))
         assert first["next_cursor"], f"{label}: the seeded batch should have a second page"
         recorder.run(f"{label} with cursor", partial(page, cursor=first["next_cursor"]))
