@@ -60,7 +60,8 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(None, validation_alias="ORCH_API_TOKEN")
     secret_key: SecretStr | None = Field(None, validation_alias="ORCH_SECRET_KEY")
     tick_seconds: float = Field(1.0, gt=0, le=3600, validation_alias="ORCH_TICK_SECONDS")
-    ecs_rate: float = Field(20.0, gt=0, validation_alias="ORCH_ECS_RATE")
+    # A ceiling, not the rate: the fleet finds the cloud's rate from its answers (ratelimit.py).
+    ecs_rate: float | None = Field(None, gt=0, validation_alias="ORCH_ECS_RATE")
     ecs_burst: int = Field(20, ge=1, validation_alias="ORCH_ECS_BURST")
     ecs_connect_timeout_s: float = Field(5.0, gt=0, validation_alias="ORCH_ECS_CONNECT_TIMEOUT")
     ecs_read_timeout_s: float = Field(30.0, gt=0, validation_alias="ORCH_ECS_READ_TIMEOUT")

@@ -57,7 +57,9 @@ class Runtime:
             client = redis.Redis.from_url(settings.client_redis_url, socket_timeout=5)
             metrics = Metrics(client)
             gate = FleetRateLimiter(
-                client, RateBudget(settings.ecs_rate, settings.ecs_burst), metrics=metrics
+                client,
+                RateBudget.from_settings(settings.ecs_rate, settings.ecs_burst),
+                metrics=metrics,
             )
             facts = FactsCache(client)
             catalog = CatalogCache(client)

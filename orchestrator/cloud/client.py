@@ -292,6 +292,9 @@ class EcsClient(SignedApi):
         # 202; anything else we cannot prove was or was not applied.
         error = classify(status, json.dumps(body).encode(), request_id=headers.get("X-Request-Id"))
         if isinstance(error, Retryable):
+            if error.code == "Common.0024" and self._rate_gate is not None:
+                # Flow control is the cloud throttling us, in a 202's words: the same cut.
+                self._rate_gate.penalise(self._project_id, self._region)
             raise error
         raise OutcomeUnknown(
             code=error.code if error.code != f"HTTP.{status}" else "NoJobId",

@@ -1,14 +1,28 @@
-"""One rate budget for the whole fleet: a token bucket in Redis, one atomic Lua script.
+"""One rate budget for the whole fleet: a token bucket in Redis, one atomic Lua script, whose
+rate is found from the cloud's answers rather than guessed.
 
 Every cloud call of every worker process on every machine takes a token from the bucket of its
-(project, region). A 429 from the cloud shrinks the bucket's rate for everyone for a cool-down.
-Time comes from Redis itself (TIME), so machines with skewed clocks share one notion of now.
+(project, region). Huawei publishes no per-API limits for ECS, so `ORCH_ECS_RATE` is a ceiling,
+not the rate: the bucket's rate grows while the fleet wants more than it gives and the cloud
+answers cleanly, and shrinks when the cloud throttles (429 / APIGW.0308 / Common.0024), as TCP's
+congestion window does, for every process at once. The growth is CUBIC-like around the rate of
+the last throttle (`w_max`): back to 95% of it quickly (+15% a second), then probing above it
+slowly (+1% of it a second), so the fleet spends its time just under the cloud's limit and
+meets a 429 rarely. Before the first throttle it grows by half every second (slow start: from
+10/s it passes 50/s in 4 s, and overshoots by half at most); a throttle
+takes it to 70% (at most once a second: the 429s of calls sent before the cut must not compound).
+The rate only grows in a second in which some call had to wait for a token (the rate was what
+held the fleet back), so an idle fleet does not talk itself into a rate it never tried.
+
+Time comes from Redis itself (TIME), so machines with skewed clocks share one notion of now; a
+test may pass its own clock instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,49 +35,107 @@ class WaitObserver(Protocol):
     def rate_wait(self, seconds: float) -> None: ...
 
 
-# KEYS[1] bucket hash. ARGV: rate/s, burst, tokens wanted, penalty factor.
-# Returns milliseconds to wait (0 = granted).
-_TAKE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local want = tonumber(ARGV[3])
-local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts', 'penalty_until', 'factor')
-local tokens = tonumber(b[1]) or burst
+_NOW = """
+local now = tonumber(ARGV[1])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+# KEYS[1] bucket hash. ARGV: now ms (-1: Redis TIME), ceiling/s, start/s, burst, tokens wanted.
+# Returns {milliseconds to wait (0 = granted), the rate now (as a string)}.
+_TAKE = (
+    _NOW
+    + """
+local ceiling = tonumber(ARGV[2])
+local start = tonumber(ARGV[3])
+local burst = tonumber(ARGV[4])
+local want = tonumber(ARGV[5])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts', 'rate', 'grow_ts', 'starved', 'w_max')
+local rate = math.min(ceiling, tonumber(b[3]) or start)
+local tokens = tonumber(b[1]) or math.min(burst, rate)
 local ts = tonumber(b[2]) or now
-local penalty_until = tonumber(b[3]) or 0
-local factor = tonumber(b[4]) or 1
-if now < penalty_until then rate = rate * factor end
-tokens = math.min(burst, tokens + (now - ts) * rate / 1000)
+local grow_ts = tonumber(b[4]) or now
+local starved = tonumber(b[5]) or 0
+local w_max = tonumber(b[6]) or 0
+if now - grow_ts >= 1000 then
+  if starved == 1 then
+    if w_max == 0 then
+      rate = rate * 1.5
+    elseif rate < 0.95 * w_max then
+      rate = math.min(0.95 * w_max, rate * 1.15)
+    else
+      rate = rate + math.max(0.05, 0.01 * w_max)
+    end
+    rate = math.min(ceiling, rate)
+  end
+  grow_ts = now
+  starved = 0
+end
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
 local wait = 0
 if tokens >= want then
   tokens = tokens - want
 else
   wait = math.ceil((want - tokens) * 1000 / rate)
+  starved = 1
 end
-redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now, 'rate', rate, 'grow_ts', grow_ts,
+           'starved', starved)
 redis.call('PEXPIRE', KEYS[1], 3600000)
-return wait
+return {wait, tostring(rate)}
 """
+)
 
-# KEYS[1] bucket hash. ARGV: cool-down ms, factor. Empties the bucket and slows it down.
-_PENALISE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], 'tokens', 0, 'ts', now,
-           'penalty_until', now + tonumber(ARGV[1]), 'factor', ARGV[2])
+# KEYS[1] bucket hash. ARGV: now ms (-1: Redis TIME), ceiling/s, start/s, floor/s, factor.
+# The cloud throttled: cut the rate (once a second at most) and empty the bucket.
+_THROTTLED = (
+    _NOW
+    + """
+local ceiling = tonumber(ARGV[2])
+local start = tonumber(ARGV[3])
+local floor = tonumber(ARGV[4])
+local factor = tonumber(ARGV[5])
+local b = redis.call('HMGET', KEYS[1], 'rate', 'cut_ts')
+local rate = math.min(ceiling, tonumber(b[1]) or start)
+local cut_ts = tonumber(b[2]) or -1000000
+if now - cut_ts >= 1000 then
+  redis.call('HSET', KEYS[1], 'w_max', rate, 'cut_ts', now)
+  rate = math.max(floor, rate * factor)
+end
+redis.call('HSET', KEYS[1], 'tokens', 0, 'ts', now, 'rate', rate, 'grow_ts', now, 'starved', 0)
 redis.call('PEXPIRE', KEYS[1], 3600000)
-return 1
+return tostring(rate)
 """
+)
+
+# Without ORCH_ECS_RATE: where discovery starts, and the highest rate it may reach.
+DISCOVERY_START = 10.0
+DISCOVERY_CEILING = 1000.0
 
 
 @dataclass(frozen=True)
 class RateBudget:
-    rate: float
+    """`ceiling`: the most calls a second ever (ORCH_ECS_RATE); `start`: the rate a new bucket
+    begins at (the ceiling when one is configured: the operator said so); `burst`: the bucket's
+    size; a throttle multiplies the rate by `cut_factor`, never below `floor`."""
+
+    ceiling: float
     burst: int
-    penalty_factor: float = 0.5
-    penalty_s: float = 10.0
+    start: float | None = None
+    cut_factor: float = 0.7
+    floor: float = 0.5
+
+    @classmethod
+    def from_settings(cls, rate: float | None, burst: int) -> RateBudget:
+        if rate is None:
+            return cls(ceiling=DISCOVERY_CEILING, burst=burst, start=DISCOVERY_START)
+        return cls(ceiling=rate, burst=burst, start=rate)
+
+    @property
+    def first_rate(self) -> float:
+        return min(self.ceiling, self.start if self.start is not None else self.ceiling)
 
 
 class FleetRateLimiter:
@@ -75,23 +147,31 @@ class FleetRateLimiter:
         budget: RateBudget,
         prefix: str = "reimage:rate",
         metrics: WaitObserver | None = None,
+        clock_ms: Callable[[], int] | None = None,
     ) -> None:
         self._client = client
         self._metrics = metrics
         self._budget = budget
         self._prefix = prefix
+        self._clock_ms = clock_ms  # None: Redis's own TIME
         self._take = client.register_script(_TAKE)
-        self._penalise = client.register_script(_PENALISE)
+        self._throttled = client.register_script(_THROTTLED)
+        self.rate = budget.first_rate  # as last seen by this process
 
     def key(self, project_id: str, region: str) -> str:
         return f"{self._prefix}:{project_id}:{region}"
 
+    def _now(self) -> int:
+        return self._clock_ms() if self._clock_ms is not None else -1
+
     def try_take(self, project_id: str, region: str) -> float:
         """Take one token; answer 0 when granted, else seconds to wait before asking again."""
-        wait_ms = self._take(
+        budget = self._budget
+        wait_ms, rate = self._take(
             keys=[self.key(project_id, region)],
-            args=[self._budget.rate, self._budget.burst, 1],
+            args=[self._now(), budget.ceiling, budget.first_rate, budget.burst, 1],
         )
+        self.rate = float(rate)
         return int(wait_ms) / 1000.0
 
     async def acquire(self, project_id: str, region: str) -> float:
@@ -128,8 +208,10 @@ class FleetRateLimiter:
         return waited if granted else None
 
     def penalise(self, project_id: str, region: str) -> None:
-        """The cloud said 429: slow everyone on this bucket down for a cool-down."""
-        self._penalise(
+        """The cloud throttled a call: cut the rate for everyone on this bucket."""
+        budget = self._budget
+        rate = self._throttled(
             keys=[self.key(project_id, region)],
-            args=[int(self._budget.penalty_s * 1000), self._budget.penalty_factor],
+            args=[self._now(), budget.ceiling, budget.first_rate, budget.floor, budget.cut_factor],
         )
+        self.rate = float(rate)

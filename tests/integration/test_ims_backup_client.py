@@ -64,6 +64,7 @@ class Recorder:
 
     tokens: list[tuple[str, str]] = field(default_factory=list)
     answered: list[tuple[str, str]] = field(default_factory=list)
+    cuts: list[tuple[str, str]] = field(default_factory=list)
 
     async def acquire(self, project_id: str, region: str) -> float:
         self.tokens.append((project_id, region))
@@ -74,7 +75,7 @@ class Recorder:
         return True
 
     def penalise(self, project_id: str, region: str) -> None:
-        pass
+        self.cuts.append((project_id, region))
 
     def request_answered(self, operation: str, status: str) -> None:
         self.answered.append((operation, status))
@@ -335,6 +336,39 @@ async def test_a_backup_and_a_change_of_os_of_one_server_refuse_each_other_as_bu
     assert (change_refused.value.code, change_refused.value.http_status) == ("Ecs.0603", 501)
     clock.advance(BACKUP_SECONDS)
     assert (await ims.show_image_job(job_id)).succeeded
+
+
+@pytest.mark.parametrize(
+    ("overrides", "code"),
+    [
+        ({"flow_control_ratio": 1.0}, "Common.0024"),
+        ({"rate_limit": 0.01, "burst": 1}, "APIGW.0308"),
+    ],
+)
+async def test_flow_control_and_a_429_both_cut_the_fleets_rate(
+    start_simulator: StartSimulator,
+    http: aiohttp.ClientSession,
+    overrides: dict[str, Any],
+    code: str,
+) -> None:
+    # Issue 17 part 6: the rate is found from the cloud's answers; a 202 Common.0024 (no job)
+    # is the cloud throttling as much as a 429 APIGW.0308 is.
+    endpoint = await start_simulator(**overrides)
+    recorder = Recorder()
+    ecs = EcsClient(
+        http,
+        endpoint=endpoint,
+        project_id=PROJECT,
+        region=REGION,
+        credentials=Credentials(access_key=AK, secret_key=SK),
+        rate_gate=recorder,
+    )
+    change = OsChange(imageid=IMAGE, keyname="KeyPair-test", mode="withStopServer")
+    with pytest.raises(Retryable) as raised:
+        for _ in range(3):
+            await ecs.change_os(SERVER, change, cloud_init=False)
+    assert raised.value.code == code
+    assert recorder.cuts == [(PROJECT, REGION)]
 
 
 async def test_deleting_an_image_ims_will_not_delete_raises_as_classified(

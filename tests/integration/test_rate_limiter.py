@@ -1,20 +1,24 @@
 """The fleet's shared rate budget on a real Redis: burst, steady rate, shared across
-processes, and slowed down for everybody after a 429."""
+processes, cut for everybody after a throttle and grown back, and the cloud's rate found
+without a ceiling (issue 17 part 6), on a clock the tests advance."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import itertools
 import subprocess
 import sys
 import time
 
+import pytest
 import redis
 
 from orchestrator.cloud.ratelimit import FleetRateLimiter, RateBudget
 
 
-def limiter(url: str, rate: float, burst: int, **kwargs: float) -> FleetRateLimiter:
-    return FleetRateLimiter(redis.Redis.from_url(url), RateBudget(rate, burst, **kwargs))
+def limiter(url: str, rate: float, burst: int) -> FleetRateLimiter:
+    return FleetRateLimiter(redis.Redis.from_url(url), RateBudget(rate, burst))
 
 
 def test_burst_then_steady_rate(redis_url: str) -> None:
@@ -56,12 +60,107 @@ def test_one_budget_shared_by_processes(redis_url: str) -> None:
     assert elapsed >= (90 - 5) / 40 * 0.9
 
 
-def test_a_429_slows_everyone_down_then_recovers(redis_url: str) -> None:
-    gate = limiter(redis_url, rate=100, burst=1, penalty_factor=0.1, penalty_s=0.5)
-    other = limiter(redis_url, rate=100, burst=1, penalty_factor=0.1, penalty_s=0.5)
+class Clock:
+    """Milliseconds the test advances: the limiter's notion of now instead of Redis's TIME."""
+
+    def __init__(self) -> None:
+        self.ms = 0
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+def test_a_throttle_cuts_the_rate_for_everyone_once_a_second_then_it_grows_back(
+    redis_url: str,
+) -> None:
+    clock = Clock()
+    client = redis.Redis.from_url(redis_url)
+    gate = FleetRateLimiter(client, RateBudget(100, 1), clock_ms=clock)
+    other = FleetRateLimiter(client, RateBudget(100, 1), clock_ms=clock)
+    assert gate.try_take("p", "r") == 0.0
     gate.penalise("p", "r")
-    # The bucket is empty and refills at 10/s for half a second, for every process.
-    assert other.try_take("p", "r") >= 0.09
-    time.sleep(0.6)
-    assert other.try_take("p", "r") == 0.0
-    assert 0.0 < other.try_take("p", "r") <= 0.011  # back to 100/s
+    gate.penalise("p", "r")  # the same burst of 429s: one cut, not two
+    # The bucket is empty and refills at 70/s, for every process.
+    assert other.try_take("p", "r") == pytest.approx(1 / 70, abs=0.002)
+    assert other.rate == pytest.approx(70)
+    clock.ms = 1100
+    gate.penalise("p", "r")  # a throttle a second later cuts again
+    assert gate.rate == pytest.approx(49)
+    # While calls wait for tokens and the cloud answers cleanly, it grows back towards the rate
+    # of the last throttle (15% a second up to 95% of it), then probes above it slowly; never
+    # past the ceiling.
+    rates = []
+    for second in range(2, 14):
+        clock.ms = second * 1000 + 200
+        while other.try_take("p", "r") == 0.0:
+            pass
+        rates.append(round(other.rate, 2))
+    # (The first second after the cut no call had waited yet: no growth then.)
+    assert rates[:4] == [49.0, 56.35, 64.8, 66.5]
+    assert [round(b - a, 2) for a, b in itertools.pairwise(rates[3:])] == [0.7] * 8
+    assert max(rates) <= 100
+
+
+def test_an_idle_fleet_does_not_raise_its_rate(redis_url: str) -> None:
+    clock = Clock()
+    gate = FleetRateLimiter(
+        redis.Redis.from_url(redis_url), RateBudget.from_settings(None, 5), clock_ms=clock
+    )
+    for second in range(30):  # one call a second: never waiting for a token
+        clock.ms = second * 1000
+        assert gate.try_take("p", "r") == 0.0
+    assert gate.rate == 10.0  # where discovery starts
+
+
+class Cloud:
+    """A cloud's own throttle: a token bucket of `limit` calls a second; a refused call's 429
+    reaches the fleet `rtt_ms` later."""
+
+    def __init__(self, limit: float, burst: int) -> None:
+        self.limit, self.burst = limit, burst
+        self.tokens, self.ts = float(burst), 0
+
+    def admits(self, now_ms: int) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now_ms - self.ts) * self.limit / 1000)
+        self.ts = now_ms
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+def drive(redis_url: str, budget: RateBudget, *, limit: float, seconds: int) -> tuple[int, int]:
+    """Workers that always want more calls than they get, against `Cloud(limit)`, for
+    `seconds` of the test's clock; answers (calls answered cleanly, calls throttled)."""
+    client = redis.Redis.from_url(redis_url)
+    client.delete("reimage:rate:p:r")
+    clock = Clock()
+    gate = FleetRateLimiter(client, budget, clock_ms=clock)
+    cloud = Cloud(limit, burst=int(limit))
+    answered = throttled = 0
+    late: collections.deque[int] = collections.deque()
+    for now in range(0, seconds * 1000, 5):
+        clock.ms = now
+        while late and late[0] <= now:
+            late.popleft()
+            gate.penalise("p", "r")
+        while gate.try_take("p", "r") == 0.0:
+            if cloud.admits(now):
+                answered += 1
+            else:
+                throttled += 1
+                late.append(now + 100)
+    return answered, throttled
+
+
+def test_without_a_ceiling_the_fleet_finds_the_clouds_rate(redis_url: str) -> None:
+    # Issue 17 part 6: the cloud limits at 50/s; unconfigured (ORCH_ECS_RATE unset), a batch's
+    # 80 s of calls get at least 85% of what a correctly configured run gets, under 2% 429s.
+    found, throttled = drive(redis_url, RateBudget.from_settings(None, 20), limit=50, seconds=80)
+    configured, configured_throttled = drive(
+        redis_url, RateBudget.from_settings(50, 20), limit=50, seconds=80
+    )
+    assert configured_throttled == 0
+    print(f"found {found / 80:.1f}/s, configured {configured / 80:.1f}/s, {throttled} throttled")
+    assert found >= 0.85 * configured
+    assert throttled < 0.02 * (found + throttled)
