@@ -128,6 +128,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     seeding.add_argument("--no-seed", action="store_true", help="use the data already there")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
     parser.add_argument("--port", type=int, default=0, help="API port (0: a free one)")
+    parser.add_argument("--processes", type=int, default=1, help="reimage api --processes N")
+    parser.add_argument(
+        "--bare",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also drive a bare aiohttp handler (benchmarks/bare_api.py) the same way: the "
+        "yardstick of throughput per process",
+    )
     parser.add_argument("--random-seed", type=int, default=1, help="for the clients' choices")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE each route")
@@ -193,7 +201,11 @@ def api_server(args: argparse.Namespace, token: str) -> Iterator[tuple[str, int]
     }
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", "api", "--port", str(port)],
+            [
+                sys.executable,
+                *("-m", "orchestrator", "api", "--port", str(port)),
+                *("--processes", str(args.processes)),
+            ],
             cwd=REPO,
             env=env,
             stdout=log,
@@ -297,7 +309,13 @@ class Usage:
 
 
 async def drive(
-    base: str, token: str, targets: Targets, args: argparse.Namespace, api_pid: int
+    base: str,
+    token: str,
+    targets: Targets,
+    args: argparse.Namespace,
+    api_pid: int,
+    *,
+    collect: bool = True,
 ) -> tuple[dict[str, RouteStats], float, dict[str, Any]]:
     connector = aiohttp.TCPConnector(limit=args.clients, limit_per_host=args.clients)
     async with aiohttp.ClientSession(
@@ -305,7 +323,8 @@ async def drive(
         headers={"Authorization": f"Bearer {token}"},
         timeout=aiohttp.ClientTimeout(total=30),
     ) as http:
-        await collect_cursors(http, base, targets)
+        if collect:
+            await collect_cursors(http, base, targets)
         stats = {kind: RouteStats() for kind in MIX}
         usage = Usage.now(api_pid)
         started = time.perf_counter()
@@ -333,11 +352,22 @@ def _machine_jiffies() -> tuple[int, int] | None:
 
 
 def _process_cpu_s(pid: int) -> float | None:
+    """CPU seconds of the process and its live children (`--processes N`: the keeper's)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = int(fields[11]) + int(fields[12])
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            child = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(child[1]) == pid:
+            total += int(child[11]) + int(child[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _statement_recorder(engine: Engine) -> tuple[list[tuple[str, Any]], Callable[[], None]]:
@@ -477,12 +507,54 @@ def run_load(engine: Engine, args: argparse.Namespace, report: dict[str, Any]) -
     slow = [k for k, f in figures.items() if (f["p99_ms"] or math.inf) > TARGET_P99_MS]
     if slow:
         print(f"p99 above {TARGET_P99_MS:.0f} ms: {', '.join(slow)}")
+    if args.bare:
+        report["bare"] = run_bare(args, targets, token, figures["overall"])
     if args.explain:
         report["explain"] = explain_routes(engine, targets, rng)
         for kind, statements in report["explain"].items():
             for statement in statements:
                 print(f"\n[{kind}] {statement['execution_ms']} ms  {statement['plan']}")
                 print(f"    {statement['sql'][:300]}")
+
+
+def run_bare(
+    args: argparse.Namespace, targets: Targets, token: str, ours: dict[str, Any]
+) -> dict[str, Any]:
+    """The same clients against a bare aiohttp handler (one process): the yardstick."""
+    port = _free_port()
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.bare_api", "--port", str(port)],
+            cwd=REPO,
+            stdout=log,
+            stderr=log,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(f"{base}/healthz", process, log)
+            stats, elapsed, _ = asyncio.run(
+                drive(base, token, targets, args, process.pid, collect=False)
+            )
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    everything = RouteStats(
+        [s for route in stats.values() for s in route.latencies_s],
+        sum(route.errors for route in stats.values()),
+    )
+    bare = everything.figures(elapsed)
+    per_process = ours["req_per_s"] / args.processes
+    share = per_process / bare["req_per_s"] if bare["req_per_s"] else 0.0
+    print(
+        f"\nbare aiohttp handler, 1 process, same clients: {bare['req_per_s']:.0f} req/s, "
+        f"p99 {bare['p99_ms']:.1f} ms"
+    )
+    print(
+        f"ours: {ours['req_per_s']:.0f} req/s over {args.processes} process(es) = "
+        f"{per_process:.0f} per process = {share:.0%} of the bare handler (target >= 40%); "
+        f"p99 {ours['p99_ms']:.1f} ms (target < {TARGET_P99_MS:.0f} ms with --processes 2)"
+    )
+    return {"figures": bare, "per_process_share": round(share, 3)}
 
 
 if __name__ == "__main__":
