@@ -42,6 +42,9 @@ class Runtime:
     http: HttpSessions = field(default_factory=HttpSessions)
     # The process's one client of the shared Redis (rate budget, facts, metrics, locks).
     redis: redis.Redis | None = None
+    # Sessions for reads that change nothing (the API's GETs): autocommit, so a request costs
+    # no BEGIN and no ROLLBACK round trip; None: the ordinary sessions.
+    reads: sessionmaker[Session] | None = None
     # Read once, when first needed; commands check the file at startup (check_credentials).
     _credentials: CredentialStore | None = field(default=None, repr=False)
 
@@ -73,7 +76,15 @@ class Runtime:
             catalog=catalog,
             http=HttpSessions(settings.ecs_ca_bundle),
             redis=client,
+            reads=sessionmaker(
+                engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+            ),
         )
+
+    @property
+    def read_sessions(self) -> sessionmaker[Session]:
+        """Where the API's GETs read: every statement sees what is committed when it runs."""
+        return self.reads if self.reads is not None else self.sessions
 
     def credentials(self, project_id: str) -> Credentials:
         """The project's own credentials (ORCH_CREDENTIALS_FILE), else the default ones."""

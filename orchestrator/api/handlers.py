@@ -303,7 +303,7 @@ async def _visible_batch_id(request: web.Request) -> str:
     principal: Principal = request[PRINCIPAL]
     if principal.projects is None and request.method == "GET":
         return batch_id  # an unscoped read needs no lookup; the service answers 404 itself
-    project = await _in_thread(batches.batch_project, request.app[RUNTIME].sessions, batch_id)
+    project = await _in_thread(batches.batch_project, request.app[RUNTIME].read_sessions, batch_id)
     if project is None or not principal.sees(project):
         raise NotFound("no such batch")
     request[AUDIT_PROJECT] = project
@@ -319,7 +319,7 @@ async def list_batches(request: web.Request) -> web.Response:
         raise RequestInvalid("invalid request", {"q": "at most 64 characters"})
     page = await _in_thread(
         batches.list_batches,
-        rt.sessions,
+        rt.read_sessions,
         projects=request[PRINCIPAL].project_filter(),
         limit=limit_param(request, 50, 500),
         cursor=request.query.get("cursor"),
@@ -350,7 +350,7 @@ def _code(request: web.Request) -> str | None:
 async def get_batch(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     batch_id = await _visible_batch_id(request)
-    return json_response(await _in_thread(batches.get_batch, rt.sessions, batch_id))
+    return json_response(await _in_thread(batches.get_batch, rt.read_sessions, batch_id))
 
 
 async def list_batch_servers(request: web.Request) -> web.Response:
@@ -365,7 +365,7 @@ async def list_batch_servers(request: web.Request) -> web.Response:
         )
     page = await _in_thread(
         batches.list_batch_servers,
-        rt.sessions,
+        rt.read_sessions,
         batch_id,
         state=state,
         code=code,
@@ -382,7 +382,9 @@ async def export_batch_servers(request: web.Request) -> web.StreamResponse:
     batch_id = await _visible_batch_id(request)
     state = _choice(request, "state", [s.value for s in ServerState])
     code = _code(request)
-    chunks = await _in_thread(exports.servers_csv, rt.sessions, batch_id, state=state, code=code)
+    chunks = await _in_thread(
+        exports.servers_csv, rt.read_sessions, batch_id, state=state, code=code
+    )
     name = "-".join(p for p in ("batch", batch_id, state, code) if p)
     response = web.StreamResponse(
         headers={
@@ -404,7 +406,7 @@ async def server_history(request: web.Request) -> web.Response:
         raise RequestInvalid("invalid request", {"server_id": "not a server UUID"})
     page = await _in_thread(
         batches.server_history,
-        rt.sessions,
+        rt.read_sessions,
         server_id,
         projects=request[PRINCIPAL].project_filter(),
         limit=limit_param(request, 1000, 10000),

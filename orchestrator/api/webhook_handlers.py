@@ -16,6 +16,6 @@ async def list_batch_webhooks(request: web.Request) -> web.Response:
     # The same scope check as every batch route: another project's batch is a 404.
     batch_id = await _visible_batch_id(request)
     page = await _in_thread(
-        webhooks.list_deliveries, rt.sessions, batch_id, limit=limit_param(request, 100, 1000)
+        webhooks.list_deliveries, rt.read_sessions, batch_id, limit=limit_param(request, 100, 1000)
     )
     return json_response(page)

@@ -584,7 +584,7 @@ def server_history(
     """Every recorded change of one server across all batches, oldest first; only the rows of
     `projects`' batches when given."""
     query = (
-        select(ServerHistory)
+        select(*ServerHistory.__table__.c)
         .where(ServerHistory.server_id == server_id)
         .order_by(ServerHistory.id)
         .limit(limit + 1)
@@ -596,7 +596,7 @@ def server_history(
     if cursor:
         query = query.where(ServerHistory.id > decode_int(cursor))
     with sessions() as session:
-        rows = list(session.scalars(query))
+        rows = list(session.execute(query))  # plain rows: read, never changed
     page = rows[:limit]
     next_cursor = encode(str(page[-1].id)) if len(rows) > limit else None
     return {"items": [history_view(r) for r in page], "next_cursor": next_cursor}

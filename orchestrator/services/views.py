@@ -99,7 +99,7 @@ def server_view(row: BatchServer | Row[Any]) -> dict[str, Any]:
     }
 
 
-def history_view(row: ServerHistory) -> dict[str, Any]:
+def history_view(row: ServerHistory | Row[Any]) -> dict[str, Any]:
     return {
         "batch_id": row.batch_id,
         "server_id": row.server_id,
