@@ -249,15 +249,15 @@ def _launch(
         "ORCH_ECS_BURST": str(burst),
         "NO_PROXY": "127.0.0.1,localhost",
     }
+    loglevel = "INFO" if args.keep else "WARNING"
+    sim_args = [*simulator(sim_port, ak, sk), *_network_args(args, tls_dir)]
+    roles = {"simulator": stack.start("simulator", sim_args, env)}
+    cloud.wait(stack)  # its CA file exists now: every command checks it at start
     migrate = subprocess.run(
         [sys.executable, "-m", "orchestrator", "migrate"], env=env, capture_output=True, text=True
     )
     if migrate.returncode != 0:
         raise StackError("migration failed: " + migrate.stderr.strip()[-300:])
-    loglevel = "INFO" if args.keep else "WARNING"
-    sim_args = [*simulator(sim_port, ak, sk), *_network_args(args, tls_dir)]
-    roles = {"simulator": stack.start("simulator", sim_args, env)}
-    cloud.wait(stack)  # its CA file exists now: the others check it at start
     roles["api"] = stack.start("api", ["api", "--port", str(api_port)], env)
     roles["beat"] = stack.start("beat", ["beat", "--loglevel", "WARNING"], env)
     for i in range(args.workers):
