@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     )
     # Bad tokens one client address may present per minute before it is refused (429).
     auth_failure_limit: int = Field(20, ge=1, validation_alias="ORCH_AUTH_FAILURE_LIMIT")
+    # How long the API may answer a repeated hot GET from memory (api/read_cache.py); 0: never.
+    api_read_cache_s: float = Field(1.0, ge=0, le=60, validation_alias="ORCH_API_READ_CACHE_S")
     # Cloud credentials per project: a JSON file readable by its owner only.
     credentials_file: str | None = Field(None, validation_alias="ORCH_CREDENTIALS_FILE")
     # CA certificates (PEM) the cloud's endpoints are verified against, instead of the

@@ -14,6 +14,7 @@ from orchestrator.api.docs import render_docs_page
 from orchestrator.api.errors import error_middleware
 from orchestrator.api.keys import DOCS_PAGE, OPENAPI, REDIS, RUNTIME, SEEN_FAILURES
 from orchestrator.api.openapi import openapi_document
+from orchestrator.api.read_cache import READ_CACHE, ReadCache, forget_on_change
 from orchestrator.api.routes import ROUTES, route_defs
 from orchestrator.config import Settings
 from orchestrator.db.webhook_outbox import configure_global_url
@@ -23,7 +24,7 @@ from orchestrator.web import add_web_routes
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Application:
     app = web.Application(
-        middlewares=[audit_middleware, error_middleware, auth_middleware],
+        middlewares=[audit_middleware, forget_on_change, error_middleware, auth_middleware],
         client_max_size=settings.max_body_bytes,
     )
 
@@ -44,6 +45,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
         executor.shutdown(wait=False)
 
     app[SEEN_FAILURES] = {}
+    app[READ_CACHE] = ReadCache(settings.api_read_cache_s)
     app[OPENAPI] = openapi_document(ROUTES)
     app[DOCS_PAGE] = render_docs_page(app[OPENAPI])
     app.cleanup_ctx.append(resources)

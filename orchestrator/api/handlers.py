@@ -11,8 +11,9 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from orchestrator.api.jsonbody import json_response
+from orchestrator.api.jsonbody import encode, encoded_response, json_response
 from orchestrator.api.keys import AUDIT_BATCH, AUDIT_PROJECT, PRINCIPAL, REDIS, RUNTIME
+from orchestrator.api.read_cache import READ_CACHE
 from orchestrator.api.schemas import BatchRequest, RequestInvalid, parse_batch_request
 from orchestrator.domain.access import Principal
 from orchestrator.domain.states import BatchState, ServerState
@@ -39,6 +40,21 @@ _ERROR_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     # A database that hangs must give the caller a 503, not a request that never ends.
     return await asyncio.wait_for(asyncio.to_thread(fn, *args, **kwargs), SERVICE_TIMEOUT_S)
+
+
+async def _read(
+    request: web.Request, fn: Callable[..., Any], *args: Any, **kwargs: Any
+) -> web.Response:
+    """A hot GET's answer, through this process's read cache (after the scope checks: the
+    caller's project scope is part of the key)."""
+    principal: Principal = request[PRINCIPAL]
+    scope = None if principal.projects is None else tuple(sorted(principal.projects))
+    key = (request.path, request.query_string, scope)
+
+    async def compute() -> bytes:
+        return encode(await _in_thread(fn, *args, **kwargs))
+
+    return encoded_response(await request.app[READ_CACHE].answer(key, compute))
 
 
 def _new_batch(parsed: BatchRequest) -> NewBatch:
@@ -317,7 +333,8 @@ async def list_batches(request: web.Request) -> web.Response:
     search = request.query.get("q") or None
     if search is not None and len(search) > 64:
         raise RequestInvalid("invalid request", {"q": "at most 64 characters"})
-    page = await _in_thread(
+    return await _read(
+        request,
         batches.list_batches,
         rt.read_sessions,
         projects=request[PRINCIPAL].project_filter(),
@@ -327,7 +344,6 @@ async def list_batches(request: web.Request) -> web.Response:
         search=search,
         oldest_first=order == "oldest",
     )
-    return json_response(page)
 
 
 def _choice(request: web.Request, name: str, allowed: list[str]) -> str | None:
@@ -350,7 +366,7 @@ def _code(request: web.Request) -> str | None:
 async def get_batch(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     batch_id = await _visible_batch_id(request)
-    return json_response(await _in_thread(batches.get_batch, rt.read_sessions, batch_id))
+    return await _read(request, batches.get_batch, rt.read_sessions, batch_id)
 
 
 async def list_batch_servers(request: web.Request) -> web.Response:
@@ -363,7 +379,8 @@ async def list_batch_servers(request: web.Request) -> web.Response:
         raise RequestInvalid(
             "invalid request", {"server": "up to 36 characters of a server UUID (0-9, a-f, -)"}
         )
-    page = await _in_thread(
+    return await _read(
+        request,
         batches.list_batch_servers,
         rt.read_sessions,
         batch_id,
@@ -373,7 +390,6 @@ async def list_batch_servers(request: web.Request) -> web.Response:
         limit=limit_param(request),
         cursor=request.query.get("cursor"),
     )
-    return json_response(page)
 
 
 async def export_batch_servers(request: web.Request) -> web.StreamResponse:
@@ -404,7 +420,8 @@ async def server_history(request: web.Request) -> web.Response:
     server_id = canonical_uuid(request.match_info["server_id"])
     if server_id is None:
         raise RequestInvalid("invalid request", {"server_id": "not a server UUID"})
-    page = await _in_thread(
+    return await _read(
+        request,
         batches.server_history,
         rt.read_sessions,
         server_id,
@@ -412,4 +429,3 @@ async def server_history(request: web.Request) -> web.Response:
         limit=limit_param(request, 1000, 10000),
         cursor=request.query.get("cursor"),
     )
-    return json_response(page)

@@ -12,7 +12,14 @@ from aiohttp import web
 _OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
+def encode(data: Any) -> bytes:
+    return orjson.dumps(data, option=_OPTIONS)
+
+
 def json_response(data: Any, *, status: int = 200) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data, option=_OPTIONS), status=status, content_type="application/json"
-    )
+    return encoded_response(encode(data), status=status)
+
+
+def encoded_response(body: bytes, *, status: int = 200) -> web.Response:
+    """An answer whose JSON is already encoded (kept by the read cache)."""
+    return web.Response(body=body, status=status, content_type="application/json")

@@ -412,3 +412,29 @@ async def test_batch_list_filters_by_state_searches_and_sorts(
     for query, field in [("state=done", "state"), ("order=up", "order"), ("q=" + "x" * 65, "q")]:
         response = await client.get(f"/api/v1/batches?{query}", headers=AUTH)
         assert response.status == 400 and field in (await response.json())["error"]["fields"]
+
+
+async def test_a_hot_read_is_answered_from_memory_but_never_stale_after_a_change_here(
+    client: TestClient[Any, Any], runtime: Runtime
+) -> None:
+    from sqlalchemy import event
+
+    created = await (await client.post("/api/v1/batches", json=body(), headers=AUTH)).json()
+    url = f"/api/v1/batches/{created['id']}"
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(runtime.engine, "before_cursor_execute", count)
+    try:
+        first = await (await client.get(url, headers=AUTH)).json()
+        read = len(statements)
+        again = await (await client.get(url, headers=AUTH)).json()
+        assert again == first and len(statements) == read  # the second came from memory
+        paused = await client.post(f"{url}/pause", json={"reason": "look"}, headers=AUTH)
+        assert paused.status == 200
+        after = await (await client.get(url, headers=AUTH)).json()
+        assert after["state"] == "paused"  # one's own change is never read back stale
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", count)
