@@ -46,7 +46,7 @@ from orchestrator.domain.states import ACTIVE_SERVER_STATES, ServerState
 from orchestrator.domain.verdicts import ServerSnapshot
 from orchestrator.errors import ServiceError
 from orchestrator.runtime import Runtime
-from orchestrator.services.control import pause_for_config_error
+from orchestrator.services.control import config_error_reason, pause_for_config_error
 
 # How often a backup's IMS job is asked about (an image takes minutes; IMS jobs are cheap).
 BACKUP_POLL_S = 5.0
@@ -121,7 +121,7 @@ async def start_backup(
     except Retryable as exc:
         return _back_to_submitting(rt, row, "backup_retry", exc, retry_in_s=30.0)
     except ConfigError as exc:
-        pause_for_config_error(rt, batch.id, f"IMS refused our credentials: {exc}")
+        pause_for_config_error(rt, batch.id, config_error_reason(exc, "IMS"))
         return _back_to_submitting(rt, row, "config_error", exc, retry_in_s=30.0)
     except Rejected as exc:
         return _failed(rt, row, exc.code, f"the backup was refused: {exc.message}", backup)

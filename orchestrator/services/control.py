@@ -17,6 +17,14 @@ from orchestrator.runtime import Runtime
 from orchestrator.services.views import batch_view
 
 
+def config_error_reason(exc: Exception, service: str = "cloud") -> str:
+    """What a batch paused on a configuration error says: a certificate we do not trust is
+    not a credentials problem, and the operator's fix differs (ORCH_ECS_CA_BUNDLE)."""
+    if str(getattr(exc, "code", "")).startswith("TLS."):
+        return f"{service}'s TLS certificate is not trusted (ORCH_ECS_CA_BUNDLE?): {exc}"
+    return f"{service} refused our credentials: {exc}"
+
+
 def pause_for_config_error(rt: Runtime, batch_id: str, why: str) -> bool:
     """Credentials or permissions are wrong: stop the batch instead of failing every server."""
     with rt.sessions() as session:

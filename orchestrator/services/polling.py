@@ -27,7 +27,7 @@ from orchestrator.domain.verdicts import AfterJob, after_job_verdict
 from orchestrator.observability.logs import log_context
 from orchestrator.runtime import Runtime
 from orchestrator.services.backups import follow_backups
-from orchestrator.services.control import pause_for_config_error
+from orchestrator.services.control import config_error_reason, pause_for_config_error
 from orchestrator.services.verification import settle_applied
 
 MAX_CONCURRENT_POLLS = 32
@@ -110,7 +110,7 @@ async def poll_one(rt: Runtime, client: EcsClient, row: BatchServer, batch: Batc
         _reschedule(rt, row, delay, (exc.code, exc.message))
         return "poll_retry"
     except ConfigError as exc:
-        pause_for_config_error(rt, batch.id, f"cloud refused our credentials: {exc}")
+        pause_for_config_error(rt, batch.id, config_error_reason(exc))
         _reschedule(rt, row, 30.0, (exc.code, exc.message))
         return "config_error"
     except Rejected as exc:

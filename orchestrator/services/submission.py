@@ -38,7 +38,7 @@ from orchestrator.observability.logs import log_context
 from orchestrator.runtime import Runtime
 from orchestrator.services import preflight
 from orchestrator.services.backups import start_backup
-from orchestrator.services.control import pause_for_config_error
+from orchestrator.services.control import config_error_reason, pause_for_config_error
 from orchestrator.services.sealing import SealError, unseal
 from orchestrator.services.send_checks import judge_before_send
 from orchestrator.services.verification import HEALTH_CHECK_FAILED, settle_applied
@@ -275,7 +275,7 @@ async def _send_changeos(
         return _schedule_retry(rt, row, attempt, exc, after_call=True)
     except ConfigError as exc:
         _log_refused(exc, attempt)
-        pause_for_config_error(rt, batch.id, f"cloud refused our credentials: {exc}")
+        pause_for_config_error(rt, batch.id, config_error_reason(exc))
         _release(rt, row, "config_error", exc.as_details(), guard_attempt=attempt)
         return "config_error"
     except Rejected as exc:
@@ -375,7 +375,7 @@ async def _look_before_sending(
     except Retryable as exc:
         return _schedule_retry(rt, row, row.attempt, exc)
     except ConfigError as exc:
-        pause_for_config_error(rt, batch.id, f"cloud refused our credentials: {exc}")
+        pause_for_config_error(rt, batch.id, config_error_reason(exc))
         _release(rt, row, "config_error", exc.as_details())
         return "config_error"
     except Rejected as exc:
@@ -653,7 +653,7 @@ async def reconcile(rt: Runtime, client: EcsClient, row: BatchServer, batch: Bat
         _defer_reconcile(rt, row, exc.as_details())
         return "reconcile_deferred"
     except ConfigError as exc:
-        pause_for_config_error(rt, batch.id, f"cloud refused our credentials: {exc}")
+        pause_for_config_error(rt, batch.id, config_error_reason(exc))
         _defer_reconcile(rt, row, exc.as_details())
         return "config_error"
     except Rejected as exc:

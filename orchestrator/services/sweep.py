@@ -7,7 +7,7 @@ import logging
 
 from orchestrator.cloud.errors import ConfigError, EcsError, Rejected
 from orchestrator.runtime import Runtime
-from orchestrator.services.control import pause_project_batches
+from orchestrator.services.control import config_error_reason, pause_project_batches
 
 log = logging.getLogger("reimage.sweep")
 
@@ -31,7 +31,7 @@ async def sweep_facts(rt: Runtime, project_id: str, region: str) -> int:
         # cloud's reason, rather than after the first changeos is refused too.
         failed = True
         log.warning("list sweep of %s/%s refused: %s", project_id, region, exc)
-        pause_project_batches(rt, project_id, region, f"cloud refused our credentials: {exc}")
+        pause_project_batches(rt, project_id, region, config_error_reason(exc))
         return -1
     except Rejected as exc:
         failed = True

@@ -153,6 +153,7 @@ def test_a_worker_without_the_ca_pauses_the_batch_on_the_certificate(
     assert batch["state"] == "paused", batch
     reason = batch["pause_reason"]
     assert "TLS.CertificateUntrusted" in reason and "ORCH_ECS_CA_BUNDLE" in reason, reason
+    assert "TLS certificate is not trusted" in reason and "credentials" not in reason, reason
     assert "certificate" in reason and "\n" not in reason
     _, stats = stack.sim("GET", "/_sim/stats")
     assert stats["requests"]["changeos"] == 0  # nothing sent, so nothing to reconcile
