@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import aiohttp
 
@@ -77,29 +78,29 @@ class HttpSessions:
         connector = aiohttp.TCPConnector(limit=PROBE_POOL_SIZE, force_close=True)
         return aiohttp.ClientSession(connector=connector)
 
-    @asynccontextmanager
-    async def cloud(self) -> AsyncIterator[aiohttp.ClientSession]:
+    def cloud(self) -> AbstractAsyncContextManager[aiohttp.ClientSession]:
         """The session for cloud calls (ECS, IMS, EVS) on the running loop."""
-        kept = self._kept.get(asyncio.get_running_loop())
-        if kept is None:
-            async with self._new_cloud() as session:
-                yield session
-            return
-        if kept.cloud is None or kept.cloud.closed:
-            kept.cloud = self._new_cloud()
-        yield kept.cloud
+        return self._session("cloud", self._new_cloud)
+
+    def probes(self) -> AbstractAsyncContextManager[aiohttp.ClientSession]:
+        """The session for health probes to servers (no cloud CA: the system's trust)."""
+        return self._session("probes", self._new_probes)
 
     @asynccontextmanager
-    async def probes(self) -> AsyncIterator[aiohttp.ClientSession]:
-        """The session for health probes to servers (no cloud CA: the system's trust)."""
+    async def _session(
+        self, kind: Literal["cloud", "probes"], new: Callable[[], aiohttp.ClientSession]
+    ) -> AsyncIterator[aiohttp.ClientSession]:
+        """The loop's kept session of `kind` (made again if closed), or one for this use."""
         kept = self._kept.get(asyncio.get_running_loop())
         if kept is None:
-            async with self._new_probes() as session:
+            async with new() as session:
                 yield session
             return
-        if kept.probes is None or kept.probes.closed:
-            kept.probes = self._new_probes()
-        yield kept.probes
+        session = getattr(kept, kind)
+        if session is None or session.closed:
+            session = new()
+            setattr(kept, kind, session)
+        yield session
 
     async def close(self) -> None:
         """Close the sessions kept on the running loop (at the process's exit)."""

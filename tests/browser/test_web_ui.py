@@ -17,14 +17,14 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, Request, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from orchestrator.simulator.shared import unit_hash
+from tests.browser import support
+from tests.browser.support import api_requests
 from tests.integration.stack import FullStack, http, stack_on_fresh_database
 
 pytestmark = pytest.mark.e2e
@@ -47,13 +47,7 @@ BROKEN_IMAGE = "0b0e0e0e-73ad-429d-b6f2-5433947433b1"  # boots broken in the sim
 
 def servers_where(size: int, failing: set[int]) -> list[str]:
     """Fresh server ids, those at `failing` positions being ones the simulator fails."""
-    chosen: list[str] = []
-    while len(chosen) < size:
-        candidate = str(uuid.uuid4())
-        fails = unit_hash(SEED, candidate, "fail") < FAIL_RATIO
-        if fails == (len(chosen) in failing):
-            chosen.append(candidate)
-    return chosen
+    return support.servers_where(size, failing, SEED, FAIL_RATIO)
 
 
 @pytest.fixture(scope="module")
@@ -175,22 +169,6 @@ def sign_in(page: Page) -> None:
         page.get_by_test_id("token-input").fill(TOKEN)
         page.get_by_test_id("sign-in-submit").click()
     expect(page.get_by_test_id("sign-out")).to_be_visible()
-
-
-@contextmanager
-def api_requests(page: Page) -> Iterator[list[str]]:
-    """The URLs of the API calls the page makes meanwhile."""
-    urls: list[str] = []
-
-    def seen(request: Request) -> None:
-        if "/api/" in request.url:
-            urls.append(request.url)
-
-    page.on("request", seen)
-    try:
-        yield urls
-    finally:
-        page.remove_listener("request", seen)
 
 
 def test_page_and_api_answers_carry_the_security_headers(stack: FullStack) -> None:

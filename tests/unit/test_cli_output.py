@@ -35,6 +35,7 @@ from orchestrator.cli.ops import (
     BATCH_COLUMNS,
     FAILURE_COLUMNS,
     SERVER_COLUMNS,
+    STATES,
     SUBMIT_FLAGS,
     _batch_row,
     _policy,
@@ -58,18 +59,7 @@ def render(rows: list[dict[str, Any]], columns: Any, width: int) -> str:
 
 
 def batch(**changes: Any) -> dict[str, Any]:
-    counts = dict.fromkeys(
-        (
-            "pending",
-            "submitting",
-            "backing_up",
-            "running",
-            "verifying",
-            "succeeded",
-            "failed",
-            "cancelled",
-            "skipped",
-        ),
+    counts = dict.fromkeys(STATES,
         0,
     )
     base: dict[str, Any] = {
