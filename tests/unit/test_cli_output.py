@@ -59,9 +59,7 @@ def render(rows: list[dict[str, Any]], columns: Any, width: int) -> str:
 
 
 def batch(**changes: Any) -> dict[str, Any]:
-    counts = dict.fromkeys(STATES,
-        0,
-    )
+    counts = dict.fromkeys(STATES, 0)
     base: dict[str, Any] = {
         "id": IDS[0],
         "state": "running",
