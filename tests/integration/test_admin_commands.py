@@ -16,6 +16,8 @@ from sqlalchemy import create_engine, text
 
 from orchestrator.db.engine import normalise_url
 
+PROJECT_ONE, PROJECT_TWO = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+
 
 def reimage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -46,9 +48,9 @@ def test_tokens_create_list_revoke_from_the_command_line(sqlite_url: str) -> Non
         "--role",
         "operator",
         "--project",
-        "p-one",
+        PROJECT_ONE,
         "--project",
-        "p-two",
+        PROJECT_TWO,
         env=env,
     )
     assert created.returncode == 0, created.stderr
@@ -58,7 +60,7 @@ def test_tokens_create_list_revoke_from_the_command_line(sqlite_url: str) -> Non
 
     listed = reimage("tokens", "list", "--output", "json", env=env)
     [entry] = json.loads(listed.stdout)
-    assert entry["name"] == "deployer" and entry["projects"] == ["p-one", "p-two"]
+    assert entry["name"] == "deployer" and entry["projects"] == [PROJECT_ONE, PROJECT_TWO]
     assert token not in listed.stdout and entry["token_prefix"] == token[:12]
     assert token not in json.dumps(
         [list(map(str, r)) for r in rows(sqlite_url, "SELECT * FROM api_tokens")]
