@@ -201,7 +201,11 @@ class SignedApi:
         error: EcsError = classify(
             status, payload, request_id=request_id, retry_after=response_headers.get("Retry-After")
         )
-        throttled = status == 429 or error.code in ("APIGW.0308", "APIG.0308", "Common.1503")
+        # The rate's cut signals (issue 17 part 6): a 429, the gateway's throttle codes, and
+        # (in _change_os) a 202 Common.0024. A 503 Common.1503 is retried with backoff but not
+        # a cut: it also comes when the cloud is briefly unwell, whatever our rate, and a cut a
+        # second on such noise would starve the fleet (the rate cannot grow back between them).
+        throttled = status == 429 or error.code in ("APIGW.0308", "APIG.0308")
         if throttled and self._rate_gate is not None:
             self._rate_gate.penalise(self._project_id, self._region)
         if status == 429 and self._observer is not None:
