@@ -88,6 +88,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--large-seconds", type=float, default=30.0)
     parser.add_argument(
+        "--rate-discovery",
+        action="store_true",
+        help="instead: the same batch twice against a cloud limiting at --rate, once with "
+        "ORCH_ECS_RATE set to it and once unset (the rate found from the cloud's answers); "
+        "report both wall times and the 429s",
+    )
+    parser.add_argument(
         "--preflight",
         type=int,
         default=None,
@@ -222,7 +229,7 @@ def _launch(
     args: argparse.Namespace,
     stack: Stack,
     *,
-    rate: float,
+    rate: float | None,
     burst: int,
     simulator: Callable[[int, str, str], list[str]],
 ) -> Launched:
@@ -245,7 +252,8 @@ def _launch(
         "HUAWEICLOUD_SDK_SK": sk,
         "ORCH_API_TOKEN": TOKEN,
         "ORCH_TICK_SECONDS": "0.5",
-        "ORCH_ECS_RATE": str(rate),
+        # None: unset (an empty variable counts as unset), the rate found from the answers.
+        "ORCH_ECS_RATE": "" if rate is None else str(rate),
         "ORCH_ECS_BURST": str(burst),
         "NO_PROXY": "127.0.0.1,localhost",
     }
@@ -279,13 +287,16 @@ def _launch(
     return launched
 
 
-def run_ours(args: argparse.Namespace, directory: Path, console: Console) -> RunFigures:
+def run_ours(
+    args: argparse.Namespace, directory: Path, console: Console, *, configured: bool = True
+) -> RunFigures:
+    """Our whole stack on one batch; `configured` False leaves ORCH_ECS_RATE unset."""
     stack = Stack(directory)
     try:
         up = _launch(
             args,
             stack,
-            rate=args.rate,
+            rate=args.rate if configured else None,
             burst=args.burst,
             simulator=lambda port, ak, sk: _simulator_args(args, port, ak, sk),
         )
@@ -574,6 +585,42 @@ def run_large(args: argparse.Namespace, directory: Path, console: Console) -> in
         stack.stop()
 
 
+def run_rate_discovery(args: argparse.Namespace, directory: Path, console: Console) -> int:
+    """Issue 17 part 6: the cloud limits at --rate; ORCH_ECS_RATE set to it, then unset."""
+    runs = []
+    for configured in (True, False):
+        place = directory / ("configured" if configured else "found")
+        place.mkdir()
+        runs.append(run_ours(args, place, console, configured=configured))
+    told, found = runs
+    ratio = told.wall_s / found.wall_s
+    share = found.throttled / max(1, found.calls)
+    table = Table(
+        title=f"rate discovery: {args.servers} servers, the cloud limiting at {args.rate:g}/s"
+    )
+    for column in ("ORCH_ECS_RATE", "wall s", "cloud calls", "429s", "429 share", "outcome"):
+        table.add_column(column)
+    for name, run in ((f"{args.rate:g}", told), ("unset", found)):
+        table.add_row(
+            name,
+            f"{run.wall_s:.1f}",
+            str(run.calls),
+            str(run.throttled),
+            f"{run.throttled / max(1, run.calls):.2%}",
+            run.outcome,
+        )
+    console.print(table)
+    console.print(
+        f"target: configured / unconfigured wall time >= 0.85: {ratio:.2f} "
+        f"({'met' if ratio >= 0.85 else 'missed'}); 429 share < 2%: {share:.2%} "
+        f"({'met' if share < 0.02 else 'missed'})"
+    )
+    console.print(
+        f"reproduce: reimage bench --rate-discovery --servers {args.servers} --rate {args.rate:g}"
+    )
+    return 0
+
+
 def _mixed_fleet(n: int) -> dict[str, Any]:
     """An inventory of n servers in the proportions of a real mixed fleet: most compatible,
     a fifth Kunpeng, some on small yearly/monthly disks, a few locked or spot."""
@@ -664,9 +711,11 @@ def run_bench(args: argparse.Namespace) -> int:
     args.max_in_flight = args.max_in_flight or args.servers
     console = Console(width=150)
     directory = Path(tempfile.mkdtemp(prefix="reimage-bench-"))
-    if args.large or args.preflight:
+    if args.large or args.preflight or args.rate_discovery:
         try:
-            only = run_large if args.large else run_preflight
+            only = (
+                run_large if args.large else run_preflight if args.preflight else run_rate_discovery
+            )
             return only(args, directory, console)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
