@@ -22,9 +22,12 @@ from typing import Literal
 
 import aiohttp
 
-# Connections kept per cloud session: a task advances up to 25 (submissions) or 32 (polls,
-# each with its own follow-up read) servers at once; more than that only waits on the pool.
-CLOUD_POOL_SIZE = 64
+# No cap on a cloud session's connections (0: unlimited): idle ones are reused, but a request
+# never waits for a free one. A wait there would sit between the record of a changeos and its
+# send (DESIGN.md invariant 3), and aiohttp counts it against the connect timeout: with a cap
+# of 64, a worker busy with more calls than that timed out changeos calls that never left
+# (outcome unknown, a reconcile 40 s later; the SIGKILL fault scenario missed its deadline).
+CLOUD_POOL_SIZE = 0
 # An idle connection is closed after this long (the cloud's gateways keep theirs for longer,
 # so our side closes first: a request never races a close from the far end).
 KEEPALIVE_S = 15.0
