@@ -310,7 +310,11 @@ def _fail(runtime: Runtime, batch_id: str, failures: dict[str, tuple[str, str]])
     now = datetime.now(UTC)
     with runtime.sessions() as session:
         rows = session.execute(
-            select(BatchServer.id, BatchServer.server_id).where(BatchServer.batch_id == batch_id)
+            # In submission order: a group's message is its first failure's, and without the
+            # order SQLite may walk the (batch, server) index, which orders by random uuid.
+            select(BatchServer.id, BatchServer.server_id)
+            .where(BatchServer.batch_id == batch_id)
+            .order_by(BatchServer.id)
         ).all()
         for row_id, server_id in rows:
             if server_id not in failures:
