@@ -9,7 +9,8 @@ row starting where the one before it ended). A server the cloud never saw a job 
 `cancelled` (the bad-credentials scenario ends that way).
 
 Each test prints one `[faults] ...` line (run with -s). Logs of a failed test are kept in
-/tmp/reimage-faults-*/ and named in the failure; REIMAGE_FAULTS_KEEP=1 keeps them always.
+/tmp/reimage-faults-*/ and named in the failure; REIMAGE_FAULTS_KEEP=1 keeps them always, and
+REIMAGE_FAULTS_TRACE=1 prints every batch's state counts every 5 s while it runs.
 """
 
 from __future__ import annotations
@@ -56,9 +57,11 @@ TERMINAL_BATCH = {"succeeded", "partially_failed", "aborted", "cancelled"}
 FINISHED_BATCH = frozenset({"succeeded", "partially_failed"})
 TERMINAL_SERVER = {"succeeded", "failed", "cancelled", "skipped"}
 TRUTH_TO_STATE = {"SUCCESS": "succeeded", "FAIL": "failed"}
-# Scenarios end in 40-165 s on this 2-core machine (SIGKILLs every 3 s are the slowest: 141-165 s
-# since the worker keeps one cloud session per process, 58 s before; being looked into); a
-# batch still open after this long is stuck, not slow.
+# Scenarios end in 40-165 s on this 2-core machine; a batch still open after this long is stuck,
+# not slow. SIGKILLs every 3 s are the slowest and the most variable (80-165 s since 2026-12-01,
+# kept cloud sessions or not): each kill aims at a running tick and loses the tasks the killed
+# worker had taken, whose servers wait out their lease (5 s) before a tick sends them again
+# (REIMAGE_FAULTS_TRACE=1 prints the state counts every 5 s and shows those plateaus).
 BATCH_DEADLINE_S = 360.0
 CHAOS_FLAGS = (
     "--transient-error-ratio",
@@ -330,6 +333,7 @@ class Fleet:
         assert self.processes is not None
         started = time.monotonic()
         total = sum(len(b.servers) for b in batches)
+        traced_at = 0.0
         while True:
             elapsed = time.monotonic() - started
             views = [self.batch(b.batch_id) for b in batches]
@@ -338,6 +342,13 @@ class Fleet:
             settled = sum(
                 sum(v["counts"].get(s, 0) for s in TERMINAL_SERVER) for v in views if v is not None
             )
+            if os.environ.get("REIMAGE_FAULTS_TRACE") and elapsed >= traced_at:
+                traced_at += 5.0
+                merged: dict[str, int] = {}
+                for v in views:
+                    for k, n in (v or {}).get("counts", {}).items():
+                        merged[k] = merged.get(k, 0) + n
+                print(f"[trace] {elapsed:6.1f} {merged}", flush=True)
             if disrupt is not None:
                 disrupt(self, elapsed, settled / total)
             self.processes.assert_alive()
