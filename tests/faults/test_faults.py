@@ -344,11 +344,8 @@ class Fleet:
             )
             if os.environ.get("REIMAGE_FAULTS_TRACE") and elapsed >= traced_at:
                 traced_at += 5.0
-                merged: dict[str, int] = {}
-                for v in views:
-                    for k, n in (v or {}).get("counts", {}).items():
-                        merged[k] = merged.get(k, 0) + n
-                print(f"[trace] {elapsed:6.1f} {merged}", flush=True)
+                merged = sum((Counter(v["counts"]) for v in views if v is not None), Counter())
+                print(f"[trace] {elapsed:6.1f} {dict(merged)}", flush=True)
             if disrupt is not None:
                 disrupt(self, elapsed, settled / total)
             self.processes.assert_alive()
