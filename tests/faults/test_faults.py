@@ -19,6 +19,7 @@ import itertools
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -42,8 +43,6 @@ import redis
 from tests.faults.services import OwnPostgres, OwnRedis
 from tests.integration.stack import ProcessStack, free_port
 
-pytestmark = pytest.mark.faults
-
 TOKEN = "faults-token-abcdefghijklmnop"
 AK, SK = "FAULTSACCESSKEY00001", "faults-secret-key-000000000000000000000001"
 WRONG_SK = "faults-secret-key-999999999999999999999999"
@@ -57,12 +56,14 @@ TERMINAL_BATCH = {"succeeded", "partially_failed", "aborted", "cancelled"}
 FINISHED_BATCH = frozenset({"succeeded", "partially_failed"})
 TERMINAL_SERVER = {"succeeded", "failed", "cancelled", "skipped"}
 TRUTH_TO_STATE = {"SUCCESS": "succeeded", "FAIL": "failed"}
-# Scenarios end in 40-165 s on this 2-core machine; a batch still open after this long is stuck,
-# not slow. SIGKILLs every 3 s are the slowest and the most variable (80-165 s since 2026-12-01,
-# kept cloud sessions or not): each kill aims at a running tick and loses the tasks the killed
-# worker had taken, whose servers wait out their lease (5 s) before a tick sends them again
-# (REIMAGE_FAULTS_TRACE=1 prints the state counts every 5 s and shows those plateaus).
-BATCH_DEADLINE_S = 360.0
+# Scenarios end in 10-80 s on this 2-core machine; a batch still open after this long is stuck,
+# not slow. (SIGKILLs every 3 s once took 120-220 s: each restart costs ~3 s of CPU importing,
+# so kills that did not wait for the last victim to be up starved both cores; see WorkerKiller.
+# REIMAGE_FAULTS_TRACE=1 prints the state counts every 5 s and shows such plateaus.)
+BATCH_DEADLINE_S = 300.0
+# pytest's own timeout (300 s in pyproject) must fire after a scenario's deadline, never before:
+# the stuck report (what every unfinished server shows) is what tells a failed CI run's story.
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(BATCH_DEADLINE_S + 150)]
 CHAOS_FLAGS = (
     "--transient-error-ratio",
     "0.1",
@@ -603,17 +604,29 @@ class WorkerKiller:
 
     Each kill waits up to `aim_s` for a scheduler tick to be running (the tick task holds
     TICK_LOCK in Redis meanwhile), so some kills land in the middle of a tick, as they do when
-    a machine dies: the tick must not be a single point of failure either."""
+    a machine dies: the tick must not be a single point of failure either.
+
+    The few seconds count from when the last worker killed is up again (both of its Celery
+    workers said "ready"): a `reimage worker` spends about 3 s of CPU importing on the way up,
+    and kills faster than that would only starve this 2-core machine (the scenario took
+    120-220 s so, most of it spent importing), while a kill of a worker still importing tests
+    nothing that the kill of a running one does not."""
 
     def __init__(self, every_s: float = 3.0, aim_s: float = 0.6) -> None:
         self.every_s = every_s
         self.aim_s = aim_s
-        self.next_at = every_s
+        self.next_at: float | None = every_s
         self.kills = 0
         self.mid_tick = 0
+        self._restarting: _Restart | None = None
 
     def __call__(self, fleet: Fleet, elapsed: float, progress: float) -> None:
-        if elapsed < self.next_at:
+        if self._restarting is not None:
+            if not self._restarting.up():
+                return
+            self._restarting = None
+            self.next_at = elapsed + self.every_s
+        if self.next_at is None or elapsed < self.next_at:
             return
         assert fleet.redis is not None
         client = redis.Redis.from_url(fleet.redis.url, socket_timeout=1)
@@ -622,12 +635,37 @@ class WorkerKiller:
             time.sleep(0.01)
         self.mid_tick += bool(client.exists(TICK_LOCK))
         client.close()
-        fleet.restart(fleet.workers[self.kills % len(fleet.workers)])
+        name = fleet.workers[self.kills % len(fleet.workers)]
+        restart = _Restart(fleet.directory / f"{name}.log")
+        fleet.restart(name)
+        self._restarting = restart
         self.kills += 1
-        self.next_at = elapsed + self.every_s
+        self.next_at = None
 
     def note(self) -> str:
         return f"{self.kills} worker SIGKILLs ({self.mid_tick} while a tick was running)"
+
+
+CELERY_READY = re.compile(rb'"msg": "[^"]+@[^"]+ ready\."')
+
+
+class _Restart:
+    """A worker started again: up once its log (appended to) says "ready." twice more."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.offset = log.stat().st_size if log.exists() else 0
+        self.ready = 0
+
+    def up(self) -> bool:
+        with self.log.open("rb") as file:
+            file.seek(self.offset)
+            new = file.read()
+        # Count only whole lines: a line half written now is read whole next time.
+        whole = new[: new.rfind(b"\n") + 1]
+        self.offset += len(whole)
+        self.ready += len(CELERY_READY.findall(whole))
+        return self.ready >= 2
 
 
 def test_workers_killed_every_few_seconds(make_fleet: Callable[..., Fleet]) -> None:
