@@ -28,6 +28,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from orchestrator.devstack.stack import (
     http_json,
     private_redis,
     wait_http,
+    wait_workers,
 )
 
 TERMINAL = {"succeeded", "partially_failed", "aborted", "cancelled"}
@@ -284,7 +286,18 @@ def _launch(
         samplers={name: TreeSampler(p.pid) for name, p in roles.items()},
     )
     wait_http(f"{launched.api}/healthz", stack)
+    # The clock starts with the fleet up (as for the peer, whose threads start at once): a
+    # worker still importing would be counted as batch time.
+    wait_workers(env["ORCH_REDIS_URL"], 2 * args.workers, stack)
     return launched
+
+
+def _ended_at(batch: dict[str, Any], started_wall: float) -> float | None:
+    """Seconds from `started_wall` (Unix time) to the batch's `finished_at`, if it has one."""
+    finished = batch.get("finished_at")
+    if not finished:
+        return None
+    return datetime.fromisoformat(finished.replace("Z", "+00:00")).timestamp() - started_wall
 
 
 def run_ours(
@@ -320,6 +333,7 @@ def run_ours(
         for sampler in samplers.values():
             sampler.mark()  # CPU per server counts the batch, not the processes' start-up
         started = time.monotonic()
+        started_wall = time.time()
         batch = http_json("POST", f"{api}/api/v1/batches", token, body)
         post_s = time.monotonic() - started
         console.print(f"ours: batch of {args.servers} accepted in {post_s:.2f} s")
@@ -329,7 +343,9 @@ def run_ours(
                 sampler.sample()
             stack.check_alive()
             batch = http_json("GET", f"{api}/api/v1/batches/{batch['id']}", token)
-        wall = time.monotonic() - started
+        # Until the batch ended by its own record, not until this loop saw it (up to half a
+        # second later): the peer's wall ends when its last server does, too.
+        wall = _ended_at(batch, started_wall) or time.monotonic() - started
         for sampler in samplers.values():
             sampler.sample()
         stats = up.sim.stats()

@@ -173,3 +173,24 @@ def wait_http(url: str, stack: Stack, timeout_s: float = 60) -> None:
         except (urllib.error.URLError, OSError):
             time.sleep(0.2)
     raise StackError(f"{url} did not answer within {timeout_s:.0f} s")
+
+
+def wait_workers(redis_url: str, expected: int, stack: Stack, timeout_s: float = 60) -> None:
+    """Until `expected` Celery workers answer a ping over the broker (a `reimage worker` is
+    two: the work and the control one), so that what is measured next starts with the fleet
+    running, as a batch sent to a deployed service does."""
+    from celery import Celery  # only the demo and the bench wait for workers
+
+    broker_url = redis_url
+    if redis_url.startswith("unix://"):  # redis-py's spelling, not kombu's
+        broker_url = "redis+socket://" + redis_url.removeprefix("unix://")
+    app = Celery("reimage-devstack", broker=broker_url)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            stack.check_alive()
+            if len(app.control.ping(timeout=0.5) or []) >= expected:
+                return
+        raise StackError(f"{expected} workers did not answer within {timeout_s:.0f} s")
+    finally:
+        app.close()
