@@ -22,13 +22,16 @@ from celery.signals import worker_process_init, worker_process_shutdown
 
 from orchestrator.config import load_settings
 from orchestrator.db.webhook_outbox import configure_global_url
+from orchestrator.domain.states import TERMINAL_SERVER_STATES
 from orchestrator.observability.logs import log_context
 from orchestrator.runtime import Runtime
 from orchestrator.services.backups import sweep_expired_backups
 from orchestrator.services.dispatch import run_tick
+from orchestrator.services.follow_ups import take_awaiting_sweep, take_follow_ups
 from orchestrator.services.polling import poll_servers
 from orchestrator.services.submission import submit_servers
 from orchestrator.services.sweep import sweep_facts
+from orchestrator.services.tick_kicks import KICKED_TICK_EXPIRES_S, kick_tick, run_kicked
 from orchestrator.services.verification import probe_servers
 from orchestrator.services.webhooks import deliver_due
 
@@ -132,6 +135,7 @@ class CeleryDispatcher:
 def submit_servers_task(batch_server_ids: list[int]) -> dict[str, int]:
     outcomes = run(submit_servers(runtime(), batch_server_ids))
     log.info("submit n=%d outcomes=%s", len(batch_server_ids), outcomes)
+    _after_task(batch_server_ids, outcomes)
     return outcomes
 
 
@@ -139,6 +143,7 @@ def submit_servers_task(batch_server_ids: list[int]) -> dict[str, int]:
 def poll_jobs_task(batch_server_ids: list[int]) -> dict[str, int]:
     outcomes = run(poll_servers(runtime(), batch_server_ids))
     log.info("poll n=%d outcomes=%s", len(batch_server_ids), outcomes)
+    _after_task(batch_server_ids, outcomes)
     return outcomes
 
 
@@ -146,13 +151,58 @@ def poll_jobs_task(batch_server_ids: list[int]) -> dict[str, int]:
 def probe_health_task(batch_server_ids: list[int]) -> dict[str, int]:
     outcomes = run(probe_servers(runtime(), batch_server_ids))
     log.info("probe n=%d outcomes=%s", len(batch_server_ids), outcomes)
+    _after_task(batch_server_ids, outcomes)
     return outcomes
+
+
+# Outcomes after which the tick has work at once: a server ended (its in-flight slot is free,
+# its wave or batch may be done) or a rollback starts (it waits for a submit).
+_TICK_WORTHY = frozenset(state.value for state in TERMINAL_SERVER_STATES) | {
+    "rollback_started",
+    "awaiting_sweep",  # the tick asks for the sweep as soon as one may be made
+}
+
+
+def _after_task(batch_server_ids: list[int], outcomes: dict[str, int]) -> None:
+    """What a submit, poll or probe task hands on itself (issue 17 part 3): the next looks at
+    its servers due soon, as messages due then, and a tick when one has work at once."""
+    rt = runtime()
+    now = rt.clock()
+    try:
+        follow_ups = take_follow_ups(
+            rt.sessions, batch_server_ids, now=now, lease_s=rt.settings.task_lease_s
+        )
+        for follow_up in follow_ups:
+            task = probe_health_task if follow_up.kind == "probe" else poll_jobs_task
+            countdown = max(0.0, (follow_up.due - now).total_seconds())
+            task.apply_async(args=(follow_up.ids,), countdown=countdown)
+    except Exception:  # the task's own work is done and recorded; the tick finds the rest
+        log.warning("could not hand on the next looks; the tick will", exc_info=True)
+    if _TICK_WORTHY.intersection(outcomes):
+        kick()
+
+
+def kick() -> None:
+    """A tick now (see orchestrator.services.tick_kicks): queued unless one is queued already."""
+    kick_tick(redis_client(runtime()), _send_kicked_tick)
+
+
+def _send_kicked_tick() -> None:
+    tick_task.apply_async(expires=KICKED_TICK_EXPIRES_S)
 
 
 @shared_task(name="reimage.sweep_facts")
 def sweep_facts_task(project_id: str, region: str) -> int:
-    seen = run(sweep_facts(runtime(), project_id, region))
+    rt = runtime()
+    seen = run(sweep_facts(rt, project_id, region))
     log.info("sweep %s/%s servers=%d", project_id, region, seen)
+    # Ended jobs whose server checks wait for these facts are polled now, and claims that
+    # wait for them are made by a tick now.
+    for ids in take_awaiting_sweep(
+        rt.sessions, project_id, region, now=rt.clock(), lease_s=rt.settings.task_lease_s
+    ):
+        poll_jobs_task.apply_async(args=(ids,))
+    kick()
     return seen
 
 
@@ -191,29 +241,33 @@ def sweep_backups_task() -> int:
 @shared_task(name="reimage.tick")
 def tick_task() -> None:
     rt = runtime()
+    client = redis_client(rt)
     # Overlapping ticks are harmless (every claim is a compare-and-set) but wasteful: skip
-    # this one if another is still running anywhere.
+    # this one if another is still running anywhere (that one runs again if kicked meanwhile).
     # Short-lived: a worker killed mid-tick must not stall the scheduler for long, and a
     # tick that outlives its lock and overlaps the next one does no harm.
-    lock = redis_client(rt).lock(
+    lock = client.lock(
         "reimage:tick-lock", timeout=max(2.0, rt.settings.tick_seconds * 4), blocking=False
     )
-    if not lock.acquire(blocking=False):
-        return
-    try:
-        report = run_tick(
-            rt.sessions,
-            CeleryDispatcher(),
-            now=rt.clock(),
-            lease_s=rt.settings.task_lease_s,
-            call_timeout_s=rt.settings.ecs_connect_timeout_s + rt.settings.ecs_read_timeout_s,
-            facts=rt.facts,
-        )
-        if report.claimed or report.batches_finished:
-            log.info("tick %s", report)
-        for batch_id in report.batches_finished:
-            with log_context(batch_id=batch_id):
-                log.info("batch finished")
-    finally:
+
+    def unlock() -> None:
         with contextlib.suppress(redis.exceptions.LockError):
             lock.release()
+
+    run_kicked(client, lambda: bool(lock.acquire(blocking=False)), unlock, lambda: _tick(rt))
+
+
+def _tick(rt: Runtime) -> None:
+    report = run_tick(
+        rt.sessions,
+        CeleryDispatcher(),
+        now=rt.clock(),
+        lease_s=rt.settings.task_lease_s,
+        call_timeout_s=rt.settings.ecs_connect_timeout_s + rt.settings.ecs_read_timeout_s,
+        facts=rt.facts,
+    )
+    if report.claimed or report.batches_finished:
+        log.info("tick %s", report)
+    for batch_id in report.batches_finished:
+        with log_context(batch_id=batch_id):
+            log.info("batch finished")

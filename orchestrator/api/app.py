@@ -12,7 +12,8 @@ from aiohttp import web
 from orchestrator.api.auth import audit_middleware, auth_middleware
 from orchestrator.api.docs import render_docs_page
 from orchestrator.api.errors import error_middleware
-from orchestrator.api.keys import DOCS_PAGE, OPENAPI, REDIS, RUNTIME, SEEN_FAILURES
+from orchestrator.api.keys import DOCS_PAGE, KICK, OPENAPI, REDIS, RUNTIME, SEEN_FAILURES
+from orchestrator.api.kick import TickKicker, kick_on_change
 from orchestrator.api.openapi import openapi_document
 from orchestrator.api.read_cache import READ_CACHE, ReadCache, forget_on_change
 from orchestrator.api.routes import ROUTES, route_defs
@@ -22,9 +23,19 @@ from orchestrator.runtime import Runtime
 from orchestrator.web import add_web_routes
 
 
-def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Application:
+def create_app(
+    settings: Settings, runtime: Runtime | None = None, *, kick: TickKicker | None = None
+) -> web.Application:
+    """`kick`: asks for a tick after each request that changed something (the served API
+    has one; an app built without one leaves the ticks to the beat)."""
     app = web.Application(
-        middlewares=[audit_middleware, forget_on_change, error_middleware, auth_middleware],
+        middlewares=[
+            audit_middleware,
+            kick_on_change,
+            forget_on_change,
+            error_middleware,
+            auth_middleware,
+        ],
         client_max_size=settings.max_body_bytes,
     )
 
@@ -43,7 +54,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
         if runtime is None:
             rt.dispose()
         executor.shutdown(wait=False)
+        if kick is not None:
+            kick.close()
 
+    if kick is not None:
+        app[KICK] = kick.__call__
     app[SEEN_FAILURES] = {}
     app[READ_CACHE] = ReadCache(settings.api_read_cache_s)
     app[OPENAPI] = openapi_document(ROUTES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -15,6 +16,8 @@ RUNTIME = web.AppKey("runtime", Runtime)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 DOCS_PAGE = web.AppKey("docs_page", str)
 REDIS = web.AppKey("redis", aioredis.Redis)
+# Asks for a tick now (orchestrator.api.kick); absent in apps built without one (tests).
+KICK: web.AppKey[Callable[[], None]] = web.AppKey("kick")
 # This process's recent view of bad-token counts per address: {address: (count, when read)}.
 SEEN_FAILURES = web.AppKey("seen_failures", dict[str, tuple[int, float]])
 # The caller of a request, set by the auth middleware for every /api/ request it lets through.

@@ -21,6 +21,7 @@ from types import FrameType
 from aiohttp import web
 
 from orchestrator.api.app import create_app
+from orchestrator.api.kick import TickKicker
 from orchestrator.config import Settings
 
 log = logging.getLogger("reimage.api.serve")
@@ -32,7 +33,13 @@ def serve(settings: Settings, *, host: str, port: int, processes: int) -> None:
     if processes < 1:
         raise ValueError("processes must be at least 1")
     if processes == 1:
-        web.run_app(create_app(settings), host=host, port=port, print=None, access_log=None)
+        web.run_app(
+            create_app(settings, kick=TickKicker(settings)),
+            host=host,
+            port=port,
+            print=None,
+            access_log=None,
+        )
         return
     sockets = [_listening_socket(host, port)]
     chosen = sockets[0].getsockname()[1]  # port 0: every other socket takes the one chosen
@@ -98,7 +105,7 @@ class _Keeper:
                     if other != index:
                         sock.close()
                 web.run_app(
-                    create_app(self._settings),
+                    create_app(self._settings, kick=TickKicker(self._settings)),
                     sock=self._sockets[index],
                     print=None,
                     access_log=None,

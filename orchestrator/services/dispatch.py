@@ -53,7 +53,7 @@ SWEEP_FRESH_FOR_CLAIMS_S = 15.0
 # How long claims wait for a requested sweep before going ahead without it.
 SWEEP_PATIENCE_S = 10.0
 # Finished jobs' server checks get a fresh sweep at most this often.
-SWEEP_INTERVAL_S = 2.0
+SWEEP_INTERVAL_S = 1.0
 LEARNING_WINDOW = 200
 CLAIM_CHUNK = 500
 # With failure domains, the pending servers a claim looks through for ones whose domains have

@@ -1,0 +1,153 @@
+"""A task's next look at its own servers, sent by the task itself for the time it is due.
+
+When a submit, poll or probe task leaves a server waiting on `next_poll_at` (the first poll of
+a job just accepted, the next poll of a job still running, the next probe of a server being
+verified, the next look at a backup image) and that time is near, the task hands the work on
+itself, as a message due then, instead of leaving it for a tick to find up to a tick later
+(issue 17 part 3: a job's end is seen within a second of the poll that could see it).
+
+Handing on is a lease like the tick's (DESIGN.md invariant 4): `next_poll_at` is pushed past the
+due time by a lease, so no tick sends the same look meanwhile; if the message is lost (its
+worker died holding it), the tick finds the row again once the lease is over. The tick stays
+the safety net; a follow-up sent twice (a tick that leased the row between our read and our
+write) is one more read of a job, which is harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from orchestrator.cloud.models import FINAL_JOB_STATUSES
+from orchestrator.db.models import Batch, BatchServer
+from orchestrator.domain.states import TERMINAL_BATCH_STATES, ServerState
+
+# Only looks due this soon are handed on: a later one costs a tick's delay on a long wait,
+# which is nothing, while a message held for long by a worker is lost with it if it dies.
+FOLLOW_UP_HORIZON_S = 10.0
+# Looks due within this of each other go out as one message (one task polls them together).
+FOLLOW_UP_BUCKET_S = 0.25
+FOLLOW_UP_CHUNK = 50
+
+_LOOKED_AT = {
+    ServerState.RUNNING.value: "poll",
+    ServerState.BACKING_UP.value: "poll",  # a backup's image is followed by the poll task
+    ServerState.VERIFYING.value: "probe",
+}
+
+Kind = Literal["poll", "probe"]
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """One message to send: `kind` of look at `ids`, due at `due`."""
+
+    kind: Kind
+    due: datetime
+    ids: list[int]
+
+
+def take_follow_ups(
+    sessions: sessionmaker[Session],
+    batch_server_ids: Sequence[int],
+    *,
+    now: datetime,
+    lease_s: float,
+    horizon_s: float = FOLLOW_UP_HORIZON_S,
+) -> list[FollowUp]:
+    """Lease the listed servers whose next look is due within `horizon_s` and answer the
+    messages to send for them, earliest first."""
+    if not batch_server_ids:
+        return []
+    soon = now + timedelta(seconds=horizon_s)
+    with sessions() as session:
+        due = session.execute(
+            select(BatchServer.id, BatchServer.state, BatchServer.next_poll_at).where(
+                BatchServer.id.in_(batch_server_ids),
+                BatchServer.state.in_(list(_LOOKED_AT)),
+                BatchServer.next_poll_at <= soon,
+            )
+        ).all()
+        if not due:
+            return []
+        taken = set(
+            session.scalars(
+                update(BatchServer)
+                .where(
+                    BatchServer.id.in_([row_id for row_id, _, _ in due]),
+                    BatchServer.next_poll_at <= soon,
+                )
+                # Past every due time read, by a lease: the tick leaves these rows alone
+                # until the message we send would surely have been handled.
+                .values(next_poll_at=soon + timedelta(seconds=lease_s))
+                .returning(BatchServer.id)
+                .execution_options(synchronize_session=False)
+            )
+        )
+        session.commit()
+    return group_follow_ups(
+        [(row_id, state, at) for row_id, state, at in due if row_id in taken and at is not None]
+    )
+
+
+def group_follow_ups(
+    due: Sequence[tuple[int, str, datetime]],
+    *,
+    bucket_s: float = FOLLOW_UP_BUCKET_S,
+    chunk: int = FOLLOW_UP_CHUNK,
+) -> list[FollowUp]:
+    """Rows (id, state, due) as messages: one per kind and bucket of due times (each sent
+    for its bucket's latest time, so none is looked at early), at most `chunk` ids each."""
+    groups: dict[tuple[Kind, int], list[tuple[int, datetime]]] = {}
+    for row_id, state, at in sorted(due, key=lambda item: item[2]):
+        kind: Kind = "probe" if _LOOKED_AT.get(state) == "probe" else "poll"
+        bucket = int(at.timestamp() // bucket_s)
+        groups.setdefault((kind, bucket), []).append((row_id, at))
+    follow_ups: list[FollowUp] = []
+    for (kind, _), rows in groups.items():
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            follow_ups.append(FollowUp(kind, max(at for _, at in part), [i for i, _ in part]))
+    return sorted(follow_ups, key=lambda follow_up: follow_up.due)
+
+
+def take_awaiting_sweep(
+    sessions: sessionmaker[Session],
+    project_id: str,
+    region: str,
+    *,
+    now: datetime,
+    lease_s: float,
+    chunk: int = FOLLOW_UP_CHUNK,
+) -> list[list[int]]:
+    """After a list sweep of (project, region): lease the running servers whose job has ended
+    and whose server check waits for such a sweep, and answer them in chunks to poll now,
+    not when their next look was due (up to SWEEP_RETRY_S later)."""
+    with sessions() as session:
+        ids = list(
+            session.scalars(
+                update(BatchServer)
+                .where(
+                    BatchServer.batch_id.in_(
+                        select(Batch.id).where(
+                            Batch.project_id == project_id,
+                            Batch.region == region,
+                            Batch.state.not_in([s.value for s in TERMINAL_BATCH_STATES]),
+                        )
+                    ),
+                    BatchServer.state == ServerState.RUNNING.value,
+                    BatchServer.job_status.in_(sorted(FINAL_JOB_STATUSES)),
+                )
+                .values(next_poll_at=now + timedelta(seconds=lease_s))
+                .returning(BatchServer.id)
+                .execution_options(synchronize_session=False)
+            )
+        )
+        session.commit()
+    ids.sort()
+    return [ids[start : start + chunk] for start in range(0, len(ids), chunk)]

@@ -1,0 +1,74 @@
+"""Asking for a tick now, not at the beat's next one (issue 17 part 3).
+
+Whatever frees work for the tick (a batch accepted, a server ended and its in-flight slot with
+it, a list sweep that claims were waiting for) kicks it: a tick message is queued unless one is
+queued already, and the "again" flag is raised. A tick that finds another one running leaves
+the flag to it, and the running one, after its lock is released, runs once more when the flag
+is up; so a kick is never lost between two ticks, and a thousand kicks a second cost one tick
+at a time. The beat's ticks go on regardless: kicks only make the tick sooner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+
+import redis
+
+log = logging.getLogger("reimage.kicks")
+
+TICK_AGAIN = "reimage:tick-again"
+# A kicked tick queued and not started yet: more kicks meanwhile are already served by it.
+TICK_QUEUED = "reimage:tick-queued"
+# Long enough for a queued tick to start on a busy control worker; if it never does (its
+# worker died holding it), the next kick after this queues another one.
+TICK_QUEUED_TTL_MS = 5000
+# The flag outlives any tick: it is lowered by the tick that serves it.
+TICK_AGAIN_TTL_MS = 60_000
+# A kicked tick nobody ran this soon is worthless: a later tick does the same work.
+KICKED_TICK_EXPIRES_S = 5.0
+# A tick kicked without pause runs at most this many times in a row; the beat does the rest.
+MAX_ROUNDS = 5
+
+
+def kick_tick(client: redis.Redis, send: Callable[[], None]) -> None:
+    """Raise the flag, and queue a tick (through `send`) unless one is queued. Never raises:
+    a kick is a hint, and the beat's next tick does the same work."""
+    try:
+        client.set(TICK_AGAIN, 1, px=TICK_AGAIN_TTL_MS)
+        if client.set(TICK_QUEUED, 1, nx=True, px=TICK_QUEUED_TTL_MS):
+            send()
+    except Exception:  # Redis or the broker away: the beat ticks anyway
+        log.warning("could not kick the tick", exc_info=True)
+
+
+def run_kicked(
+    client: redis.Redis,
+    try_lock: Callable[[], bool],
+    unlock: Callable[[], None],
+    tick: Callable[[], None],
+) -> int:
+    """Run `tick` under the tick lock while the flag is up (at most MAX_ROUNDS times);
+    answer how many times it ran. The flag is lowered before each run (what was kicked before
+    is then seen by it) and read after the lock is released (a kick that found the lock held
+    is then seen by us)."""
+    with contextlib.suppress(redis.RedisError):
+        client.delete(TICK_QUEUED)  # kicks from now on queue another tick
+    rounds = 0
+    while rounds < MAX_ROUNDS:
+        if not try_lock():
+            return rounds  # the holder reads the flag once it lets go
+        try:
+            with contextlib.suppress(redis.RedisError):
+                client.delete(TICK_AGAIN)
+            rounds += 1
+            tick()
+        finally:
+            unlock()
+        try:
+            if not client.exists(TICK_AGAIN):
+                return rounds
+        except redis.RedisError:
+            return rounds
+    return rounds

@@ -1,0 +1,125 @@
+"""A task's own follow-ups (issue 17 part 3), deterministic: submissions and polls run in-process
+against the simulator over real HTTP on one clock the test moves (SQLite and PostgreSQL). The
+next looks a task hands on are due when the rows said, leased so that no tick sends them too,
+and found again by the tick once that lease is over (the message was lost)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from orchestrator.db.models import BatchServer
+from orchestrator.services.follow_ups import (
+    FOLLOW_UP_HORIZON_S,
+    take_awaiting_sweep,
+    take_follow_ups,
+)
+from orchestrator.services.polling import poll_servers
+from orchestrator.services.submission import submit_servers
+from tests.support.service_world import (
+    PROJECT,
+    ListDispatcher,
+    SharedClock,
+    WorldMaker,
+    new_batch,
+    row,
+    tick,
+)
+
+LEASE_S = 60.0  # what `tick` in service_world leases with
+
+
+async def test_accepted_jobs_are_polled_when_due_and_the_tick_leaves_them_to_the_message(
+    make_world: WorldMaker,
+) -> None:
+    clock = SharedClock()
+    world = await make_world(clock=clock, job_seconds=5.0)
+    rt = world.make_runtime()
+    _, ids = new_batch(rt, 6, policy_extra={"poll_interval_s": 2})
+    tick(rt, ListDispatcher())
+    assert await submit_servers(rt, ids) == {"accepted": 6}
+    due = {i: row(rt, i).next_poll_at for i in ids}
+    assert all(at is not None and at > clock.utc() for at in due.values())
+
+    follow_ups = take_follow_ups(rt.sessions, ids, now=clock.utc(), lease_s=LEASE_S)
+    # Every accepted job is looked at once, for the time its row was due (all six within one
+    # bucket of due times: one message).
+    assert [(f.kind, sorted(f.ids)) for f in follow_ups] == [("poll", sorted(ids))]
+    assert follow_ups[0].due == max(due.values())
+    # Leased: a tick at the due time sends nothing, and neither does a second hand-on.
+    clock.advance((follow_ups[0].due - clock.utc()).total_seconds())
+    dispatcher = ListDispatcher()
+    tick(rt, dispatcher)
+    assert dispatcher.polls == []
+    assert take_follow_ups(rt.sessions, ids, now=clock.utc(), lease_s=LEASE_S) == []
+
+    # The message is delivered: the jobs still run, so the poll leaves them due again, and the
+    # task hands them on again, one poll interval later.
+    outcomes = await poll_servers(rt, ids)
+    assert set(outcomes) <= {"job_progress", "job_pending"} and sum(outcomes.values()) == 6
+    again = take_follow_ups(rt.sessions, ids, now=clock.utc(), lease_s=LEASE_S)
+    assert sorted(i for f in again for i in f.ids) == sorted(ids)
+    assert all(f.due > clock.utc() for f in again)
+
+    # That message is lost (its worker died): the tick finds the rows once the lease is over,
+    # and not before.
+    clock.advance(FOLLOW_UP_HORIZON_S + LEASE_S - 1)
+    dispatcher = ListDispatcher()
+    tick(rt, dispatcher)
+    assert dispatcher.polls == []
+    clock.advance(2)
+    tick(rt, dispatcher)
+    assert sorted(i for chunk in dispatcher.polls for i in chunk) == sorted(ids)
+
+
+async def test_only_looks_due_soon_are_handed_on(make_world: WorldMaker) -> None:
+    clock = SharedClock()
+    world = await make_world(clock=clock, job_seconds=5.0)
+    rt = world.make_runtime()
+    _, ids = new_batch(rt, 4)
+    tick(rt, ListDispatcher())
+    await submit_servers(rt, ids)
+    now = clock.utc()
+    soon, later = ids[:2], ids[2:]
+    with rt.sessions() as session:
+        session.execute(
+            update(BatchServer)
+            .where(BatchServer.id.in_(later))
+            .values(next_poll_at=now + timedelta(seconds=FOLLOW_UP_HORIZON_S + 30))
+        )
+        session.commit()
+    follow_ups = take_follow_ups(rt.sessions, ids, now=now, lease_s=LEASE_S)
+    assert sorted(i for f in follow_ups for i in f.ids) == sorted(soon)
+    # The later ones keep their due time: the tick sends them then.
+    assert all(
+        row(rt, i).next_poll_at == now + timedelta(seconds=FOLLOW_UP_HORIZON_S + 30) for i in later
+    )
+
+
+async def test_a_sweep_hands_on_the_ended_jobs_of_its_project_and_region_only(
+    make_world: WorldMaker,
+) -> None:
+    clock = SharedClock()
+    world = await make_world(clock=clock, job_seconds=1.0)
+    rt = world.make_runtime()
+    _, ids = new_batch(rt, 4)
+    _, elsewhere = new_batch(rt, 2, region="cn-north-9")
+    tick(rt, ListDispatcher())
+    await submit_servers(rt, ids)
+    ended = ids[:3]
+    with rt.sessions() as session:
+        # Three jobs seen ended (their server check waits), one still running; the other
+        # region's servers too have ended jobs, which a sweep of this region does not serve.
+        session.execute(
+            update(BatchServer).where(BatchServer.id.in_(ended)).values(job_status="SUCCESS")
+        )
+        session.execute(
+            update(BatchServer)
+            .where(BatchServer.id.in_(elsewhere))
+            .values(state="running", job_status="SUCCESS")
+        )
+        session.commit()
+    chunks = take_awaiting_sweep(rt.sessions, PROJECT, "cn-north-4", now=clock.utc(), lease_s=5)
+    assert chunks == [sorted(ended)]
+    assert all(row(rt, i).next_poll_at == clock.utc() + timedelta(seconds=5) for i in ended)

@@ -1,0 +1,98 @@
+"""The tick-kick protocol on a real Redis with the real tick lock: a kick queues one tick however
+many kicks come, a kick that meets a running tick makes that tick run again (never lost), and a
+tick kicked without pause gives way to the beat after a few rounds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from orchestrator.services.tick_kicks import (
+    MAX_ROUNDS,
+    TICK_AGAIN,
+    TICK_QUEUED,
+    kick_tick,
+    run_kicked,
+)
+
+LOCK = "reimage:tick-lock"
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(redis_url)
+    yield connection
+    connection.close()
+
+
+class Ticks:
+    """A tick under the real lock, as `workers.tasks.tick_task` runs it; `during` runs inside
+    the tick (what happens elsewhere meanwhile)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.lock = client.lock(LOCK, timeout=5, blocking=False)
+        self.ran = 0
+        self.during: list[Callable[[], object]] = []
+
+    def run(self) -> int:
+        def tick() -> None:
+            self.ran += 1
+            if self.during:
+                self.during.pop(0)()
+
+        def unlock() -> None:
+            self.lock.release()
+
+        return run_kicked(
+            self.client, lambda: bool(self.lock.acquire(blocking=False)), unlock, tick
+        )
+
+
+def test_many_kicks_queue_one_tick(client: redis.Redis) -> None:
+    sent: list[int] = []
+    for _ in range(100):
+        kick_tick(client, lambda: sent.append(1))
+    assert sent == [1]
+    assert client.exists(TICK_AGAIN) and client.exists(TICK_QUEUED)
+    # The queued tick starts: from then on a kick queues another.
+    assert Ticks(client).run() == 1
+    kick_tick(client, lambda: sent.append(2))
+    assert sent == [1, 2]
+
+
+def test_a_kick_during_a_tick_makes_it_run_again(client: redis.Redis) -> None:
+    ticks = Ticks(client)
+    kicked: list[int] = []
+
+    def kick_and_try_a_second_tick() -> None:
+        # Another worker's kick while this tick runs; its kicked tick finds the lock held and
+        # gives way at once (it ran nothing).
+        kick_tick(client, lambda: kicked.append(1))
+        assert Ticks(client).run() == 0
+
+    ticks.during.append(kick_and_try_a_second_tick)
+    assert ticks.run() == 2  # the holder saw the flag after letting go and ran once more
+    assert kicked == [1]
+    assert not client.exists(TICK_AGAIN)
+
+
+def test_a_tick_without_kicks_runs_once(client: redis.Redis) -> None:
+    assert Ticks(client).run() == 1
+    assert not client.exists(LOCK)
+
+
+def test_kicks_without_pause_give_way_after_a_few_rounds(client: redis.Redis) -> None:
+    ticks = Ticks(client)
+    ticks.during.extend(lambda: kick_tick(client, lambda: None) for _ in range(MAX_ROUNDS + 3))
+    assert ticks.run() == MAX_ROUNDS
+    # The last kick is not lost: its flag is still up for the next tick (the beat's, at worst).
+    assert client.exists(TICK_AGAIN)
+    assert Ticks(client).run() >= 1
+
+
+def test_a_kick_never_fails_its_caller(redis_url: str) -> None:
+    gone = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    kick_tick(gone, lambda: None)  # logged, not raised: the beat ticks anyway
