@@ -13,7 +13,7 @@ from orchestrator.api.auth import audit_middleware, auth_middleware
 from orchestrator.api.docs import render_docs_page
 from orchestrator.api.errors import error_middleware
 from orchestrator.api.keys import DOCS_PAGE, KICK, OPENAPI, REDIS, RUNTIME, SEEN_FAILURES
-from orchestrator.api.kick import TickKicker, kick_on_change
+from orchestrator.api.kick import Kick, kick_on_change
 from orchestrator.api.openapi import openapi_document
 from orchestrator.api.read_cache import READ_CACHE, ReadCache, forget_on_change
 from orchestrator.api.routes import ROUTES, route_defs
@@ -24,7 +24,7 @@ from orchestrator.web import add_web_routes
 
 
 def create_app(
-    settings: Settings, runtime: Runtime | None = None, *, kick: TickKicker | None = None
+    settings: Settings, runtime: Runtime | None = None, *, kick: Kick | None = None
 ) -> web.Application:
     """`kick`: asks for a tick after each request that changed something (the served API
     has one; an app built without one leaves the ticks to the beat)."""
@@ -54,11 +54,9 @@ def create_app(
         if runtime is None:
             rt.dispose()
         executor.shutdown(wait=False)
-        if kick is not None:
-            kick.close()
 
     if kick is not None:
-        app[KICK] = kick.__call__
+        app[KICK] = kick
     app[SEEN_FAILURES] = {}
     app[READ_CACHE] = ReadCache(settings.api_read_cache_s)
     app[OPENAPI] = openapi_document(ROUTES)

@@ -16,12 +16,13 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from types import FrameType
 
 from aiohttp import web
 
 from orchestrator.api.app import create_app
-from orchestrator.api.kick import TickKicker
+from orchestrator.api.kick import Kick
 from orchestrator.config import Settings
 
 log = logging.getLogger("reimage.api.serve")
@@ -29,12 +30,20 @@ RESTART_PAUSE_S = 1.0  # a child that dies at once must not become a fork loop
 STOP_GRACE_S = 10.0
 
 
-def serve(settings: Settings, *, host: str, port: int, processes: int) -> None:
+def serve(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    processes: int,
+    make_kick: Callable[[], Kick] | None = None,
+) -> None:
+    """`make_kick`: builds, in each API process, what asks for a tick after a change."""
     if processes < 1:
         raise ValueError("processes must be at least 1")
     if processes == 1:
         web.run_app(
-            create_app(settings, kick=TickKicker(settings)),
+            create_app(settings, kick=make_kick() if make_kick else None),
             host=host,
             port=port,
             print=None,
@@ -44,7 +53,7 @@ def serve(settings: Settings, *, host: str, port: int, processes: int) -> None:
     sockets = [_listening_socket(host, port)]
     chosen = sockets[0].getsockname()[1]  # port 0: every other socket takes the one chosen
     sockets += [_listening_socket(host, chosen) for _ in range(processes - 1)]
-    _Keeper(settings, sockets).run()
+    _Keeper(settings, sockets, make_kick).run()
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
@@ -59,9 +68,15 @@ def _listening_socket(host: str, port: int) -> socket.socket:
 
 
 class _Keeper:
-    def __init__(self, settings: Settings, sockets: list[socket.socket]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sockets: list[socket.socket],
+        make_kick: Callable[[], Kick] | None,
+    ) -> None:
         self._settings = settings
         self._sockets = sockets
+        self._make_kick = make_kick
         self._children: dict[int, int] = {}  # pid: socket index
         self._stopping = False
 
@@ -105,7 +120,7 @@ class _Keeper:
                     if other != index:
                         sock.close()
                 web.run_app(
-                    create_app(self._settings, kick=TickKicker(self._settings)),
+                    create_app(self._settings, kick=self._make_kick() if self._make_kick else None),
                     sock=self._sockets[index],
                     print=None,
                     access_log=None,

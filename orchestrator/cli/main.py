@@ -66,6 +66,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_api(args: argparse.Namespace) -> int:
     from orchestrator.api.serve import serve
+    from workers.api_kicker import TickKicker
 
     if args.processes < 1:
         raise CliError("--processes must be at least 1")
@@ -73,7 +74,13 @@ def cmd_api(args: argparse.Namespace) -> int:
     if settings.api_token is None:
         raise CliError("ORCH_API_TOKEN is not set: the API refuses to start without a token")
     _configure_logging(settings)
-    serve(settings, host=args.host, port=args.port, processes=args.processes)
+    serve(
+        settings,
+        host=args.host,
+        port=args.port,
+        processes=args.processes,
+        make_kick=lambda: TickKicker(settings),
+    )
     return 0
 
 

@@ -9,9 +9,9 @@ from typing import Any
 
 from orchestrator.domain.health import ProbeTarget
 from orchestrator.domain.preflight import Architecture, Firmware, ImageFacts, ServerFacts
+from orchestrator.domain.states import FINAL_JOB_STATUSES
 from orchestrator.domain.verdicts import ServerSnapshot
 
-FINAL_JOB_STATUSES = frozenset({"SUCCESS", "FAIL"})
 _UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
 

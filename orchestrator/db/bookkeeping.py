@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.db.models import Batch, BatchServer
-from orchestrator.domain.states import ServerState
+from orchestrator.domain.states import FINAL_JOB_STATUSES, TERMINAL_BATCH_STATES, ServerState
 
 
 def lease_expired(column: Any, now: datetime, lease_s: float) -> ColumnElement[bool]:
@@ -58,6 +58,46 @@ def lease_polls(
         .execution_options(synchronize_session=False)
     ).all()
     return [row_id for (row_id,) in rows]
+
+
+def lease_polls_until(
+    session: Session, batch_server_ids: Sequence[int], *, due_by: datetime, until: datetime
+) -> list[int]:
+    """Take the listed rows whose next look is due by `due_by`, for a message that a task
+    sends itself (services.follow_ups): `next_poll_at` pushed to `until`; answers those taken."""
+    rows = session.execute(
+        update(BatchServer)
+        .where(BatchServer.id.in_(batch_server_ids), BatchServer.next_poll_at <= due_by)
+        .values(next_poll_at=until)
+        .returning(BatchServer.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return [row_id for (row_id,) in rows]
+
+
+def lease_ended_jobs(
+    session: Session, project_id: str, region: str, *, until: datetime
+) -> list[int]:
+    """Take the running servers of (project, region)'s open batches whose job has ended (their
+    server check is what is left), to poll at once: `next_poll_at` pushed to `until`."""
+    rows = session.execute(
+        update(BatchServer)
+        .where(
+            BatchServer.batch_id.in_(
+                select(Batch.id).where(
+                    Batch.project_id == project_id,
+                    Batch.region == region,
+                    Batch.state.not_in([s.value for s in TERMINAL_BATCH_STATES]),
+                )
+            ),
+            BatchServer.state == ServerState.RUNNING.value,
+            BatchServer.job_status.in_(sorted(FINAL_JOB_STATUSES)),
+        )
+        .values(next_poll_at=until)
+        .returning(BatchServer.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return sorted(row_id for (row_id,) in rows)
 
 
 def reschedule_poll(

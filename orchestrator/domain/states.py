@@ -171,3 +171,8 @@ def check_batch_transition(from_state: BatchState, to_state: BatchState) -> None
 def check_delivery_transition(from_state: DeliveryState, to_state: DeliveryState) -> None:
     if to_state not in DELIVERY_TRANSITIONS[from_state]:
         raise IllegalTransition("webhook delivery", from_state, to_state)
+
+
+# The cloud's job statuses that are an end (ECS job API): a server whose job shows one waits only
+# for its own check.
+FINAL_JOB_STATUSES = frozenset({"SUCCESS", "FAIL"})

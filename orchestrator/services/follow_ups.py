@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator.cloud.models import FINAL_JOB_STATUSES
-from orchestrator.db.models import Batch, BatchServer
-from orchestrator.domain.states import TERMINAL_BATCH_STATES, ServerState
+from orchestrator.db.bookkeeping import lease_ended_jobs, lease_polls_until
+from orchestrator.db.models import BatchServer
+from orchestrator.domain.states import ServerState
 
 # Only looks due this soon are handed on: a later one costs a tick's delay on a long wait,
 # which is nothing, while a message held for long by a worker is lost with it if it dies.
@@ -75,18 +75,14 @@ def take_follow_ups(
         ).all()
         if not due:
             return []
+        # Past every due time read, by a lease: the tick leaves these rows alone until the
+        # message we send would surely have been handled.
         taken = set(
-            session.scalars(
-                update(BatchServer)
-                .where(
-                    BatchServer.id.in_([row_id for row_id, _, _ in due]),
-                    BatchServer.next_poll_at <= soon,
-                )
-                # Past every due time read, by a lease: the tick leaves these rows alone
-                # until the message we send would surely have been handled.
-                .values(next_poll_at=soon + timedelta(seconds=lease_s))
-                .returning(BatchServer.id)
-                .execution_options(synchronize_session=False)
+            lease_polls_until(
+                session,
+                [row_id for row_id, _, _ in due],
+                due_by=soon,
+                until=soon + timedelta(seconds=lease_s),
             )
         )
         session.commit()
@@ -129,25 +125,7 @@ def take_awaiting_sweep(
     and whose server check waits for such a sweep, and answer them in chunks to poll now,
     not when their next look was due (up to SWEEP_RETRY_S later)."""
     with sessions() as session:
-        ids = list(
-            session.scalars(
-                update(BatchServer)
-                .where(
-                    BatchServer.batch_id.in_(
-                        select(Batch.id).where(
-                            Batch.project_id == project_id,
-                            Batch.region == region,
-                            Batch.state.not_in([s.value for s in TERMINAL_BATCH_STATES]),
-                        )
-                    ),
-                    BatchServer.state == ServerState.RUNNING.value,
-                    BatchServer.job_status.in_(sorted(FINAL_JOB_STATUSES)),
-                )
-                .values(next_poll_at=now + timedelta(seconds=lease_s))
-                .returning(BatchServer.id)
-                .execution_options(synchronize_session=False)
-            )
-        )
+        ids = lease_ended_jobs(session, project_id, region, until=now + timedelta(seconds=lease_s))
         session.commit()
     ids.sort()
     return [ids[start : start + chunk] for start in range(0, len(ids), chunk)]
