@@ -67,6 +67,19 @@ def _load(session: Session, batch_id: str) -> Batch:
     return batch
 
 
+# An operator's pause or cancel is a compare-and-set on the batch's state; a tick that moves the
+# batch in between (it starts, a wave ends) makes it read and try again, never drop the request.
+CHANGE_ATTEMPTS = 5
+
+
+def _kept_changing(batch_id: str, action: str) -> Conflict:
+    return Conflict(
+        f"batch {batch_id} changed state {CHANGE_ATTEMPTS} times while we tried to {action} it: "
+        "try again",
+        {"batch_id": batch_id},
+    )
+
+
 def _finished(batch: Batch, action: str) -> Conflict:
     return Conflict(
         f"cannot {action} a batch that is {batch.state}",
@@ -84,7 +97,7 @@ def pause_batch(
 ) -> dict[str, Any]:
     why = reason or f"paused by {actor}"
     with sessions() as session:
-        for _ in range(3):  # the tick may move the batch between our read and our write
+        for _ in range(CHANGE_ATTEMPTS):  # the tick may move the batch between read and write
             batch = _load(session, batch_id)
             state = BatchState(batch.state)
             if state is BatchState.PAUSED:
@@ -103,11 +116,11 @@ def pause_batch(
                 details={"why": why},
             ):
                 session.commit()
-                break
+                session.expire_all()
+                return batch_view(_load(session, batch_id))
             session.rollback()
             session.expire_all()
-        session.expire_all()
-        return batch_view(_load(session, batch_id))
+        raise _kept_changing(batch_id, "pause")
 
 
 def resume_batch(
@@ -149,22 +162,26 @@ def cancel_batch(
     """Stop new submissions; changes already sent are followed to their end (they cannot be
     undone), then the batch ends `cancelled`."""
     with sessions() as session:
-        batch = _load(session, batch_id)
-        state = BatchState(batch.state)
-        if state is BatchState.CANCELLED or (batch.cancel_requested and not state.is_terminal):
-            return batch_view(batch)
-        if state.is_terminal:
-            raise _finished(batch, "cancel")
-        record_batch_transition(
-            session,
-            batch_id,
-            expected=state,
-            to=state,
-            reason="cancel_requested",
-            actor=actor,
-            now=now,
-            values={"cancel_requested": True},
-        )
-        session.commit()
-        session.expire_all()
-        return batch_view(_load(session, batch_id))
+        for _ in range(CHANGE_ATTEMPTS):  # the tick may move the batch between read and write
+            batch = _load(session, batch_id)
+            state = BatchState(batch.state)
+            if state is BatchState.CANCELLED or (batch.cancel_requested and not state.is_terminal):
+                return batch_view(batch)
+            if state.is_terminal:
+                raise _finished(batch, "cancel")
+            if record_batch_transition(
+                session,
+                batch_id,
+                expected=state,
+                to=state,
+                reason="cancel_requested",
+                actor=actor,
+                now=now,
+                values={"cancel_requested": True},
+            ):
+                session.commit()
+                session.expire_all()
+                return batch_view(_load(session, batch_id))
+            session.rollback()
+            session.expire_all()
+        raise _kept_changing(batch_id, "cancel")
