@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,16 +90,23 @@ def _raise_interrupt(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def choose_api_port(
+    asked: int | None, is_free: Callable[[int], bool], any_free: Callable[[], int]
+) -> int:
+    """The port asked for; else the CLI's default API URL's port (8080) when it is free, so
+    fewer things differ between the demo and the CLI's defaults; else any free one."""
+    if asked:
+        return asked
+    return CLI_DEFAULT_PORT if is_free(CLI_DEFAULT_PORT) else any_free()
+
+
 def _run(args: argparse.Namespace, database_url: str, stack: Stack, console: Console) -> int:
     redis_url = _choose_redis(stack)
     token = os.environ.get("ORCH_API_TOKEN") or secrets.token_urlsafe(24)
     ak, sk = "DEMO" + secrets.token_hex(8).upper(), secrets.token_hex(20)
     project_id = uuid.uuid4().hex
     sim_port = free_port()
-    # The CLI's default API URL is port 8080: take it when it is free, so fewer things differ.
-    api_port = args.api_port or (
-        CLI_DEFAULT_PORT if port_is_free(CLI_DEFAULT_PORT) else free_port()
-    )
+    api_port = choose_api_port(args.api_port, port_is_free, free_port)
     image_id = str(uuid.uuid4())
     env = {
         **os.environ,

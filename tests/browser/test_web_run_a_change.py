@@ -395,6 +395,29 @@ def test_a_selector_is_dry_run_then_submitted(desktop: Page, stack: FullStack) -
     ended(stack, batch_id)
 
 
+def test_one_image_per_architecture_is_dry_run_then_submitted(
+    desktop: Page, stack: FullStack
+) -> None:
+    """The form's "one per architecture" mode sends `images`, not `imageid`: pre-flight picks
+    each server's image by its flavor's architecture (the simulator's servers are x86)."""
+    page = desktop
+    servers = fine(2)
+    go(page, stack, "#/submit")
+    page.get_by_test_id("servers-text").fill("\n".join(servers))
+    fill_change(page, waves="100%", in_flight="2")
+    page.get_by_test_id("imageid").fill("")
+    page.get_by_test_id("image-mode").select_option("arch")
+    expect(page.get_by_test_id("imageid")).to_be_hidden()
+    page.get_by_test_id("image-x86").fill(IMAGE)
+    page.get_by_test_id("submit-dry-run").click()
+    expect(page.get_by_test_id("dry-run-summary")).to_have_text("2 server(s): 2 submit.")
+    batch_id = open_batch_from_submit(page)
+    batch = api(stack, "GET", f"/batches/{batch_id}")
+    assert batch["os_change"].get("images") == {"x86_64": IMAGE}
+    assert "imageid" not in batch["os_change"]
+    ended(stack, batch_id)
+
+
 # ---------------------------------------------------------------- A1, B10: follow and pause
 
 
