@@ -27,7 +27,11 @@ from orchestrator.observability.logs import log_context
 from orchestrator.runtime import Runtime
 from orchestrator.services.backups import sweep_expired_backups
 from orchestrator.services.dispatch import run_tick
-from orchestrator.services.follow_ups import take_awaiting_sweep, take_follow_ups
+from orchestrator.services.follow_ups import (
+    follow_up_horizon_s,
+    take_awaiting_sweep,
+    take_follow_ups,
+)
 from orchestrator.services.polling import poll_servers
 from orchestrator.services.submission import submit_servers
 from orchestrator.services.sweep import sweep_facts
@@ -170,7 +174,11 @@ def _after_task(batch_server_ids: list[int], outcomes: dict[str, int]) -> None:
     now = rt.clock()
     try:
         follow_ups = take_follow_ups(
-            rt.sessions, batch_server_ids, now=now, lease_s=rt.settings.task_lease_s
+            rt.sessions,
+            batch_server_ids,
+            now=now,
+            lease_s=rt.settings.task_lease_s,
+            horizon_s=follow_up_horizon_s(rt.settings.tick_seconds),
         )
         for follow_up in follow_ups:
             task = probe_health_task if follow_up.kind == "probe" else poll_jobs_task

@@ -66,10 +66,17 @@ class FactsCache:
         self._redis.set(want, self._clock(), ex=300)
 
     def worth_sweeping(
-        self, project_id: str, region: str, *, servers_needing_facts: int, min_interval_s: float
+        self,
+        project_id: str,
+        region: str,
+        *,
+        servers_needing_facts: int,
+        min_interval_s: float,
+        interval_per_page: bool = False,
     ) -> bool:
-        """A sweep is due when it is wanted or needed, not too recent, and cheaper than asking
-        about each server in turn (the project's size comes from the last sweep)."""
+        """A sweep is due when it is wanted or needed, not too recent (`interval_per_page`: the
+        interval grows with the pages a sweep costs), and cheaper than asking about each server
+        in turn (the project's size comes from the last sweep)."""
         _, meta, want = self._keys(project_id, region)
         try:
             started_at, requested_at, size = self._redis.hmget(
@@ -79,11 +86,11 @@ class FactsCache:
         except redis.RedisError:
             return False
         latest = max(float(started_at or 0), float(requested_at or 0))
-        if self._clock() - latest < min_interval_s:
+        pages = max(1, math.ceil(int(size or 0) / PAGE))
+        if self._clock() - latest < min_interval_s * (pages if interval_per_page else 1):
             return False
         if self._redis.exists(f"{meta}:failed") or self._redis.exists(f"{meta}:lock"):
             return False
-        pages = max(1, math.ceil(int(size or 0) / PAGE))
         return bool(wanted) or servers_needing_facts >= pages * SERVERS_PER_PAGE_WORTH_IT
 
     def store(

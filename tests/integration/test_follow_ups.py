@@ -36,7 +36,7 @@ async def test_accepted_jobs_are_polled_when_due_and_the_tick_leaves_them_to_the
     clock = SharedClock()
     world = await make_world(clock=clock, job_seconds=5.0)
     rt = world.make_runtime()
-    _, ids = new_batch(rt, 6, policy_extra={"poll_interval_s": 2})
+    _, ids = new_batch(rt, 6, policy_extra={"poll_interval_s": 1})
     tick(rt, ListDispatcher())
     assert await submit_servers(rt, ids) == {"accepted": 6}
     due = {i: row(rt, i).next_poll_at for i in ids}
