@@ -28,7 +28,7 @@ test: install services ## lint, type-check, the whole test suite (faults include
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=30
 	$(BIN)/reimage bench --smoke
 
 test-faults: install services ## only the fault scenarios (own Redis and PostgreSQL, killed and restarted)

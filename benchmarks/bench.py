@@ -117,6 +117,8 @@ class RunFigures:
     processes: dict[str, TreeSampler] = field(default_factory=dict)
     by_kind: dict[str, int] = field(default_factory=dict)
     connections: int = 0
+    # Issue 17 part 3: seconds each server (or the batch) waited at each step, from our history.
+    latencies: dict[str, list[float]] = field(default_factory=dict)
 
 
 def lower_bound(n: int, burst: int, rate: float, in_flight: int, job_s: float) -> float:
@@ -300,6 +302,81 @@ def _ended_at(batch: dict[str, Any], started_wall: float) -> float | None:
     return datetime.fromisoformat(finished.replace("Z", "+00:00")).timestamp() - started_wall
 
 
+def _latencies(database_url: str, batch_id: str) -> dict[str, list[float]]:
+    """The waits between the steps of the batch, read from its history (seconds): from the
+    POST to the first changeos, from each claim to its send, from each job's end (the cloud's
+    own `end_time`) to the server's end, from the last server's end to the batch's."""
+    from sqlalchemy import create_engine, func, select
+    from sqlalchemy.orm import Session
+
+    from orchestrator.db.models import Batch, BatchServer, ServerHistory
+
+    engine = create_engine(database_url)
+    try:
+        with Session(engine) as session:
+            batch = session.get_one(Batch, batch_id)
+            rows = session.execute(
+                select(
+                    ServerHistory.batch_server_id,
+                    ServerHistory.reason,
+                    ServerHistory.at,
+                    ServerHistory.details,
+                )
+                .where(ServerHistory.batch_id == batch_id)
+                .order_by(ServerHistory.id)
+            ).all()
+            last_end = session.scalar(
+                select(func.max(BatchServer.finished_at)).where(BatchServer.batch_id == batch_id)
+            )
+    finally:
+        engine.dispose()
+    claimed: dict[int, datetime] = {}
+    sent: dict[int, datetime] = {}
+    job_end_seen: list[float] = []
+    for server, reason, at, details in rows:
+        if reason == "slot_claimed":
+            claimed.setdefault(server, at)
+        elif reason == "changeos_sent":
+            sent.setdefault(server, at)
+        elif reason in ("job_succeeded", "job_failed"):
+            ended = ((details or {}).get("job") or {}).get("end_time")
+            if ended:
+                cloud_end = datetime.fromisoformat(ended.replace("Z", "+00:00"))
+                job_end_seen.append((at - cloud_end).total_seconds())
+    figures = {
+        "POST -> first changeos": [(min(sent.values()) - batch.created_at).total_seconds()]
+        if sent
+        else [],
+        "claim -> changeos sent": [
+            (at - claimed[server]).total_seconds()
+            for server, at in sent.items()
+            if server in claimed
+        ],
+        "job end -> server ended": job_end_seen,
+    }
+    if batch.finished_at is not None and last_end is not None:
+        figures["last server -> batch ended"] = [(batch.finished_at - last_end).total_seconds()]
+    return figures
+
+
+def _latency_table(run: RunFigures) -> Table:
+    table = Table(title=f"{run.name}: waits between steps, s (issue 17 part 3)")
+    for column in ("step", "n", "median", "p90", "max"):
+        table.add_column(column)
+    for step, values in run.latencies.items():
+        if not values:
+            continue
+        ordered = sorted(values)
+        table.add_row(
+            step,
+            str(len(ordered)),
+            f"{ordered[len(ordered) // 2]:.2f}",
+            f"{ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))]:.2f}",
+            f"{ordered[-1]:.2f}",
+        )
+    return table
+
+
 def run_ours(
     args: argparse.Namespace, directory: Path, console: Console, *, configured: bool = True
 ) -> RunFigures:
@@ -360,6 +437,7 @@ def run_ours(
             samplers,
             _since(stats, baseline),
             _connections(stats, baseline),
+            _latencies(args.database_url or f"sqlite:///{directory / 'bench.db'}", batch["id"]),
         )
     finally:
         stack.stop()
@@ -751,6 +829,8 @@ def run_bench(args: argparse.Namespace) -> int:
             f"{' (TLS handshakes)' if args.tls else ''}: {run.connections}"
             f" ({run.connections / args.servers:.3f} per server)"
         )
+    if runs[0].latencies:
+        console.print(_latency_table(runs[0]))
     if len(runs) == 2:
         console.print(f"ours / peer wall time: {runs[0].wall_s / runs[1].wall_s:.2f}")
     console.print(_targets_table(args, runs, bound))
