@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.db.bookkeeping import lease_ended_jobs, lease_polls_until
 from orchestrator.db.models import BatchServer
-from orchestrator.domain.states import FINAL_JOB_STATUSES, ServerState
+from orchestrator.domain.states import ServerState
 
 # Only looks due this soon are handed on (at least; two ticks when ticks are slower): there the
 # tick's lateness (up to a tick) is a large share of the wait. A longer wait is left to the
@@ -78,13 +78,11 @@ def take_follow_ups(
             select(BatchServer.id, BatchServer.state, BatchServer.next_poll_at).where(
                 BatchServer.id.in_(batch_server_ids),
                 BatchServer.state.in_(list(_LOOKED_AT)),
+                # Ended jobs whose server check waits for a sweep too: each look that finds
+                # no sweep yet kicks the tick that asks for one (leaving them to the sweep
+                # alone stalled them for good when the tick could not sweep yet and no beat
+                # came: test_event_driven).
                 BatchServer.next_poll_at <= soon,
-                # An ended job's server check waits for a list sweep, which hands it on
-                # itself (take_awaiting_sweep); the tick finds it if no sweep comes.
-                or_(
-                    BatchServer.job_status.is_(None),
-                    BatchServer.job_status.not_in(sorted(FINAL_JOB_STATUSES)),
-                ),
             )
         ).all()
         if not due:

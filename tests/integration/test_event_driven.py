@@ -1,7 +1,8 @@
 """Issue 17 part 3 on real processes: with the beat stopped (no scheduled tick at all), a batch
 still runs to its end, because the API kicks a tick when it accepts the batch, each task hands
 on its servers' next looks itself, a sweep hands on the ended jobs waiting for it, and every
-server that ends kicks the tick that claims the next one and finishes the batch."""
+server that ends kicks the tick that claims the next one and finishes the batch. (Every wait
+here is within the 2-s horizon of handed-on looks; longer waits are the beat's to find.)"""
 
 from __future__ import annotations
 
