@@ -37,10 +37,17 @@ def kick_tick(client: redis.Redis, send: Callable[[], None]) -> None:
     a kick is a hint, and the beat's next tick does the same work."""
     try:
         client.set(TICK_AGAIN, 1, px=TICK_AGAIN_TTL_MS)
-        if client.set(TICK_QUEUED, 1, nx=True, px=TICK_QUEUED_TTL_MS):
-            send()
-    except Exception:  # Redis or the broker away: the beat ticks anyway
+        if not client.set(TICK_QUEUED, 1, nx=True, px=TICK_QUEUED_TTL_MS):
+            return
+    except Exception:  # Redis away: the beat ticks anyway
         log.warning("could not kick the tick", exc_info=True)
+        return
+    try:
+        send()
+    except Exception:  # the broker away: the next kick may try again, the beat ticks anyway
+        log.warning("could not kick the tick", exc_info=True)
+        with contextlib.suppress(redis.RedisError):
+            client.delete(TICK_QUEUED)
 
 
 def run_kicked(

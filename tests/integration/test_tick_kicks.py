@@ -96,3 +96,15 @@ def test_kicks_without_pause_give_way_after_a_few_rounds(client: redis.Redis) ->
 def test_a_kick_never_fails_its_caller(redis_url: str) -> None:
     gone = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
     kick_tick(gone, lambda: None)  # logged, not raised: the beat ticks anyway
+
+
+def test_a_tick_that_could_not_be_sent_does_not_hold_back_the_next_kick(
+    client: redis.Redis,
+) -> None:
+    def broker_away() -> None:
+        raise ConnectionError("broker away")
+
+    kick_tick(client, broker_away)  # logged, not raised
+    sent: list[int] = []
+    kick_tick(client, lambda: sent.append(1))
+    assert sent == [1]
