@@ -1,4 +1,5 @@
-"""Celery tasks: thin wrappers that take ids and call one service function each.
+"""Celery tasks: thin wrappers that take ids and call one service function each, then hand on
+what is due next (the next looks due soon, a tick when a server ended: issue 17 part 3).
 
 A worker process runs every task's coroutine on one event loop of its own (`run`), made on its
 first task after the fork and kept for its lifetime, so the cloud session on it (its pool of
