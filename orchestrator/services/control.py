@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.db.models import Batch
-from orchestrator.db.transitions import record_batch_transition
+from orchestrator.db.transitions import BatchColumns, record_batch_transition
 from orchestrator.domain.states import BatchState
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.runtime import Runtime
@@ -96,31 +97,60 @@ def pause_batch(
     now: datetime,
 ) -> dict[str, Any]:
     why = reason or f"paused by {actor}"
+    return _change_against_the_tick(
+        sessions,
+        batch_id,
+        "pause",
+        already=lambda batch, state: state is BatchState.PAUSED,
+        to=lambda state: BatchState.PAUSED,
+        reason="paused",
+        actor=actor,
+        now=now,
+        values={"pause_reason": why, "paused_by": actor},
+        details={"why": why},
+    )
+
+
+def _change_against_the_tick(
+    sessions: sessionmaker[Session],
+    batch_id: str,
+    action: str,
+    *,
+    already: Callable[[Batch, BatchState], bool],
+    to: Callable[[BatchState], BatchState],
+    reason: str,
+    actor: str,
+    now: datetime,
+    values: BatchColumns,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An operator's change as a compare-and-set on the batch's state, read again and tried
+    again when the tick moved the batch in between; never answered and dropped."""
     with sessions() as session:
-        for _ in range(CHANGE_ATTEMPTS):  # the tick may move the batch between read and write
+        for _ in range(CHANGE_ATTEMPTS):
             batch = _load(session, batch_id)
             state = BatchState(batch.state)
-            if state is BatchState.PAUSED:
+            if already(batch, state):
                 return batch_view(batch)
             if state.is_terminal:
-                raise _finished(batch, "pause")
+                raise _finished(batch, action)
             if record_batch_transition(
                 session,
                 batch_id,
                 expected=state,
-                to=BatchState.PAUSED,
-                reason="paused",
+                to=to(state),
+                reason=reason,
                 actor=actor,
                 now=now,
-                values={"pause_reason": why, "paused_by": actor},
-                details={"why": why},
+                values=values,
+                details=details,
             ):
                 session.commit()
                 session.expire_all()
                 return batch_view(_load(session, batch_id))
             session.rollback()
             session.expire_all()
-        raise _kept_changing(batch_id, "pause")
+        raise _kept_changing(batch_id, action)
 
 
 def resume_batch(
@@ -161,27 +191,16 @@ def cancel_batch(
 ) -> dict[str, Any]:
     """Stop new submissions; changes already sent are followed to their end (they cannot be
     undone), then the batch ends `cancelled`."""
-    with sessions() as session:
-        for _ in range(CHANGE_ATTEMPTS):  # the tick may move the batch between read and write
-            batch = _load(session, batch_id)
-            state = BatchState(batch.state)
-            if state is BatchState.CANCELLED or (batch.cancel_requested and not state.is_terminal):
-                return batch_view(batch)
-            if state.is_terminal:
-                raise _finished(batch, "cancel")
-            if record_batch_transition(
-                session,
-                batch_id,
-                expected=state,
-                to=state,
-                reason="cancel_requested",
-                actor=actor,
-                now=now,
-                values={"cancel_requested": True},
-            ):
-                session.commit()
-                session.expire_all()
-                return batch_view(_load(session, batch_id))
-            session.rollback()
-            session.expire_all()
-        raise _kept_changing(batch_id, "cancel")
+    return _change_against_the_tick(
+        sessions,
+        batch_id,
+        "cancel",
+        already=lambda batch, state: (
+            state is BatchState.CANCELLED or (batch.cancel_requested and not state.is_terminal)
+        ),
+        to=lambda state: state,
+        reason="cancel_requested",
+        actor=actor,
+        now=now,
+        values={"cancel_requested": True},
+    )
