@@ -14,7 +14,9 @@ takes it to 70% (at most once a second: the 429s of calls sent before the cut mu
 The rate only grows in a second in which some call had to wait for a token (the rate was what
 held the fleet back), so an idle fleet does not talk itself into a rate it never tried.
 
-Time comes from Redis itself (TIME), so machines with skewed clocks share one notion of now; a
+A caller that must wait reserves its token when it comes within a tenth of a second (the bucket
+goes into debt), so it asks once; the callers of one process ask one at a time. Time comes
+from Redis itself (TIME), so machines with skewed clocks share one notion of now; a
 test may pass its own clock instead.
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -43,8 +46,10 @@ if now < 0 then
 end
 """
 
-# KEYS[1] bucket hash. ARGV: now ms (-1: Redis TIME), ceiling/s, start/s, burst, tokens wanted.
-# Returns {milliseconds to wait (0 = granted), the rate now (as a string)}.
+# KEYS[1] bucket hash. ARGV: now ms (-1: Redis TIME), ceiling/s, start/s, burst, tokens wanted,
+# reservation horizon ms (0: none). A token that comes within the horizon is reserved: taken
+# now, the bucket going into debt, to be used after the wait. Returns {milliseconds to wait
+# (0 = granted now), the rate now (as a string), 1 if reserved (else ask again after the wait)}.
 _TAKE = (
     _NOW
     + """
@@ -52,6 +57,7 @@ local ceiling = tonumber(ARGV[2])
 local start = tonumber(ARGV[3])
 local burst = tonumber(ARGV[4])
 local want = tonumber(ARGV[5])
+local horizon = tonumber(ARGV[6])
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts', 'rate', 'grow_ts', 'starved', 'w_max')
 local rate = math.min(ceiling, tonumber(b[3]) or start)
 local tokens = tonumber(b[1]) or math.min(burst, rate)
@@ -75,16 +81,24 @@ if now - grow_ts >= 1000 then
 end
 tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
 local wait = 0
+local reserved = 0
 if tokens >= want then
   tokens = tokens - want
 else
   wait = math.ceil((want - tokens) * 1000 / rate)
   starved = 1
+  if wait <= horizon then
+    tokens = tokens - want
+    reserved = 1
+  else
+    -- Ask again when the debt of the reservations before it is within the horizon.
+    wait = wait - horizon
+  end
 end
 redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now, 'rate', rate, 'grow_ts', grow_ts,
            'starved', starved)
 redis.call('PEXPIRE', KEYS[1], 3600000)
-return {wait, tostring(rate)}
+return {wait, tostring(rate), reserved}
 """
 )
 
@@ -97,18 +111,26 @@ local ceiling = tonumber(ARGV[2])
 local start = tonumber(ARGV[3])
 local floor = tonumber(ARGV[4])
 local factor = tonumber(ARGV[5])
-local b = redis.call('HMGET', KEYS[1], 'rate', 'cut_ts')
+local b = redis.call('HMGET', KEYS[1], 'rate', 'cut_ts', 'tokens')
 local rate = math.min(ceiling, tonumber(b[1]) or start)
 local cut_ts = tonumber(b[2]) or -1000000
+-- Empty, or still owing what was reserved: those calls go, and the next wait behind them.
+local tokens = math.min(0, tonumber(b[3]) or 0)
 if now - cut_ts >= 1000 then
   redis.call('HSET', KEYS[1], 'w_max', rate, 'cut_ts', now)
   rate = math.max(floor, rate * factor)
 end
-redis.call('HSET', KEYS[1], 'tokens', 0, 'ts', now, 'rate', rate, 'grow_ts', now, 'starved', 0)
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now, 'rate', rate, 'grow_ts', now,
+           'starved', 0)
 redis.call('PEXPIRE', KEYS[1], 3600000)
 return tostring(rate)
 """
 )
+
+# A caller waiting for a token reserves it when it comes within this many seconds, and so asks
+# the bucket once; further out it asks again later. Short, because a reservation is made at
+# the rate of its time: after a throttle, only this much is still sent at the old rate.
+RESERVATION_HORIZON_S = 0.1
 
 # Without ORCH_ECS_RATE: where discovery starts, and the highest rate it may reach.
 DISCOVERY_START = 10.0
@@ -157,6 +179,14 @@ class FleetRateLimiter:
         self._take = client.register_script(_TAKE)
         self._throttled = client.register_script(_THROTTLED)
         self.rate = budget.first_rate  # as last seen by this process
+        # One asker per bucket per event loop: the other callers of this process queue behind
+        # it (asyncio's lock is first come, first served), and a waiter reserves its token
+        # (RESERVATION_HORIZON_S). Before, every waiting coroutine woke at the same refill and
+        # asked Redis again, and one of them won: about 60 script calls per token on a
+        # 600-server batch.
+        self._askers: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, asyncio.Lock]
+        ] = weakref.WeakKeyDictionary()
 
     def key(self, project_id: str, region: str) -> str:
         return f"{self._prefix}:{project_id}:{region}"
@@ -166,13 +196,25 @@ class FleetRateLimiter:
 
     def try_take(self, project_id: str, region: str) -> float:
         """Take one token; answer 0 when granted, else seconds to wait before asking again."""
+        wait, _ = self._ask(project_id, region, horizon_s=0.0)
+        return wait
+
+    def _ask(self, project_id: str, region: str, *, horizon_s: float) -> tuple[float, bool]:
+        """(seconds to wait, reserved): reserved means the token is ours after the wait."""
         budget = self._budget
-        wait_ms, rate = self._take(
+        wait_ms, rate, reserved = self._take(
             keys=[self.key(project_id, region)],
-            args=[self._now(), budget.ceiling, budget.first_rate, budget.burst, 1],
+            args=[
+                self._now(),
+                budget.ceiling,
+                budget.first_rate,
+                budget.burst,
+                1,
+                max(0, math.floor(horizon_s * 1000)),
+            ],
         )
         self.rate = float(rate)
-        return int(wait_ms) / 1000.0
+        return int(wait_ms) / 1000.0, bool(int(reserved))
 
     async def acquire(self, project_id: str, region: str) -> float:
         """Wait until a token is ours; answer the seconds spent waiting."""
@@ -187,23 +229,54 @@ class FleetRateLimiter:
         wait of any length sits between the record and the send (DESIGN.md invariant 3)."""
         return await self._wait_for_token(project_id, region, deadline_s=deadline_s) is not None
 
+    def _asker(self, key: str) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        locks = self._askers.setdefault(loop, {})
+        if key not in locks:
+            locks[key] = asyncio.Lock()
+        return locks[key]
+
     async def _wait_for_token(
         self, project_id: str, region: str, *, deadline_s: float
     ) -> float | None:
         """The seconds waited for a token, or None when it would come after `deadline_s`."""
-        waited = 0.0
+        asker = self._asker(self.key(project_id, region))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if asker.locked() and math.isfinite(deadline_s):
+            try:
+                await asyncio.wait_for(asker.acquire(), timeout=deadline_s)
+            except TimeoutError:
+                return None
+        else:
+            await asker.acquire()
+        reserved_wait: float | None = None
         granted = True
-        while True:
-            wait = self.try_take(project_id, region)
-            if wait <= 0:
-                break
-            if waited + wait > deadline_s:
-                granted = False
-                break
-            # A refused take costs no token; sleeping the computed time is fair among waiters.
-            await asyncio.sleep(wait)
-            waited += wait
-        if waited > 0 and self._metrics is not None:
+        try:
+            while True:
+                left = deadline_s - (loop.time() - started)
+                wait, reserved = self._ask(
+                    project_id, region, horizon_s=min(RESERVATION_HORIZON_S, max(0.0, left))
+                )
+                if wait <= 0:
+                    break
+                if reserved:
+                    reserved_wait = wait
+                    break
+                if wait > left:
+                    granted = False
+                    break
+                # Nothing was taken: ask again when a reservation can be had, alone in this
+                # process; the askers of all processes share the bucket first come first served.
+                await asyncio.sleep(wait)
+        finally:
+            # Released before a reserved wait: the next caller reserves the token after ours.
+            asker.release()
+        if reserved_wait is not None:
+            await asyncio.sleep(reserved_wait)
+        waited = loop.time() - started
+        # A grant that came at once is no wait (the lock's own microseconds aside).
+        if granted and waited > 0.001 and self._metrics is not None:
             self._metrics.rate_wait(waited)
         return waited if granted else None
 

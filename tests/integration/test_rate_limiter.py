@@ -42,6 +42,49 @@ def test_acquire_paces_calls(redis_url: str) -> None:
     assert elapsed >= (40 - 10) / 50 * 0.9
 
 
+class CountingLimiter(FleetRateLimiter):
+    """Counts the times it asks the shared bucket (each one a Lua script call in Redis)."""
+
+    asks = 0
+
+    def _ask(self, project_id: str, region: str, *, horizon_s: float) -> tuple[float, bool]:
+        self.asks += 1
+        return super()._ask(project_id, region, horizon_s=horizon_s)
+
+
+def test_waiting_callers_of_one_process_ask_redis_one_at_a_time(redis_url: str) -> None:
+    gate = CountingLimiter(redis.Redis.from_url(redis_url), RateBudget(100, 1))
+
+    async def many() -> list[float]:
+        return await asyncio.gather(*(gate.acquire("p", "r") for _ in range(40)))
+
+    waits = asyncio.run(many())
+    # 40 tokens at 100/s with a burst of 1: everyone got one, in about 0.39 s. A caller asks
+    # once when its token comes within the reservation horizon, twice when further out (54
+    # asks in all when written); 40 waiters that all asked at each refill made about 800.
+    assert len(waits) == 40 and max(waits) >= 0.39 * 0.9
+    assert gate.asks <= 2 * 40
+
+
+def test_a_caller_queued_past_its_deadline_takes_no_token(redis_url: str) -> None:
+    gate = CountingLimiter(redis.Redis.from_url(redis_url), RateBudget(2, 1))
+
+    async def race() -> tuple[float, bool]:
+        first = asyncio.ensure_future(gate.acquire("p", "r"))
+        await asyncio.sleep(0)
+        second = asyncio.ensure_future(gate.acquire("p", "r"))  # waits 0.5 s, holding the ask
+        await asyncio.sleep(0.01)
+        # Queued behind the second caller, past its 0.1 s: refused, and it never asked.
+        asks_before = gate.asks
+        late = await gate.acquire_within("p", "r", 0.1)
+        assert gate.asks == asks_before
+        await first
+        return await second, late
+
+    second_wait, late = asyncio.run(race())
+    assert second_wait >= 0.4 and late is False
+
+
 def test_one_budget_shared_by_processes(redis_url: str) -> None:
     script = (
         "import asyncio, redis, sys\n"
