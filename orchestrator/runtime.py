@@ -49,7 +49,10 @@ class Runtime:
     _credentials: CredentialStore | None = field(default=None, repr=False)
 
     @classmethod
-    def build(cls, settings: Settings, *, with_rate_limit: bool = True) -> Runtime:
+    def build(
+        cls, settings: Settings, *, with_rate_limit: bool = True, buffered_metrics: bool = False
+    ) -> Runtime:
+        """`buffered_metrics`: a worker's, written once per task (`Metrics.flush`)."""
         engine = make_engine(settings.database_url)
         gate: RateGate | None = None
         facts: FactsCache | None = None
@@ -58,7 +61,7 @@ class Runtime:
         client: redis.Redis | None = None
         if with_rate_limit:
             client = redis.Redis.from_url(settings.client_redis_url, socket_timeout=5)
-            metrics = Metrics(client)
+            metrics = Metrics(client, buffered=buffered_metrics)
             gate = FleetRateLimiter(
                 client,
                 RateBudget.from_settings(settings.ecs_rate, settings.ecs_burst),

@@ -56,7 +56,7 @@ def runtime() -> Runtime:
     """One runtime per worker process, built after the fork (engines must not cross a fork)."""
     global _runtime, _runtime_pid
     if _runtime is None or _runtime_pid != os.getpid():
-        _runtime = Runtime.build(load_settings())
+        _runtime = Runtime.build(load_settings(), buffered_metrics=True)
         configure_global_url(_runtime.sessions, _runtime.settings.notify_url)
         _runtime_pid = os.getpid()
     return _runtime
@@ -80,6 +80,13 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return loop.run_until_complete(coro)
     finally:
         _cancel_leftovers(loop)
+        _flush_metrics()
+
+
+def _flush_metrics() -> None:
+    """The task's figures in one round trip (the worker's metrics are buffered)."""
+    if _runtime is not None and _runtime_pid == os.getpid() and _runtime.metrics is not None:
+        _runtime.metrics.flush()
 
 
 def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
@@ -119,6 +126,7 @@ def _reset_after_fork(**_: object) -> None:
 
 @worker_process_shutdown.connect
 def _close_at_shutdown(**_: object) -> None:
+    _flush_metrics()
     _close_loop()
 
 
@@ -264,6 +272,7 @@ def tick_task() -> None:
             lock.release()
 
     run_kicked(client, lambda: bool(lock.acquire(blocking=False)), unlock, lambda: _tick(rt))
+    _flush_metrics()
 
 
 def _tick(rt: Runtime) -> None:

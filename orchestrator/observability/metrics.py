@@ -1,7 +1,7 @@
 """Prometheus metrics shared by every process: counters and histograms kept in Redis hashes,
 gauges computed at scrape time from the database and the broker, and the text exposition.
 
-Worker processes on any machine record with one pipelined round trip (HINCRBY/HINCRBYFLOAT);
+Worker processes on any machine record with one pipelined round trip (HINCRBYFLOAT) per task;
 the API process reads the hashes back and renders text format 0.0.4. A recording that fails
 never breaks the work it describes. Labels carry aggregates only: no server, batch or project
 ids, and never a secret.
@@ -13,10 +13,11 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 import redis
 from sqlalchemy import func, select
@@ -151,10 +152,27 @@ def _field(name: str, labels: Labels, le: str | None = None) -> str:
 
 
 class Metrics:
-    """Records into the shared hashes; failures are logged at debug and counted here."""
+    """Records into the shared hashes; failures are logged at debug and counted here.
 
-    def __init__(self, client: redis.Redis) -> None:
+    `buffered` (worker processes): increments are summed in memory and written in one pipelined
+    round trip by `flush` (after every task) or by the first record a second after the last
+    write. Unbuffered, every record is its own round trip (the API process, tests)."""
+
+    # A buffer is written when it gets this old (a long task's figures do not wait for its end).
+    MAX_BUFFER_AGE_S = 1.0
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        buffered: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._redis = client
+        self._buffered = buffered
+        self._clock = clock
+        self._pending: dict[tuple[str, str], float] = {}
+        self._since = clock()
         self.dropped = 0
 
     @property
@@ -162,18 +180,18 @@ class Metrics:
         return self._redis
 
     def inc(self, definition: Definition, labels: Labels | None = None, amount: float = 1) -> None:
-        self._write(lambda p: _add(p, COUNTERS_KEY, _field(definition.name, labels or {}), amount))
+        self._record([(COUNTERS_KEY, _field(definition.name, labels or {}), amount)])
 
     def observe(self, definition: Definition, value: float, labels: Labels | None = None) -> None:
         labels = labels or {}
         le = next((b for b in definition.buckets if value <= b), math.inf)
-
-        def write(pipe: Any) -> None:
-            # Each observation counts in one bucket only; the renderer makes them cumulative.
-            pipe.hincrby(HISTOGRAMS_KEY, _field(definition.name, labels, _le(le)), 1)
-            pipe.hincrbyfloat(HISTOGRAMS_KEY, _field(definition.name, labels, "sum"), value)
-
-        self._write(write)
+        # Each observation counts in one bucket only; the renderer makes them cumulative.
+        self._record(
+            [
+                (HISTOGRAMS_KEY, _field(definition.name, labels, _le(le)), 1),
+                (HISTOGRAMS_KEY, _field(definition.name, labels, "sum"), value),
+            ]
+        )
 
     def job_ended(self, job: Job, *, noticed_at: datetime, submitted_at: datetime | None) -> None:
         """A cloud job that ended: its duration (the cloud's begin to end, else our submission
@@ -194,16 +212,31 @@ class Metrics:
             self.observe(POLL_LAG, max(0.0, (noticed_at - ended).total_seconds()))
 
     def rate_wait(self, seconds: float) -> None:
-        def write(pipe: Any) -> None:
-            _add(pipe, COUNTERS_KEY, _field(RATE_WAITS.name, {}), 1)
-            _add(pipe, COUNTERS_KEY, _field(RATE_WAIT_SECONDS.name, {}), seconds)
+        self._record(
+            [
+                (COUNTERS_KEY, _field(RATE_WAITS.name, {}), 1),
+                (COUNTERS_KEY, _field(RATE_WAIT_SECONDS.name, {}), seconds),
+            ]
+        )
 
-        self._write(write)
+    def _record(self, increments: list[tuple[str, str, float]]) -> None:
+        for key, name, amount in increments:
+            self._pending[(key, name)] = self._pending.get((key, name), 0.0) + amount
+        if not self._buffered or self._clock() - self._since >= self.MAX_BUFFER_AGE_S:
+            self.flush()
 
-    def _write(self, commands: Any) -> None:
+    def flush(self) -> None:
+        """Write what is buffered, in one round trip."""
+        pending, self._pending = self._pending, {}
+        self._since = self._clock()
+        if not pending:
+            return
         try:
             pipe = self._redis.pipeline(transaction=False)
-            commands(pipe)
+            for (key, name), amount in pending.items():
+                # Always the float command: an integer is a valid float to Redis, and a field
+                # once written as a float (a sum of seconds) refuses HINCRBY.
+                pipe.hincrbyfloat(key, name, amount)
             pipe.execute()
         except (redis.RedisError, OSError) as exc:
             self.dropped += 1
@@ -218,13 +251,6 @@ def _parse_time(value: object) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _add(pipe: Any, key: str, name: str, amount: float) -> None:
-    if float(amount).is_integer():
-        pipe.hincrby(key, name, int(amount))
-    else:
-        pipe.hincrbyfloat(key, name, amount)
 
 
 # --- reading and rendering ----------------------------------------------------------------

@@ -287,3 +287,47 @@ def test_counts_of_two_recorders_add_up_and_a_dead_redis_breaks_nothing(redis_ur
     dead.inc(CHANGEOS_CALLS, {"result": "accepted"})
     dead.observe(JOB_DURATION, 1.0, {"result": "fail"})
     assert dead.dropped == 2
+
+
+class Clock:
+    """Monotonic seconds the test advances."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_workers_buffered_figures_are_written_at_the_flush_or_after_a_second(
+    redis_url: str,
+) -> None:
+    clock = Clock()
+    reader = redis.Redis.from_url(redis_url)
+    buffered = Metrics(redis.Redis.from_url(redis_url), buffered=True, clock=clock)
+
+    def scraped() -> Samples:
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(render(recorded_families(reader)))
+            for s in f.samples
+        }
+
+    for _ in range(100):
+        buffered.inc(CHANGEOS_CALLS, {"result": "accepted"})
+    buffered.rate_wait(1.5)
+    assert by(scraped(), "reimage_changeos_calls_total", "result") == {}  # not yet written
+    buffered.flush()  # what a task does at its end
+    samples = scraped()
+    assert by(samples, "reimage_changeos_calls_total", "result") == {"accepted": 100.0}
+    assert total(samples, "reimage_rate_limiter_wait_seconds_total") == 1.5
+
+    # A long task's figures do not wait for its end: the first record a second on writes.
+    buffered.observe(JOB_DURATION, 2.0, {"result": "success"})
+    assert total(scraped(), "reimage_job_duration_seconds_count") == 0
+    clock.now += 1.0
+    buffered.rate_wait(2.0)  # an integer now, after a float: still counted, not refused
+    samples = scraped()
+    assert total(samples, "reimage_job_duration_seconds_count") == 1
+    assert total(samples, "reimage_rate_limiter_wait_seconds_total") == 3.5
+    assert buffered.dropped == 0
