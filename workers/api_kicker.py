@@ -33,7 +33,9 @@ class TickKicker:
                 )
         celery = self._celery
 
-        def send() -> None:
-            celery.send_task("reimage.tick", expires=KICKED_TICK_EXPIRES_S)
+        def send(countdown_s: float) -> None:
+            celery.send_task(
+                "reimage.tick", countdown=countdown_s, expires=KICKED_TICK_EXPIRES_S
+            )
 
         kick_tick(self._redis, send)

@@ -204,8 +204,8 @@ def kick() -> None:
     kick_tick(redis_client(runtime()), _send_kicked_tick)
 
 
-def _send_kicked_tick() -> None:
-    tick_task.apply_async(expires=KICKED_TICK_EXPIRES_S)
+def _send_kicked_tick(countdown_s: float) -> None:
+    tick_task.apply_async(countdown=countdown_s, expires=KICKED_TICK_EXPIRES_S)
 
 
 @shared_task(name="reimage.sweep_facts")

@@ -4,14 +4,18 @@ Whatever frees work for the tick (a batch accepted, a server ended and its in-fl
 it, a list sweep that claims were waiting for) kicks it: a tick message is queued unless one is
 queued already, and the "again" flag is raised. A tick that finds another one running leaves
 the flag to it, and the running one, after its lock is released, runs once more when the flag
-is up; so a kick is never lost between two ticks, and a thousand kicks a second cost one tick
-at a time. The beat's ticks go on regardless: kicks only make the tick sooner.
+is up and no tick is queued to serve it; so a kick is never lost between two ticks, and a
+thousand kicks a second cost one tick at a time. Kicked ticks start MIN_SPACING_S apart at
+least (a tick queued sooner waits out the rest): a busy fleet ends a server every few
+milliseconds, and a tick for each cost more than the work it found. The beat's ticks go on
+regardless: kicks only make the tick sooner.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 import redis
@@ -30,20 +34,31 @@ TICK_AGAIN_TTL_MS = 60_000
 KICKED_TICK_EXPIRES_S = 5.0
 # A tick kicked without pause runs at most this many times in a row; the beat does the rest.
 MAX_ROUNDS = 5
+# When the last tick started (wall seconds, shared by every process), for the spacing.
+TICK_STARTED = "reimage:tick-started"
+MIN_SPACING_S = 0.25
 
 
-def kick_tick(client: redis.Redis, send: Callable[[], None]) -> None:
-    """Raise the flag, and queue a tick (through `send`) unless one is queued. Never raises:
-    a kick is a hint, and the beat's next tick does the same work."""
+def kick_tick(
+    client: redis.Redis,
+    send: Callable[[float], None],
+    *,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Raise the flag, and queue a tick (through `send`, given the seconds it is to wait for
+    the spacing) unless one is queued. Never raises: a kick is a hint, and the beat's next
+    tick does the same work."""
     try:
         client.set(TICK_AGAIN, 1, px=TICK_AGAIN_TTL_MS)
         if not client.set(TICK_QUEUED, 1, nx=True, px=TICK_QUEUED_TTL_MS):
             return
+        started = client.get(TICK_STARTED)
     except Exception:  # Redis away: the beat ticks anyway
         log.warning("could not kick the tick", exc_info=True)
         return
+    since = clock() - float(started) if started is not None else MIN_SPACING_S
     try:
-        send()
+        send(min(MIN_SPACING_S, max(0.0, MIN_SPACING_S - since)))
     except Exception:  # the broker away: the next kick may try again, the beat ticks anyway
         log.warning("could not kick the tick", exc_info=True)
         with contextlib.suppress(redis.RedisError):
@@ -55,11 +70,13 @@ def run_kicked(
     try_lock: Callable[[], bool],
     unlock: Callable[[], None],
     tick: Callable[[], None],
+    *,
+    clock: Callable[[], float] = time.time,
 ) -> int:
     """Run `tick` under the tick lock while the flag is up (at most MAX_ROUNDS times);
     answer how many times it ran. The flag is lowered before each run (what was kicked before
     is then seen by it) and read after the lock is released (a kick that found the lock held
-    is then seen by us)."""
+    is then seen by us, unless the tick it queued is to serve it)."""
     with contextlib.suppress(redis.RedisError):
         client.delete(TICK_QUEUED)  # kicks from now on queue another tick
     rounds = 0
@@ -69,12 +86,13 @@ def run_kicked(
         try:
             with contextlib.suppress(redis.RedisError):
                 client.delete(TICK_AGAIN)
+                client.set(TICK_STARTED, repr(clock()), px=TICK_AGAIN_TTL_MS)
             rounds += 1
             tick()
         finally:
             unlock()
         try:
-            if not client.exists(TICK_AGAIN):
+            if not client.exists(TICK_AGAIN) or client.exists(TICK_QUEUED):
                 return rounds
         except redis.RedisError:
             return rounds
