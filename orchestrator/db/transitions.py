@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypedDict
 
-from sqlalchemy import ColumnElement, insert, select, update
+from sqlalchemy import ColumnElement, Table, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -38,6 +38,14 @@ from orchestrator.domain.states import (
 )
 
 log = logging.getLogger("reimage.transitions")
+
+# The hot statements go to the tables, not the mapped classes: the ORM's bulk path costs about
+# as much Python again per statement, and nothing here wants objects back (issue 17 part 2).
+_SERVERS: Table = BatchServer.__table__  # type: ignore[assignment]
+_HISTORY: Table = ServerHistory.__table__  # type: ignore[assignment]
+_BATCHES: Table = Batch.__table__  # type: ignore[assignment]
+_WAVE_COUNTS: Table = BatchWaveCount.__table__  # type: ignore[assignment]
+_CODE_COUNTS: Table = BatchCodeCount.__table__  # type: ignore[assignment]
 
 
 class ServerColumns(TypedDict, total=False):
@@ -133,38 +141,38 @@ def record_server_transitions(
     check_server_transition(expected, to)
     if not batch_server_ids:
         return []
+    c = _SERVERS.c
     conditions: list[ColumnElement[bool]] = [
-        BatchServer.id.in_(batch_server_ids),
-        BatchServer.state == expected.value,
+        c.id == batch_server_ids[0] if len(batch_server_ids) == 1 else c.id.in_(batch_server_ids),
+        c.state == expected.value,
         *where,
     ]
     for column, value in (guard or {}).items():
-        attribute = getattr(BatchServer, column)
+        attribute = c[column]
         conditions.append(attribute.is_(None) if value is None else attribute == value)
     changes: dict[str, Any] = {**(values or {}), "state": to.value, "updated_at": now}
     if to.is_terminal:
         changes.setdefault("finished_at", now)
     moved = session.execute(
-        update(BatchServer)
+        update(_SERVERS)
         .where(*conditions)
         .values(**changes)
         .returning(
-            BatchServer.id,
-            BatchServer.batch_id,
-            BatchServer.server_id,
-            BatchServer.attempt,
-            BatchServer.job_id,
-            BatchServer.wave,
-            BatchServer.phase,
-            BatchServer.error_code,
-            BatchServer.error_message,
+            c.id,
+            c.batch_id,
+            c.server_id,
+            c.attempt,
+            c.job_id,
+            c.wave,
+            c.phase,
+            c.error_code,
+            c.error_message,
         )
-        .execution_options(synchronize_session=False)
     ).all()
     if not moved:
         return []
     session.execute(
-        insert(ServerHistory),
+        insert(_HISTORY),
         [
             {
                 "batch_server_id": row_id,
@@ -251,22 +259,28 @@ def _keep_counts(
     if expected != to:
         for batch_id, n in per_batch.items():
             _move_count(session, batch_id, expected, to, now, n)
-        for (batch_id, wave), n in per_wave.items():
-            move_wave_count(session, batch_id, wave, expected, to, n)
+        if per_wave:
+            _upsert_wave_counts(
+                session,
+                [
+                    (batch_id, wave, state, delta)
+                    for (batch_id, wave), n in per_wave.items()
+                    for state, delta in ((expected.value, -n), (to.value, n))
+                ],
+            )
         # A state with a code is terminal: its rows never leave it, so counts only grow.
         if to in STATES_WITH_A_CODE:
             for (batch_id, code), (n, first) in per_code.items():
                 add_code_count(session, batch_id, to.value, code, n, first)
+    b = _BATCHES.c
     if values.get("broken"):
         for batch_id, n in per_batch.items():
             session.execute(
-                update(Batch).where(Batch.id == batch_id).values(n_broken=Batch.n_broken + n)
+                update(_BATCHES).where(b.id == batch_id).values(n_broken=b.n_broken + n)
             )
     for batch_id, n in rolling_back.items():
         session.execute(
-            update(Batch)
-            .where(Batch.id == batch_id)
-            .values(n_rolling_back=Batch.n_rolling_back + n)
+            update(_BATCHES).where(b.id == batch_id).values(n_rolling_back=b.n_rolling_back + n)
         )
 
 
@@ -278,23 +292,27 @@ def _move_count(
     now: datetime,
     n: int = 1,
 ) -> None:
-    from_column = getattr(Batch, f"n_{from_state.value}")
-    to_column = getattr(Batch, f"n_{to.value}")
+    b = _BATCHES.c
+    from_column = b[f"n_{from_state.value}"]
+    to_column = b[f"n_{to.value}"]
     session.execute(
-        update(Batch)
-        .where(Batch.id == batch_id)
-        .values({from_column: from_column - n, to_column: to_column + n, Batch.updated_at: now})
+        update(_BATCHES)
+        .where(b.id == batch_id)
+        .values({from_column: from_column - n, to_column: to_column + n, b.updated_at: now})
     )
 
 
-def add_wave_count(session: Session, batch_id: str, wave: int, state: str, delta: int) -> None:
-    """Add `delta` to one (batch, wave, state) count, creating it at first use."""
+def _upsert_wave_counts(session: Session, deltas: Sequence[tuple[str, int, str, int]]) -> None:
+    """Add each (batch, wave, state, delta) to its count, creating it at first use: one
+    statement for them all."""
     upsert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = upsert(BatchWaveCount).values(batch_id=batch_id, wave=wave, state=state, n=delta)
+    statement = upsert(_WAVE_COUNTS).values(
+        [{"batch_id": b, "wave": w, "state": st, "n": delta} for b, w, st, delta in deltas]
+    )
     session.execute(
         statement.on_conflict_do_update(
             index_elements=["batch_id", "wave", "state"],
-            set_={"n": BatchWaveCount.__table__.c.n + delta},
+            set_={"n": _WAVE_COUNTS.c.n + statement.excluded.n},
         )
     )
 
@@ -304,27 +322,15 @@ def add_code_count(
 ) -> None:
     """Count `n` more servers of the batch in `state` with `code`; the first message stays."""
     upsert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = upsert(BatchCodeCount).values(
+    statement = upsert(_CODE_COUNTS).values(
         batch_id=batch_id, state=state, code=code, n=n, message=message
     )
     session.execute(
         statement.on_conflict_do_update(
             index_elements=["batch_id", "state", "code"],
-            set_={"n": BatchCodeCount.__table__.c.n + n},
+            set_={"n": _CODE_COUNTS.c.n + n},
         )
     )
-
-
-def move_wave_count(
-    session: Session,
-    batch_id: str,
-    wave: int,
-    from_state: ServerState,
-    to: ServerState,
-    n: int = 1,
-) -> None:
-    add_wave_count(session, batch_id, wave, from_state.value, -n)
-    add_wave_count(session, batch_id, wave, to.value, n)
 
 
 class BatchColumns(TypedDict, total=False):
