@@ -112,11 +112,16 @@ def reschedule_poll(
     next_poll_at: datetime,
     now: datetime,
     error: tuple[str, str] | None = None,
+    job_result: dict[str, Any] | None = None,
+    job_status: str | None = None,
 ) -> None:
-    """Ask about a running server's job again at `next_poll_at` (with the last error seen)."""
+    """Ask about a running server's job again at `next_poll_at` (with the last error seen);
+    `job_result`: the ended job's body, kept until the server itself has been checked."""
     values: dict[str, Any] = {"polls": polls, "next_poll_at": next_poll_at, "updated_at": now}
     if error is not None:
         values["error_code"], values["error_message"] = error
+    if job_result is not None:
+        values["job_result"], values["job_status"] = job_result, job_status
     session.execute(
         update(_SERVERS)
         .where(
@@ -179,20 +184,6 @@ def record_backup_deleted(
         .returning(BatchServer.id)
     ).one_or_none()
     return moved is not None
-
-
-def keep_job_result(
-    session: Session, batch_server_id: int, *, result: dict[str, Any], job_status: str
-) -> None:
-    """The final job body, kept until the server itself has been checked."""
-    session.execute(
-        update(_SERVERS)
-        .where(
-            BatchServer.id == batch_server_id,
-            BatchServer.state == ServerState.RUNNING.value,
-        )
-        .values(job_result=result, job_status=job_status)
-    )
 
 
 def learn_job_seconds(session: Session, batch_id: str, expected_job_s: float) -> None:

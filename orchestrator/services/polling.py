@@ -18,7 +18,7 @@ from orchestrator.cloud.client import EcsClient
 from orchestrator.cloud.errors import ConfigError, JobGone, Rejected, Retryable
 from orchestrator.cloud.facts import SERVERS_PER_PAGE_WORTH_IT
 from orchestrator.cloud.models import Job, Server
-from orchestrator.db.bookkeeping import keep_job_result, reschedule_poll
+from orchestrator.db.bookkeeping import reschedule_poll
 from orchestrator.db.models import Batch, BatchServer
 from orchestrator.db.transitions import ServerColumns, record_server_transition
 from orchestrator.domain.states import ServerState
@@ -99,7 +99,7 @@ async def poll_one(rt: Runtime, client: EcsClient, row: BatchServer, batch: Batc
                     rt, client, row, batch, {"job_gone": exc.as_details()}, overdue=overdue
                 )
             if job.is_final:
-                row.job_result = _keep_job_result(rt, row, job)
+                _note_job_result(rt, row, job)
                 return await _check_server_after(rt, client, row, batch)
             if overdue and not job.is_final:
                 return _timed_out(rt, row, timeout_s, job)
@@ -145,14 +145,13 @@ def _job_failure(job: Job) -> tuple[str, str]:
     )
 
 
-def _keep_job_result(rt: Runtime, row: BatchServer, job: Job) -> dict[str, Any]:
+def _note_job_result(rt: Runtime, row: BatchServer, job: Job) -> None:
     """Remember the final job body and when we saw it, so the server check neither needs the
-    job again (the cloud purges jobs a day after they end) nor trusts facts older than it."""
-    result = {"job": job.body, "seen_at": rt.clock().timestamp()}
-    with rt.sessions() as session:
-        keep_job_result(session, row.id, result=result, job_status=job.status)
-        session.commit()
-    return result
+    job again (the cloud purges jobs a day after they end) nor trusts facts older than it.
+    It is written with what the check decides (its next look or its end), in the same
+    statement; should this task die first, the next poll asks the job again."""
+    row.job_result = {"job": job.body, "seen_at": rt.clock().timestamp()}
+    row.job_status = job.status
 
 
 async def _server_after_job(
@@ -364,6 +363,9 @@ def _end(
         values["job_status"] = job_status
     if error:
         values["error_code"], values["error_message"] = error
+    if row.job_result is not None:  # noted by this poll, or kept by an earlier one
+        values["job_result"] = row.job_result
+        values.setdefault("job_status", row.job_status)
     values.update(extra or {})
     with rt.sessions() as session:
         moved = record_server_transition(
@@ -402,5 +404,7 @@ def _reschedule(
             next_poll_at=now + timedelta(seconds=delay_s),
             now=now,
             error=error,
+            job_result=row.job_result,
+            job_status=row.job_status,
         )
         session.commit()
