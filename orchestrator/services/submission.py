@@ -66,17 +66,34 @@ def load(rt: Runtime, batch_server_id: int) -> Loaded | None:
         return Loaded(row, session.get_one(Batch, row.batch_id))
 
 
+def load_many(rt: Runtime, batch_server_ids: list[int]) -> dict[int, Loaded]:
+    """The task's rows and their batches, in two statements rather than two per row. A batch
+    read once for the task may be a moment old; what decides a send (pause, cancel, budget) is
+    read again in the statement that records it (`_batch_may_send`)."""
+    with rt.sessions() as session:
+        rows = list(
+            session.scalars(select(BatchServer).where(BatchServer.id.in_(batch_server_ids)))
+        )
+        batch_ids = {r.batch_id for r in rows}
+        batches = {b.id: b for b in session.scalars(select(Batch).where(Batch.id.in_(batch_ids)))}
+    return {row.id: Loaded(row, batches[row.batch_id]) for row in rows}
+
+
 async def submit_servers(rt: Runtime, batch_server_ids: list[int]) -> dict[str, int]:
     """Advance several servers at once (concurrent HTTP, one event loop); count outcomes."""
     outcomes: dict[str, int] = {}
-    for outcome in await asyncio.gather(*(submit_server(rt, i) for i in batch_server_ids)):
+    loaded = load_many(rt, batch_server_ids)
+    for outcome in await asyncio.gather(
+        *(submit_server(rt, i, loaded=loaded.get(i)) for i in batch_server_ids)
+    ):
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     return outcomes
 
 
-async def submit_server(rt: Runtime, batch_server_id: int) -> str:
-    """Advance one `submitting` server by one step; answer what was done (for logs and tests)."""
-    loaded = load(rt, batch_server_id)
+async def submit_server(rt: Runtime, batch_server_id: int, *, loaded: Loaded | None = None) -> str:
+    """Advance one `submitting` server by one step; answer what was done (for logs and tests).
+    `loaded`: the row and its batch as just read (`load_many`), else read here."""
+    loaded = loaded if loaded is not None else load(rt, batch_server_id)
     if loaded is None or loaded.row.state != ServerState.SUBMITTING.value:
         return "not_submitting"
     row, batch = loaded.row, loaded.batch
