@@ -168,6 +168,7 @@ def probe_health_task(batch_server_ids: list[int]) -> dict[str, int]:
     return outcomes
 
 
+_ENDED = frozenset(state.value for state in TERMINAL_SERVER_STATES)
 # Outcomes after which the tick has work at once: a server ended (its in-flight slot is free,
 # its wave or batch may be done) or a rollback starts (it waits for a submit).
 _TICK_WORTHY = frozenset(state.value for state in TERMINAL_SERVER_STATES) | {
@@ -181,6 +182,10 @@ def _after_task(batch_server_ids: list[int], outcomes: dict[str, int]) -> None:
     its servers due soon, as messages due then, and a tick when one has work at once."""
     rt = runtime()
     now = rt.clock()
+    if outcomes and _ENDED.issuperset(outcomes):  # all it looked at ended: no next look
+        if _TICK_WORTHY.intersection(outcomes):
+            kick()
+        return
     try:
         follow_ups = take_follow_ups(
             rt.sessions,

@@ -55,7 +55,10 @@ class FactsCache:
         """The server as last swept, if that sweep started after `observed_after` (epoch s)."""
         servers, meta, _ = self._keys(project_id, region)
         try:
-            swept_at, raw = self._redis.hget(meta, "swept_at"), self._redis.hget(servers, server_id)
+            pipe = self._redis.pipeline(transaction=False)  # one round trip for both
+            pipe.hget(meta, "swept_at")
+            pipe.hget(servers, server_id)
+            swept_at, raw = pipe.execute()
         except redis.RedisError:
             return None
         if swept_at is None or float(swept_at) < observed_after or raw is None:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, or_, select, update
+from sqlalchemy import ColumnElement, Table, Update, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.db.models import Batch, BatchServer
@@ -18,6 +18,7 @@ from orchestrator.domain.states import FINAL_JOB_STATUSES, TERMINAL_BATCH_STATES
 # The table, not the mapped class: these run for every server, often, and want no objects back
 # (the ORM's bulk path costs about as much Python again per statement).
 _SERVERS: Table = BatchServer.__table__  # type: ignore[assignment]
+_reschedules: dict[tuple[str, ...], Update] = {}
 
 
 def lease_expired(column: Any, now: datetime, lease_s: float) -> ColumnElement[bool]:
@@ -122,13 +123,19 @@ def reschedule_poll(
         values["error_code"], values["error_message"] = error
     if job_result is not None:
         values["job_result"], values["job_status"] = job_result, job_status
-    session.execute(
-        update(_SERVERS)
-        .where(
-            BatchServer.id == batch_server_id,
-            BatchServer.state == ServerState.RUNNING.value,
+    columns = tuple(sorted(values))
+    statement = _reschedules.get(columns)
+    if statement is None:
+        # Built once per set of columns: this runs for nearly every poll.
+        c = _SERVERS.c
+        statement = (
+            update(_SERVERS)
+            .where(c.id == bindparam("row_id"), c.state == ServerState.RUNNING.value)
+            .values({c[k]: bindparam(f"v_{k}") for k in columns})
         )
-        .values(**values)
+        _reschedules[columns] = statement
+    session.execute(
+        statement, {"row_id": batch_server_id, **{f"v_{k}": v for k, v in values.items()}}
     )
 
 
