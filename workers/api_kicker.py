@@ -34,8 +34,6 @@ class TickKicker:
         celery = self._celery
 
         def send(countdown_s: float) -> None:
-            celery.send_task(
-                "reimage.tick", countdown=countdown_s, expires=KICKED_TICK_EXPIRES_S
-            )
+            celery.send_task("reimage.tick", countdown=countdown_s, expires=KICKED_TICK_EXPIRES_S)
 
         kick_tick(self._redis, send)
