@@ -216,7 +216,10 @@ async def test_a_job_that_never_ends_times_out_but_a_late_poll_does_not(
 ) -> None:
     world = await make_world(job_seconds=0.2, stuck_ratio=0.5, seed=4)
     rt = world.make_runtime()
-    _, ids = new_batch(rt, 8)
+    # Fixed ids, four of whose jobs the simulator makes stuck with seed 4: with random ids, no
+    # job (or every job) was stuck in 1 run of 128.
+    fixed = [f"5e1f0000-0000-4000-8000-{n:012d}" for n in range(10, 18)]
+    _, ids = new_batch(rt, 8, server_ids=fixed)
     tick(rt, ListDispatcher())
     for row_id in ids:
         assert await submit_server(rt, row_id) == "accepted"
@@ -238,7 +241,7 @@ async def test_a_job_that_never_ends_times_out_but_a_late_poll_does_not(
     truth = (await world.stats())["truth"]
     outcomes = {row(rt, i).server_id: row(rt, i) for i in ids}
     stuck = [s for s, t in truth.items() if t["job_status"] != "SUCCESS"]
-    assert stuck and len(stuck) < len(ids)
+    assert len(stuck) == 4
     for server_id, ended in outcomes.items():
         if server_id in stuck:  # the cloud still runs it: timed out
             assert (ended.state, ended.error_code) == ("failed", "Timeout")

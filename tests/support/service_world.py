@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -172,10 +172,15 @@ async def make_world_fixture(
         rt.dispose()
 
 
-def new_batch(rt: Runtime, count: int, **spec: Any) -> tuple[str, list[int]]:
+def new_batch(
+    rt: Runtime, count: int, *, server_ids: Sequence[str] | None = None, **spec: Any
+) -> tuple[str, list[int]]:
+    """A batch of `count` new servers (`server_ids`: these, for a test whose faults must
+    fall on known servers: the simulator draws them from the id)."""
+    ids_to_use = tuple(server_ids or (str(uuid.uuid4()) for _ in range(count)))
     created = create_batch(
         rt.sessions,
-        as_new_batch(Spec(tuple(str(uuid.uuid4()) for _ in range(count)), **spec)),
+        as_new_batch(Spec(ids_to_use, **spec)),
         now=rt.clock(),
         secret_key=None,
     )
