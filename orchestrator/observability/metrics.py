@@ -220,20 +220,26 @@ class Metrics:
         )
 
     def _record(self, increments: list[tuple[str, str, float]]) -> None:
+        if not self._buffered:
+            # Written at once, sharing nothing: the API may record from several threads.
+            self._write([((key, name), amount) for key, name, amount in increments])
+            return
         for key, name, amount in increments:
             self._pending[(key, name)] = self._pending.get((key, name), 0.0) + amount
-        if not self._buffered or self._clock() - self._since >= self.MAX_BUFFER_AGE_S:
+        if self._clock() - self._since >= self.MAX_BUFFER_AGE_S:
             self.flush()
 
     def flush(self) -> None:
-        """Write what is buffered, in one round trip."""
+        """Write what is buffered, in one round trip (a worker process has one thread)."""
         pending, self._pending = self._pending, {}
         self._since = self._clock()
-        if not pending:
-            return
+        if pending:
+            self._write(list(pending.items()))
+
+    def _write(self, increments: list[tuple[tuple[str, str], float]]) -> None:
         try:
             pipe = self._redis.pipeline(transaction=False)
-            for (key, name), amount in pending.items():
+            for (key, name), amount in increments:
                 # Always the float command: an integer is a valid float to Redis, and a field
                 # once written as a float (a sum of seconds) refuses HINCRBY.
                 pipe.hincrbyfloat(key, name, amount)
