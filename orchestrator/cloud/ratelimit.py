@@ -15,7 +15,8 @@ The rate only grows in a second in which some call had to wait for a token (the 
 held the fleet back), so an idle fleet does not talk itself into a rate it never tried.
 
 A caller that must wait reserves its token when it comes within a tenth of a second (the bucket
-goes into debt), so it asks once; the callers of one process ask one at a time. Time comes
+goes into debt, and a throttle keeps the debt: the next caller waits behind what was
+reserved), so it asks once; the callers of one process ask one at a time. Time comes
 from Redis itself (TIME), so machines with skewed clocks share one notion of now; a
 test may pass its own clock instead.
 """
