@@ -9,15 +9,14 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, Update, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, Update, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
-from orchestrator.db.models import Batch, BatchServer
+from orchestrator.db.models import BATCH_SERVERS_TABLE, Batch, BatchServer
 from orchestrator.domain.states import FINAL_JOB_STATUSES, TERMINAL_BATCH_STATES, ServerState
 
-# The table, not the mapped class: these run for every server, often, and want no objects back
-# (the ORM's bulk path costs about as much Python again per statement).
-_SERVERS: Table = BatchServer.__table__  # type: ignore[assignment]
+# The table, not the mapped class (see models): these run for every server, often.
+_SERVERS = BATCH_SERVERS_TABLE
 _reschedules: dict[tuple[str, ...], Update] = {}
 
 

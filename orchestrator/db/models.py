@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -19,6 +19,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     false,
@@ -476,3 +477,12 @@ class WebhookAttempt(Base):
     duration_ms: Mapped[int] = mapped_column(Integer)
 
     __table_args__ = (Index("ix_webhook_attempts_delivery_id_id", "delivery_id", "id"),)
+
+
+# The tables behind the hot classes, for Core statements where the ORM's bulk path would cost
+# about as much Python again per statement and nobody wants objects back (issue 17 part 2).
+BATCHES_TABLE = cast(Table, Batch.__table__)
+BATCH_SERVERS_TABLE = cast(Table, BatchServer.__table__)
+SERVER_HISTORY_TABLE = cast(Table, ServerHistory.__table__)
+BATCH_WAVE_COUNTS_TABLE = cast(Table, BatchWaveCount.__table__)
+BATCH_CODE_COUNTS_TABLE = cast(Table, BatchCodeCount.__table__)

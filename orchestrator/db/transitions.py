@@ -16,7 +16,6 @@ from sqlalchemy import (
     ColumnElement,
     Insert,
     Integer,
-    Table,
     Update,
     bindparam,
     insert,
@@ -28,11 +27,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from orchestrator.db.models import (
+    BATCH_CODE_COUNTS_TABLE,
+    BATCH_SERVERS_TABLE,
+    BATCH_WAVE_COUNTS_TABLE,
+    BATCHES_TABLE,
+    SERVER_HISTORY_TABLE,
     Batch,
-    BatchCodeCount,
     BatchEvent,
     BatchServer,
-    BatchWaveCount,
     ServerHistory,
     WebhookDelivery,
 )
@@ -49,16 +51,10 @@ from orchestrator.domain.states import (
 
 log = logging.getLogger("reimage.transitions")
 
-# The hot statements go to the tables, not the mapped classes: the ORM's bulk path costs about
-# as much Python again per statement, and nothing here wants objects back (issue 17 part 2).
-_SERVERS: Table = BatchServer.__table__  # type: ignore[assignment]
-_HISTORY: Table = ServerHistory.__table__  # type: ignore[assignment]
-_BATCHES: Table = Batch.__table__  # type: ignore[assignment]
-_WAVE_COUNTS: Table = BatchWaveCount.__table__  # type: ignore[assignment]
-_CODE_COUNTS: Table = BatchCodeCount.__table__  # type: ignore[assignment]
-# And they are built once per shape, with bound parameters: building a statement and its cache
+# The hot statements go to the tables, not the mapped classes (see models), and they are built
+# once per shape, with bound parameters: building a statement and its cache
 # key each time was most of a transition's cost (about 110 against 25 microseconds).
-_INSERT_HISTORY = insert(_HISTORY)
+_INSERTSERVER_HISTORY_TABLE = insert(SERVER_HISTORY_TABLE)
 _server_updates: dict[tuple[tuple[str, ...], tuple[tuple[str, bool], ...], bool], Update] = {}
 _count_moves: dict[tuple[str, str], Update] = {}
 _wave_upserts: dict[str, Insert] = {}
@@ -179,7 +175,7 @@ def record_server_transitions(
     if not moved:
         return []
     session.execute(
-        _INSERT_HISTORY,
+        _INSERTSERVER_HISTORY_TABLE,
         [
             {
                 "batch_server_id": row_id,
@@ -208,7 +204,7 @@ def _server_update(
     key = (columns, guards, many)
     statement = _server_updates.get(key)
     if statement is None:
-        c = _SERVERS.c
+        c = BATCH_SERVERS_TABLE.c
         conditions: list[ColumnElement[bool]] = [
             c.id.in_(bindparam("row_ids", expanding=True)) if many else c.id == bindparam("row_id"),
             c.state == bindparam("expected_state"),
@@ -219,7 +215,7 @@ def _server_update(
                 attribute.is_(None) if is_none else attribute == bindparam(f"g_{column}")
             )
         statement = (
-            update(_SERVERS)
+            update(BATCH_SERVERS_TABLE)
             .where(*conditions)
             .values({c[k]: bindparam(f"v_{k}") for k in columns})
             .returning(
@@ -317,15 +313,17 @@ def _keep_counts(
         if to in STATES_WITH_A_CODE:
             for (batch_id, code), (n, first) in per_code.items():
                 add_code_count(session, batch_id, to.value, code, n, first)
-    b = _BATCHES.c
+    b = BATCHES_TABLE.c
     if values.get("broken"):
         for batch_id, n in per_batch.items():
             session.execute(
-                update(_BATCHES).where(b.id == batch_id).values(n_broken=b.n_broken + n)
+                update(BATCHES_TABLE).where(b.id == batch_id).values(n_broken=b.n_broken + n)
             )
     for batch_id, n in rolling_back.items():
         session.execute(
-            update(_BATCHES).where(b.id == batch_id).values(n_rolling_back=b.n_rolling_back + n)
+            update(BATCHES_TABLE)
+            .where(b.id == batch_id)
+            .values(n_rolling_back=b.n_rolling_back + n)
         )
 
 
@@ -340,11 +338,11 @@ def _move_count(
     key = (from_state.value, to.value)
     statement = _count_moves.get(key)
     if statement is None:
-        b = _BATCHES.c
+        b = BATCHES_TABLE.c
         from_column = b[f"n_{from_state.value}"]
         to_column = b[f"n_{to.value}"]
         statement = (
-            update(_BATCHES)
+            update(BATCHES_TABLE)
             .where(b.id == bindparam("batch_id_"))
             .values(
                 {
@@ -363,10 +361,14 @@ def _upsert_wave_counts(session: Session, deltas: Sequence[tuple[str, int, str, 
     dialect = session.get_bind().dialect.name
     statement = _wave_upserts.get(dialect)
     if statement is None:
-        upsert = pg_insert(_WAVE_COUNTS) if dialect == "postgresql" else sqlite_insert(_WAVE_COUNTS)
+        upsert = (
+            pg_insert(BATCH_WAVE_COUNTS_TABLE)
+            if dialect == "postgresql"
+            else sqlite_insert(BATCH_WAVE_COUNTS_TABLE)
+        )
         statement = upsert.on_conflict_do_update(
             index_elements=["batch_id", "wave", "state"],
-            set_={"n": _WAVE_COUNTS.c.n + upsert.excluded.n},
+            set_={"n": BATCH_WAVE_COUNTS_TABLE.c.n + upsert.excluded.n},
         )
         _wave_upserts[dialect] = statement
     session.execute(
@@ -380,13 +382,13 @@ def add_code_count(
 ) -> None:
     """Count `n` more servers of the batch in `state` with `code`; the first message stays."""
     upsert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = upsert(_CODE_COUNTS).values(
+    statement = upsert(BATCH_CODE_COUNTS_TABLE).values(
         batch_id=batch_id, state=state, code=code, n=n, message=message
     )
     session.execute(
         statement.on_conflict_do_update(
             index_elements=["batch_id", "state", "code"],
-            set_={"n": _CODE_COUNTS.c.n + n},
+            set_={"n": BATCH_CODE_COUNTS_TABLE.c.n + n},
         )
     )
 
