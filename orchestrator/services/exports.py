@@ -35,6 +35,8 @@ CSV_COLUMNS = (
     "finished_at",
     "updated_at",
 )
+# The table's columns behind them (image_id is target_image), the only ones a chunk reads.
+CSV_SOURCE_COLUMNS = tuple("target_image" if c == "image_id" else c for c in CSV_COLUMNS)
 CSV_CHUNK = 2000
 
 
@@ -76,11 +78,17 @@ def _chunks(
     yield _csv_line(CSV_COLUMNS)
     after = 0
     while True:
-        query = server_page_query(
-            batch_id, state=state, code=code, server_prefix=None, after=after, limit=CSV_CHUNK
+        query, params = server_page_query(
+            batch_id,
+            state=state,
+            code=code,
+            server_prefix=None,
+            after=after,
+            limit=CSV_CHUNK,
+            columns=CSV_SOURCE_COLUMNS,
         )
         with sessions() as session:
-            rows = list(session.execute(query))
+            rows = session.connection().execute(query, params).all()
         if not rows:
             return
         yield b"".join(_csv_line(_csv_row(row)) for row in rows)

@@ -15,6 +15,7 @@ from orchestrator.api.app import create_app
 from orchestrator.config import Settings, load_settings
 from orchestrator.db.models import Batch, BatchServer, ServerHistory
 from orchestrator.runtime import Runtime
+from orchestrator.services import batches as batch_service
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -338,6 +339,52 @@ def _fail(runtime: Runtime, batch_id: str, failures: dict[str, tuple[str, str]])
                 values={"error_code": code, "error_message": message},
             )
         session.commit()
+
+
+async def test_servers_page_by_id_prefix_and_state_walks_every_shape_of_the_query(
+    client: TestClient[Any, Any], runtime: Runtime
+) -> None:
+    """The page's statement is built once per shape (filters, cursor) with bound values: each
+    shape answers what it is asked, page by page, and a prefix is matched literally."""
+    servers = [f"5e1f{n:04d}-0000-4000-8000-{n:012d}" for n in range(6)] + [
+        f"77aa{n:04d}-0000-4000-8000-{n:012d}" for n in range(2)
+    ]
+    created = await (await client.post("/api/v1/batches", json=body(servers), headers=AUTH)).json()
+    bid = created["id"]
+    _fail(runtime, bid, {servers[1]: ("Ecs.0202", "x"), servers[4]: ("Ecs.0202", "y")})
+
+    async def walk(query: str) -> list[str]:
+        seen: list[str] = []
+        cursor = None
+        while True:
+            url = f"/api/v1/batches/{bid}/servers?limit=2&{query}"
+            response = await client.get(url + (f"&cursor={cursor}" if cursor else ""), headers=AUTH)
+            assert response.status == 200, await response.text()
+            page = await response.json()
+            seen += [item["server_id"] for item in page["items"]]
+            if (cursor := page["next_cursor"]) is None:
+                return seen
+
+    assert await walk("") == servers
+    assert await walk("server=5e1f") == servers[:6]
+    assert await walk("server=77AA") == servers[6:]
+    assert await walk("state=failed") == [servers[1], servers[4]]
+    assert await walk("state=failed&server=5e1f0004") == [servers[4]]
+    assert await walk("state=pending&server=5e1f") == [
+        servers[0],
+        servers[2],
+        servers[3],
+        servers[5],
+    ]
+    assert await walk("code=Ecs.0202&server=5e1f0001") == [servers[1]]
+    # LIKE's wildcards in a prefix are letters (the API allows only 0-9 a-f -; a service
+    # caller may pass anything).
+    literal = batch_service.list_batch_servers(
+        runtime.read_sessions, bid, state=None, limit=10, cursor=None, server_prefix="5e1f_"
+    )
+    assert literal["items"] == []
+    empty = await client.get(f"/api/v1/batches/{uuid.uuid4()}/servers?server=5e1f", headers=AUTH)
+    assert empty.status == 404
 
 
 async def test_failures_grouped_by_code_filtered_and_exported_as_csv(
