@@ -50,10 +50,16 @@ class Runtime:
 
     @classmethod
     def build(
-        cls, settings: Settings, *, with_rate_limit: bool = True, buffered_metrics: bool = False
+        cls,
+        settings: Settings,
+        *,
+        with_rate_limit: bool = True,
+        buffered_metrics: bool = False,
+        db_pool_size: int = 5,
     ) -> Runtime:
-        """`buffered_metrics`: a worker's, written once per task (`Metrics.flush`)."""
-        engine = make_engine(settings.database_url)
+        """`buffered_metrics`: a worker's, written once per task (`Metrics.flush`).
+        `db_pool_size`: connections kept open (as many again may open for a burst)."""
+        engine = make_engine(settings.database_url, pool_size=db_pool_size)
         gate: RateGate | None = None
         facts: FactsCache | None = None
         metrics: Metrics | None = None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import json
 import logging
 import re
@@ -12,7 +14,14 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from orchestrator.api.jsonbody import encode, encoded_response, json_response
-from orchestrator.api.keys import AUDIT_BATCH, AUDIT_PROJECT, PRINCIPAL, REDIS, RUNTIME
+from orchestrator.api.keys import (
+    AUDIT_BATCH,
+    AUDIT_PROJECT,
+    PRINCIPAL,
+    READ_EXECUTOR,
+    REDIS,
+    RUNTIME,
+)
 from orchestrator.api.read_cache import READ_CACHE
 from orchestrator.api.schemas import BatchRequest, RequestInvalid, parse_batch_request
 from orchestrator.domain.access import Principal
@@ -52,7 +61,13 @@ async def _read(
     key = (request.path, request.query_string, scope)
 
     async def compute() -> bytes:
-        return encode(await _in_thread(fn, *args, **kwargs))
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        executor = request.app[READ_EXECUTOR]
+        loop = asyncio.get_running_loop()
+        # As _in_thread, on the reads' own threads.
+        return encode(
+            await asyncio.wait_for(loop.run_in_executor(executor, call), SERVICE_TIMEOUT_S)
+        )
 
     return encoded_response(await request.app[READ_CACHE].answer(key, compute))
 

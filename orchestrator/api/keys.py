@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -16,6 +17,9 @@ RUNTIME = web.AppKey("runtime", Runtime)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 DOCS_PAGE = web.AppKey("docs_page", str)
 REDIS = web.AppKey("redis", aioredis.Redis)
+# The few threads of the hot GETs (orchestrator.api.app.READ_THREADS), apart from the default
+# executor that runs everything else, so that slow writes never hold up a read.
+READ_EXECUTOR = web.AppKey("read_executor", ThreadPoolExecutor)
 # Asks for a tick now (orchestrator.api.kick); absent in apps built without one (tests).
 KICK: web.AppKey[Callable[[], None]] = web.AppKey("kick")
 # This process's recent view of bad-token counts per address: {address: (count, when read)}.
