@@ -44,6 +44,10 @@ T = TypeVar("T")
 SERVICE_TIMEOUT_S = 20.0
 _SERVER_PREFIX = re.compile(r"[0-9a-f-]{1,36}")
 _ERROR_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# What `state` and `order` may be, listed once rather than per request.
+BATCH_STATES = tuple(s.value for s in BatchState)
+SERVER_STATES = tuple(s.value for s in ServerState)
+ORDERS = ("newest", "oldest")
 
 
 async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -343,8 +347,8 @@ async def _visible_batch_id(request: web.Request) -> str:
 
 async def list_batches(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    state = _choice(request, "state", [s.value for s in BatchState])
-    order = _choice(request, "order", ["newest", "oldest"]) or "newest"
+    state = _choice(request, "state", BATCH_STATES)
+    order = _choice(request, "order", ORDERS) or "newest"
     search = request.query.get("q") or None
     if search is not None and len(search) > 64:
         raise RequestInvalid("invalid request", {"q": "at most 64 characters"})
@@ -361,7 +365,7 @@ async def list_batches(request: web.Request) -> web.Response:
     )
 
 
-def _choice(request: web.Request, name: str, allowed: list[str]) -> str | None:
+def _choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | None:
     """A query parameter that must be one of `allowed` (absent or empty: None)."""
     value = request.query.get(name) or None
     if value is not None and value not in allowed:
@@ -387,7 +391,7 @@ async def get_batch(request: web.Request) -> web.Response:
 async def list_batch_servers(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     batch_id = await _visible_batch_id(request)
-    state = _choice(request, "state", [s.value for s in ServerState])
+    state = _choice(request, "state", SERVER_STATES)
     code = _code(request)
     server_prefix = request.query.get("server", "").lower() or None
     if server_prefix is not None and not _SERVER_PREFIX.fullmatch(server_prefix):
@@ -411,7 +415,7 @@ async def export_batch_servers(request: web.Request) -> web.StreamResponse:
     """The batch's servers as a CSV download (all, one state or one code), streamed."""
     rt = request.app[RUNTIME]
     batch_id = await _visible_batch_id(request)
-    state = _choice(request, "state", [s.value for s in ServerState])
+    state = _choice(request, "state", SERVER_STATES)
     code = _code(request)
     chunks = await _in_thread(
         exports.servers_csv, rt.read_sessions, batch_id, state=state, code=code
