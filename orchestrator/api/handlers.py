@@ -52,7 +52,9 @@ ORDERS = ("newest", "oldest")
 
 async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     # A database that hangs must give the caller a 503, not a request that never ends.
-    return await asyncio.wait_for(asyncio.to_thread(fn, *args, **kwargs), SERVICE_TIMEOUT_S)
+    # (asyncio.timeout, not wait_for: wait_for wraps the call in one more task.)
+    async with asyncio.timeout(SERVICE_TIMEOUT_S):
+        return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 async def _read(
@@ -69,9 +71,8 @@ async def _read(
         executor = request.app[READ_EXECUTOR]
         loop = asyncio.get_running_loop()
         # As _in_thread, on the reads' own threads.
-        return encode(
-            await asyncio.wait_for(loop.run_in_executor(executor, call), SERVICE_TIMEOUT_S)
-        )
+        async with asyncio.timeout(SERVICE_TIMEOUT_S):
+            return encode(await loop.run_in_executor(executor, call))
 
     return encoded_response(await request.app[READ_CACHE].answer(key, compute))
 
