@@ -9,6 +9,7 @@ from sqlalchemy.exc import DBAPIError
 
 from orchestrator.db import engine as engine_module
 from orchestrator.db.engine import make_engine
+from tests.support.clocks import ManualClock
 
 BACKEND = text("SELECT pg_backend_pid()")
 
@@ -20,23 +21,15 @@ def _terminate(postgres_url: str, pid: int) -> None:
     admin.dispose()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    frozen = Clock()
+def clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
+    frozen = ManualClock()
     monkeypatch.setattr(engine_module, "clock", frozen)
     return frozen
 
 
 def test_a_connection_the_database_dropped_is_replaced_once_idle(
-    postgres_url: str, clock: Clock
+    postgres_url: str, clock: ManualClock
 ) -> None:
     engine = make_engine(postgres_url, pool_size=1)
     with engine.connect() as connection:
@@ -52,7 +45,7 @@ def test_a_connection_the_database_dropped_is_replaced_once_idle(
 
 
 def test_a_connection_just_used_is_handed_out_without_a_ping(
-    postgres_url: str, clock: Clock
+    postgres_url: str, clock: ManualClock
 ) -> None:
     """Within PING_AFTER_IDLE_S no ping goes out: a connection dropped meanwhile fails its
     next statement (the caller's error to handle, as while the database is away), and the one

@@ -30,6 +30,7 @@ from orchestrator.cloud.models import OsChange
 from orchestrator.simulator.app import create_simulator_app
 from orchestrator.simulator.cloud import ServerSpec, SimulatorConfig
 from orchestrator.simulator.images import ImageSpec
+from tests.support.clocks import ManualClock
 
 pytestmark = pytest.mark.integration
 
@@ -43,19 +44,6 @@ UNKNOWN = "ffffffff-0000-4000-8000-00000000ffff"
 IMAGE = "e215580f-73ad-429d-b6f2-5433947433b0"  # public, what a change of OS moves to
 BACKUP_SECONDS = 30.0
 JOB_SECONDS = 20.0
-
-
-class FakeClock:
-    """The simulator's monotonic seconds, moved only by the test."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass
@@ -91,12 +79,12 @@ StartSimulator = Callable[..., Awaitable[str]]
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
-def start_simulator(aiohttp_server: Callable[..., Any], clock: FakeClock) -> StartSimulator:
+def start_simulator(aiohttp_server: Callable[..., Any], clock: ManualClock) -> StartSimulator:
     """A simulator over a real TCP port (config overrides as keywords) -> its URL."""
 
     async def start(**overrides: Any) -> str:
@@ -156,7 +144,7 @@ async def simulator_json(http: aiohttp.ClientSession, url: str, **post: Any) -> 
 
 
 async def test_a_backup_is_made_followed_listed_counted_and_deleted(
-    start_simulator: StartSimulator, http: aiohttp.ClientSession, clock: FakeClock
+    start_simulator: StartSimulator, http: aiohttp.ClientSession, clock: ManualClock
 ) -> None:
     endpoint = await start_simulator()
     recorder = Recorder()
@@ -239,7 +227,7 @@ async def test_find_images_by_name_sees_only_private_images_of_exactly_that_name
 
 
 async def test_a_failed_backup_job_ends_fail_with_its_reason(
-    start_simulator: StartSimulator, http: aiohttp.ClientSession, clock: FakeClock
+    start_simulator: StartSimulator, http: aiohttp.ClientSession, clock: ManualClock
 ) -> None:
     ims = ims_client(http, await start_simulator(backup_fail_ratio=1.0), Recorder())
     job_id = await ims.create_server_image(SERVER, name="backup-doomed")
@@ -253,7 +241,7 @@ async def test_a_failed_backup_job_ends_fail_with_its_reason(
 
 
 async def test_a_purged_image_job_is_job_gone(
-    start_simulator: StartSimulator, http: aiohttp.ClientSession, clock: FakeClock
+    start_simulator: StartSimulator, http: aiohttp.ClientSession, clock: ManualClock
 ) -> None:
     ims = ims_client(http, await start_simulator(job_ttl=60.0), Recorder())
     job_id = await ims.create_server_image(SERVER, name="backup-old")
@@ -300,7 +288,7 @@ async def test_names_and_servers_ims_refuses_are_rejected(
 
 
 async def test_a_backup_and_a_change_of_os_of_one_server_refuse_each_other_as_busy(
-    start_simulator: StartSimulator, http: aiohttp.ClientSession, clock: FakeClock
+    start_simulator: StartSimulator, http: aiohttp.ClientSession, clock: ManualClock
 ) -> None:
     endpoint = await start_simulator()
     recorder = Recorder()
@@ -372,7 +360,7 @@ async def test_flow_control_and_a_429_both_cut_the_fleets_rate(
 
 
 async def test_deleting_an_image_ims_will_not_delete_raises_as_classified(
-    start_simulator: StartSimulator, http: aiohttp.ClientSession, clock: FakeClock
+    start_simulator: StartSimulator, http: aiohttp.ClientSession, clock: ManualClock
 ) -> None:
     ims = ims_client(http, await start_simulator(), Recorder())
     with pytest.raises(Rejected) as public:

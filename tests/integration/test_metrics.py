@@ -27,6 +27,7 @@ from orchestrator.observability.metrics import (
     render,
 )
 from tests.integration.stack import FullStack, http, start_full_stack
+from tests.support.clocks import ManualClock
 
 pytestmark = pytest.mark.e2e
 
@@ -289,20 +290,10 @@ def test_counts_of_two_recorders_add_up_and_a_dead_redis_breaks_nothing(redis_ur
     assert dead.dropped == 2
 
 
-class Clock:
-    """Monotonic seconds the test advances."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_workers_buffered_figures_are_written_at_the_flush_or_after_a_second(
     redis_url: str,
 ) -> None:
-    clock = Clock()
+    clock = ManualClock(0.0)
     reader = redis.Redis.from_url(redis_url)
     buffered = Metrics(redis.Redis.from_url(redis_url), buffered=True, clock=clock)
 

@@ -17,6 +17,7 @@ from orchestrator.services.tick_kicks import (
     kick_tick,
     run_kicked,
 )
+from tests.support.clocks import ManualClock
 
 LOCK = "reimage:tick-lock"
 
@@ -118,18 +119,8 @@ def test_a_tick_that_could_not_be_sent_does_not_hold_back_the_next_kick(
     assert sent == [1]
 
 
-class Clock:
-    """Wall seconds the test advances."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_kicked_ticks_start_a_quarter_second_apart_at_least(client: redis.Redis) -> None:
-    clock = Clock()
+    clock = ManualClock(1_000_000.0)
     countdowns: list[float] = []
     kick_tick(client, countdowns.append, clock=clock)  # no tick ever ran: at once
     assert Ticks(client, clock).run() == 1  # the queued tick starts at clock.now
@@ -142,7 +133,7 @@ def test_kicked_ticks_start_a_quarter_second_apart_at_least(client: redis.Redis)
 
 
 def test_a_kick_during_a_tick_is_served_by_the_tick_it_queued(client: redis.Redis) -> None:
-    clock = Clock()
+    clock = ManualClock(1_000_000.0)
     ticks = Ticks(client, clock)
     countdowns: list[float] = []
     ticks.during.append(lambda: kick_tick(client, countdowns.append, clock=clock))

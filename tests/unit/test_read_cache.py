@@ -6,18 +6,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from orchestrator.api.read_cache import ReadCache
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clocks import ManualClock
 
 
 def test_a_repeated_read_is_served_from_memory_until_it_is_older_than_the_ttl() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     cache = ReadCache(1.0, clock=clock)
     computed: list[str] = []
 

@@ -19,6 +19,7 @@ from orchestrator.cloud.signer import authorization_header, parse_raw_query, sdk
 from orchestrator.simulator.app import SIMULATOR, create_simulator_app
 from orchestrator.simulator.cli import add_simulate_arguments, config_from_args
 from orchestrator.simulator.cloud import SimulatorConfig
+from tests.support.clocks import ManualClock
 
 AK = "AKTESTEXAMPLE0000001"
 SK = "sktestexample0000000000000000000000000001"
@@ -36,27 +37,19 @@ Client = TestClient[web.Request, web.Application]
 ClientFactory = Callable[[web.Application], Awaitable[Client]]
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
-def make_app(clock: FakeClock, **overrides: Any) -> web.Application:
+def make_app(clock: ManualClock, **overrides: Any) -> web.Application:
     settings: dict[str, Any] = {"ak": AK, "sk": SK, "project_id": PROJECT, "job_seconds": 10.0}
     settings.update(overrides)
     return create_simulator_app(SimulatorConfig(**settings), clock=clock)
 
 
 @pytest.fixture
-async def client(aiohttp_client: ClientFactory, clock: FakeClock) -> Client:
+async def client(aiohttp_client: ClientFactory, clock: ManualClock) -> Client:
     return await aiohttp_client(make_app(clock, auth_token=TOKEN))
 
 
@@ -152,7 +145,7 @@ async def test_auth_token_is_an_alternative_to_signing(client: Client) -> None:
 
 
 async def test_any_token_is_invalid_when_none_is_configured(
-    aiohttp_client: ClientFactory, clock: FakeClock
+    aiohttp_client: ClientFactory, clock: ManualClock
 ) -> None:
     client = await aiohttp_client(make_app(clock))
     async with client.get(f"/v1/{PROJECT}/jobs/{'0' * 32}", headers={"X-Auth-Token": ""}) as resp:
@@ -185,7 +178,7 @@ async def test_every_answer_carries_a_request_id(client: Client) -> None:
 
 
 async def test_rate_limit_answers_429_apigw_0308_but_not_on_control_paths(
-    aiohttp_client: ClientFactory, clock: FakeClock
+    aiohttp_client: ClientFactory, clock: ManualClock
 ) -> None:
     client = await aiohttp_client(make_app(clock, rate_limit=1.0, burst=1))
     path = f"/v1/{PROJECT}/cloudservers/{SERVER}"
@@ -206,7 +199,7 @@ async def test_rate_limit_answers_429_apigw_0308_but_not_on_control_paths(
 
 
 async def test_every_changeos_received_is_listed_with_its_time_and_answer(
-    aiohttp_client: ClientFactory, clock: FakeClock
+    aiohttp_client: ClientFactory, clock: ManualClock
 ) -> None:
     """Throttled ones too: the gateway turned them away, but the client did send them."""
     client = await aiohttp_client(make_app(clock, rate_limit=1.0, burst=1))
@@ -255,7 +248,7 @@ async def test_busy_server_is_501_ecs_0603(client: Client) -> None:
     assert (status, body["error"]["code"]) == (501, "Ecs.0603")
 
 
-async def test_changeos_job_and_server_follow_the_clock(client: Client, clock: FakeClock) -> None:
+async def test_changeos_job_and_server_follow_the_clock(client: Client, clock: ManualClock) -> None:
     status, accepted, _ = await call(client, "POST", CHANGEOS, BODY)
     assert status == 200
     assert set(accepted) == {"job_id"}
