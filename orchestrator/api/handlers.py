@@ -9,6 +9,7 @@ import json
 import logging
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -51,10 +52,20 @@ ORDERS = ("newest", "oldest")
 
 
 async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`fn` on the default executor (see `_on_thread`)."""
+    return await _on_thread(None, fn, *args, **kwargs)
+
+
+async def _on_thread(
+    executor: ThreadPoolExecutor | None, fn: Callable[..., T], *args: Any, **kwargs: Any
+) -> T:
+    """`fn` on one of `executor`'s threads (None: the default one), in this request's context
+    (its log fields), as asyncio.to_thread runs it."""
+    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
     # A database that hangs must give the caller a 503, not a request that never ends.
     # (asyncio.timeout, not wait_for: wait_for wraps the call in one more task.)
     async with asyncio.timeout(SERVICE_TIMEOUT_S):
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(executor, call)
 
 
 async def _read(
@@ -67,12 +78,7 @@ async def _read(
     key = (request.path, request.query_string, scope)
 
     async def compute() -> bytes:
-        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
-        executor = request.app[READ_EXECUTOR]
-        loop = asyncio.get_running_loop()
-        # As _in_thread, on the reads' own threads.
-        async with asyncio.timeout(SERVICE_TIMEOUT_S):
-            return encode(await loop.run_in_executor(executor, call))
+        return encode(await _on_thread(request.app[READ_EXECUTOR], fn, *args, **kwargs))
 
     return encoded_response(await request.app[READ_CACHE].answer(key, compute))
 

@@ -63,7 +63,7 @@ def _build(
         ids = ids.where(c.server_id.like(bindparam("prefix_pattern"), escape="/"))
     if by_after:
         ids = ids.where(c.id > bindparam("after"))
-    ids = ids.order_by(c.id).limit(bindparam("limit", type_=None))
+    ids = ids.order_by(c.id).limit(bindparam("limit"))
     return (
         select(c.id, *(c[name] for name in columns if name != "id"))
         .where(c.id.in_(ids.scalar_subquery()))
@@ -96,7 +96,7 @@ def history_page_query(
             b = BATCHES_TABLE.c
             scoped = select(b.id).where(b.project_id.in_(bindparam("projects", expanding=True)))
             statement = statement.where(h.batch_id.in_(scoped))
-        statement = statement.order_by(h.id).limit(bindparam("limit", type_=None))
+        statement = statement.order_by(h.id).limit(bindparam("limit"))
         _history_statements[shape] = statement
     params: dict[str, Any] = {"server_id": server_id, "limit": limit}
     if after is not None:
