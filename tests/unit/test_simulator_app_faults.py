@@ -17,6 +17,7 @@ from orchestrator.simulator.app import create_simulator_app
 from orchestrator.simulator.cli import add_simulate_arguments, config_from_args
 from orchestrator.simulator.cloud import ServerSpec, SimulatorConfig, is_uuid
 from orchestrator.simulator.faults import FAULT_FIELDS
+from tests.support.clocks import ManualClock
 from tests.unit.test_simulator_app import (
     AK,
     BODY,
@@ -27,7 +28,6 @@ from tests.unit.test_simulator_app import (
     SK,
     Client,
     ClientFactory,
-    FakeClock,
     call,
     make_app,
     signed_headers,
@@ -40,8 +40,8 @@ BUSY = "44444444-4444-4444-8444-444444444444"
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 def changeos(server_id: str) -> str:
@@ -77,7 +77,7 @@ async def set_faults(client: Client, **settings: Any) -> tuple[int, dict[str, An
 
 
 async def test_sim_servers_conditions_answer_their_codes(
-    aiohttp_client: ClientFactory, clock: FakeClock
+    aiohttp_client: ClientFactory, clock: ManualClock
 ) -> None:
     client = await aiohttp_client(make_app(clock))
     ids = await put_servers(
@@ -125,7 +125,7 @@ async def test_sim_servers_conditions_answer_their_codes(
     ],
 )
 async def test_sim_servers_rejects_bad_entries(
-    aiohttp_client: ClientFactory, clock: FakeClock, payload: bytes
+    aiohttp_client: ClientFactory, clock: ManualClock, payload: bytes
 ) -> None:
     client = await aiohttp_client(make_app(clock))
     async with client.post("/_sim/servers", data=payload) as resp:
@@ -134,7 +134,7 @@ async def test_sim_servers_rejects_bad_entries(
 
 
 async def test_list_with_tags_across_three_pages_with_marker(
-    aiohttp_client: ClientFactory, clock: FakeClock
+    aiohttp_client: ClientFactory, clock: ManualClock
 ) -> None:
     client = await aiohttp_client(make_app(clock))
     assert (await call(client, "GET", show(SERVER)))[0] == 200  # lazily created: no tags
@@ -172,7 +172,7 @@ async def test_list_with_tags_across_three_pages_with_marker(
 
 
 async def test_flow_control_is_http_202_with_no_job(
-    aiohttp_client: ClientFactory, clock: FakeClock
+    aiohttp_client: ClientFactory, clock: ManualClock
 ) -> None:
     client = await aiohttp_client(make_app(clock, flow_control_ratio=1.0))
     status, body, _ = await call(client, "POST", CHANGEOS, BODY)
@@ -185,7 +185,7 @@ async def test_flow_control_is_http_202_with_no_job(
     assert (await call(client, "GET", show(SERVER)))[1]["server"]["status"] == "ACTIVE"
 
 
-async def test_429_carries_retry_after(aiohttp_client: ClientFactory, clock: FakeClock) -> None:
+async def test_429_carries_retry_after(aiohttp_client: ClientFactory, clock: ManualClock) -> None:
     client = await aiohttp_client(make_app(clock, rate_limit=1.0, burst=1, retry_after=3.0))
     path = show(SERVER)
     seen = []
@@ -202,7 +202,7 @@ async def test_429_carries_retry_after(aiohttp_client: ClientFactory, clock: Fak
 
 
 async def test_dropped_changeos_closes_the_connection_but_the_job_exists(
-    aiohttp_client: ClientFactory, clock: FakeClock
+    aiohttp_client: ClientFactory, clock: ManualClock
 ) -> None:
     client = await aiohttp_client(make_app(clock, drop_ratio=1.0))
     headers = signed_headers(client, "POST", CHANGEOS, BODY)
@@ -218,7 +218,7 @@ async def test_dropped_changeos_closes_the_connection_but_the_job_exists(
 
 
 async def test_slow_answer_outlasts_a_client_timeout_after_the_side_effect(
-    aiohttp_client: ClientFactory, clock: FakeClock
+    aiohttp_client: ClientFactory, clock: ManualClock
 ) -> None:
     client = await aiohttp_client(make_app(clock, slow_ratio=1.0, slow_seconds=0.5))
     headers = signed_headers(client, "POST", CHANGEOS, BODY)
@@ -237,7 +237,7 @@ async def test_slow_answer_outlasts_a_client_timeout_after_the_side_effect(
     assert time.monotonic() - started >= 0.5
 
 
-async def test_purged_job_is_common_0011(aiohttp_client: ClientFactory, clock: FakeClock) -> None:
+async def test_purged_job_is_common_0011(aiohttp_client: ClientFactory, clock: ManualClock) -> None:
     client = await aiohttp_client(make_app(clock, job_ttl=5.0))
     job_path = f"/v1/{PROJECT}/jobs/{(await call(client, 'POST', CHANGEOS, BODY))[1]['job_id']}"
     clock.now += 14.9  # the job ends after 10 s
@@ -248,7 +248,7 @@ async def test_purged_job_is_common_0011(aiohttp_client: ClientFactory, clock: F
     assert (await stats(client))["faults"]["purged"] == 1
 
 
-async def test_broken_after_success(aiohttp_client: ClientFactory, clock: FakeClock) -> None:
+async def test_broken_after_success(aiohttp_client: ClientFactory, clock: ManualClock) -> None:
     client = await aiohttp_client(make_app(clock, error_after_success_ratio=1.0))
     old_image = (await call(client, "GET", show(SERVER)))[1]["server"]["image"]["id"]
     job_id = (await call(client, "POST", CHANGEOS, BODY))[1]["job_id"]
@@ -261,7 +261,7 @@ async def test_broken_after_success(aiohttp_client: ClientFactory, clock: FakeCl
 
 
 async def test_faults_turn_on_and_off_mid_run(
-    aiohttp_client: ClientFactory, clock: FakeClock
+    aiohttp_client: ClientFactory, clock: ManualClock
 ) -> None:
     client = await aiohttp_client(make_app(clock))
     async with client.get("/_sim/faults") as resp:
@@ -293,7 +293,7 @@ async def test_faults_turn_on_and_off_mid_run(
 
 
 async def test_changeos_turned_away_by_the_gateway_still_counts_as_received(
-    aiohttp_client: ClientFactory, clock: FakeClock
+    aiohttp_client: ClientFactory, clock: ManualClock
 ) -> None:
     client = await aiohttp_client(make_app(clock, rate_limit=1.0, burst=1))
     assert (await call(client, "POST", CHANGEOS, BODY, sk="wrong"))[0] == 401
@@ -381,7 +381,7 @@ def test_simulate_rejects_an_inventory_file_with_a_bad_entry(tmp_path: Path) -> 
 
 
 async def test_strict_inventory_from_the_command_line(
-    aiohttp_client: ClientFactory, clock: FakeClock, tmp_path: Path
+    aiohttp_client: ClientFactory, clock: ManualClock, tmp_path: Path
 ) -> None:
     inventory = tmp_path / "fleet.json"
     inventory.write_text(json.dumps({"servers": [{"id": SERVER, "tags": ["env=prod"]}]}))

@@ -19,12 +19,12 @@ from orchestrator.simulator.images import ImageSpec, base_image, load_images, pa
 from orchestrator.simulator.inventory import parse_inventory
 from orchestrator.simulator.shared import derived_uuid
 from orchestrator.simulator.volumes import parse_ids
+from tests.support.clocks import ManualClock
 from tests.unit.test_simulator_app import (
     AK,
     SK,
     Client,
     ClientFactory,
-    FakeClock,
     call,
     make_app,
 )
@@ -709,13 +709,13 @@ def test_counting_does_not_create_a_server() -> None:
 
 
 @pytest.fixture
-async def client(aiohttp_client: ClientFactory, clock: FakeClock) -> Client:
+async def client(aiohttp_client: ClientFactory, clock: ManualClock) -> Client:
     return await aiohttp_client(make_app(clock, image_specs=CATALOG, auth_token="tok"))
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 async def test_the_new_routes_answer_signed_requests(client: Client) -> None:
@@ -754,7 +754,7 @@ async def test_http_error_bodies_of_ims_and_evs(client: Client) -> None:
 
 
 async def test_the_new_routes_share_the_one_rate_limit(
-    aiohttp_client: ClientFactory, clock: FakeClock
+    aiohttp_client: ClientFactory, clock: ManualClock
 ) -> None:
     client = await aiohttp_client(make_app(clock, rate_limit=1.0, burst=2))
     assert (await call(client, "GET", "/v2/cloudimages"))[0] == 200
@@ -777,7 +777,7 @@ async def test_sim_images_adds_and_replaces_images(client: Client) -> None:
 
 
 async def test_a_throttled_incompatible_changeos_still_counts(
-    aiohttp_client: ClientFactory, clock: FakeClock
+    aiohttp_client: ClientFactory, clock: ManualClock
 ) -> None:
     client = await aiohttp_client(make_app(clock, image_specs=CATALOG, rate_limit=1.0, burst=1))
     assert (await call(client, "GET", "/v2/cloudimages"))[0] == 200

@@ -20,12 +20,12 @@ from orchestrator.simulator.cloud import Cloud, Reply, ServerSpec, SimulatorConf
 from orchestrator.simulator.faults import FAULT_FIELDS
 from orchestrator.simulator.images import ImageSpec, base_image, parse_images
 from orchestrator.simulator.shared import Timestamps
+from tests.support.clocks import ManualClock
 from tests.unit.test_simulator_app import (
     AK,
     SK,
     Client,
     ClientFactory,
-    FakeClock,
     call,
     make_app,
     signed_headers,
@@ -713,12 +713,12 @@ def test_the_help_documents_every_new_option() -> None:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
-async def client(aiohttp_client: ClientFactory, clock: FakeClock) -> Client:
+async def client(aiohttp_client: ClientFactory, clock: ManualClock) -> Client:
     app = make_app(
         clock, image_specs=CATALOG, inventory=INVENTORY, backup_seconds=10.0, boot_seconds=20.0
     )
@@ -737,7 +737,7 @@ async def delete(client: Client, path: str, body: bytes = b"") -> tuple[int, byt
 
 
 async def test_health_over_http_is_a_control_route_answering_200_or_503(
-    aiohttp_client: ClientFactory, clock: FakeClock
+    aiohttp_client: ClientFactory, clock: ManualClock
 ) -> None:
     app = make_app(clock, rate_limit=1.0, burst=1, broken_images=frozenset({BROKEN_IMAGE}))
     client = await aiohttp_client(app)
@@ -761,7 +761,7 @@ async def test_health_over_http_is_a_control_route_answering_200_or_503(
 
 
 async def test_create_image_job_quota_and_delete_over_http(
-    client: Client, clock: FakeClock
+    client: Client, clock: ManualClock
 ) -> None:
     status, body, _ = await call(client, "POST", "/v2/cloudimages/action", backup_body())
     assert status == 200 and set(body) == {"job_id"}
@@ -809,7 +809,7 @@ async def test_create_image_job_quota_and_delete_over_http(
 
 
 async def test_changeos_during_a_backup_is_501_ecs_0603_over_http(
-    client: Client, clock: FakeClock
+    client: Client, clock: ManualClock
 ) -> None:
     assert (await call(client, "POST", "/v2/cloudimages/action", backup_body()))[0] == 200
     path = f"/v1/{PROJECT}/cloudservers/{SERVER}/changeos"
@@ -824,7 +824,7 @@ async def test_changeos_during_a_backup_is_501_ecs_0603_over_http(
 
 
 async def test_image_calls_the_gateway_turns_away_are_logged(
-    aiohttp_client: ClientFactory, clock: FakeClock
+    aiohttp_client: ClientFactory, clock: ManualClock
 ) -> None:
     client = await aiohttp_client(make_app(clock, rate_limit=1.0, burst=1))
     assert (await call(client, "GET", "/v1/cloudimages/quota"))[0] == 200

@@ -15,7 +15,8 @@ from orchestrator.simulator.app import SIMULATOR
 from orchestrator.simulator.cloud import ApiError, Cloud, Reply, ServerSpec
 from orchestrator.simulator.inventory import parse_inventory
 from orchestrator.simulator.jobs import NEVER, JobBook, SimJob
-from tests.unit.test_simulator_app import Client, ClientFactory, FakeClock, call, make_app
+from tests.support.clocks import ManualClock
+from tests.unit.test_simulator_app import Client, ClientFactory, call, make_app
 from tests.unit.test_simulator_cloud import (
     OTHER_IMAGE,
     PROJECT,
@@ -375,12 +376,12 @@ def test_ten_thousand_jobs_in_one_sweep() -> None:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
-async def client(aiohttp_client: ClientFactory, clock: FakeClock) -> Client:
+async def client(aiohttp_client: ClientFactory, clock: ManualClock) -> Client:
     return await aiohttp_client(make_app(clock, auth_token="tok"))
 
 
@@ -421,7 +422,7 @@ async def test_the_group_routes_are_signed_ecs_routes(client: Client) -> None:
 
 
 async def test_the_group_routes_share_the_one_rate_limit(
-    aiohttp_client: ClientFactory, clock: FakeClock
+    aiohttp_client: ClientFactory, clock: ManualClock
 ) -> None:
     client = await aiohttp_client(make_app(clock, rate_limit=1.0, burst=1))
     path = f"/v1/{PROJECT}/cloudservers/os-server-groups"
@@ -430,7 +431,7 @@ async def test_the_group_routes_share_the_one_rate_limit(
     assert (status, body["error_code"]) == (429, "APIGW.0308")
 
 
-async def test_sim_stats_serves_the_peaks(client: Client, clock: FakeClock) -> None:
+async def test_sim_stats_serves_the_peaks(client: Client, clock: ManualClock) -> None:
     await _put_servers(
         client,
         [
