@@ -3,6 +3,7 @@ one Redis client, and the HTTP sessions its cloud calls go through (`cloud.http_
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
@@ -89,6 +90,11 @@ class Runtime:
                 engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
             ),
         )
+
+    def cloud_rate(self) -> float:
+        """Calls a second the fleet's rate budget allows, as this process last saw it (the
+        rate found or configured); infinite without a budget."""
+        return self.rate_gate.rate if self.rate_gate is not None else math.inf
 
     @property
     def read_sessions(self) -> sessionmaker[Session]:

@@ -67,6 +67,9 @@ class CallObserver(Protocol):
 
 
 class RateGate(Protocol):
+    # Calls a second, as last seen by this process.
+    rate: float
+
     async def acquire(self, project_id: str, region: str) -> float: ...
 
     async def acquire_within(self, project_id: str, region: str, deadline_s: float) -> bool: ...

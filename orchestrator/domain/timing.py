@@ -19,6 +19,16 @@ FIRST_POLL_QUANTILE = 0.8
 FOLLOW_UP_SHARE = 0.1
 # Learning needs a handful of finished jobs before it is trusted.
 MIN_SAMPLES = 5
+# While servers of a batch wait to be submitted, every poll takes a token that a changeos could
+# have had: a running job is asked about again no sooner than this.
+FOLLOW_UP_FLOOR_S = 1.0
+# Once none wait (the batch's tail), its polls are all it spends the rate on, and its last jobs
+# are asked about as often as asking each of them once fits in the rate, down to this.
+TAIL_FOLLOW_UP_FLOOR_S = 0.25
+# In the tail, a finished job's server is asked about at once, rather than waiting for a list
+# sweep (up to a second or more), when asking each running server once takes at most this
+# much of the rate: a few calls more for a batch's last servers, none for its bulk.
+TAIL_DIRECT_CHECK_S = 0.5
 
 
 def retry_delay_s(
@@ -59,16 +69,37 @@ def first_poll_delay_s(poll_interval_s: float, expected_job_s: float | None = No
     return max(1.0, expected_job_s)
 
 
+def follow_up_floor_s(*, pending: int, running: int, rate: float) -> float:
+    """The shortest wait before a running job is asked about again: FOLLOW_UP_FLOOR_S while
+    the batch still has servers to submit; in its tail, the time its `running` jobs take to be
+    asked once each at `rate` calls a second, within [TAIL_FOLLOW_UP_FLOOR_S, FOLLOW_UP_FLOOR_S]."""
+    if pending > 0 or rate <= 0:
+        return FOLLOW_UP_FLOOR_S
+    return min(FOLLOW_UP_FLOOR_S, max(TAIL_FOLLOW_UP_FLOOR_S, running / rate))
+
+
+def check_server_at_once(*, pending: int, running: int, rate: float) -> bool:
+    """Whether a finished job's server is asked about now rather than from the next list
+    sweep: in the batch's tail, when its running servers are few for the rate."""
+    return pending == 0 and running <= rate * TAIL_DIRECT_CHECK_S
+
+
 def next_poll_delay_s(
     polls_done: int,
     poll_interval_s: float,
     expected_job_s: float | None = None,
     cap_s: float = 60.0,
+    *,
+    floor_s: float = FOLLOW_UP_FLOOR_S,
 ) -> float:
-    """A job still running: short steps when we know its kind, the configured interval
-    (growing gently to a cap) when we do not."""
+    """A job still running: short steps when we know its kind (no shorter than `floor_s`, see
+    `follow_up_floor_s`), the configured interval (growing gently to a cap) when we do not.
+    A floor below FOLLOW_UP_FLOOR_S (the batch's tail) also shortens the unknown case: a tenth
+    of the configured interval, as if that were the jobs' length."""
     if expected_job_s is not None:
-        return min(cap_s, max(1.0, FOLLOW_UP_SHARE * expected_job_s))
+        return min(cap_s, max(floor_s, FOLLOW_UP_SHARE * expected_job_s))
+    if floor_s < FOLLOW_UP_FLOOR_S:
+        return min(cap_s, poll_interval_s, max(floor_s, FOLLOW_UP_SHARE * poll_interval_s))
     growth = 1.0 + 0.25 * max(0, polls_done - 1)
     return min(cap_s, max(poll_interval_s, poll_interval_s * growth))
 

@@ -22,7 +22,13 @@ from orchestrator.db.bookkeeping import reschedule_poll
 from orchestrator.db.models import Batch, BatchServer
 from orchestrator.db.transitions import ServerColumns, record_server_transition
 from orchestrator.domain.states import ServerState
-from orchestrator.domain.timing import job_duration_s, next_poll_delay_s, retry_delay_s
+from orchestrator.domain.timing import (
+    check_server_at_once,
+    follow_up_floor_s,
+    job_duration_s,
+    next_poll_delay_s,
+    retry_delay_s,
+)
 from orchestrator.domain.verdicts import AfterJob, after_job_verdict
 from orchestrator.observability.logs import log_context
 from orchestrator.runtime import Runtime
@@ -158,7 +164,8 @@ async def _server_after_job(
     rt: Runtime, client: EcsClient, row: BatchServer, batch: Batch, seen_at: float
 ) -> Server | None:
     """The server as it is since its job ended: from a list sweep when the batch is big enough
-    for sweeps to pay (None: wait for the next one), else from the server-details API."""
+    for sweeps to pay and not in its tail (None: wait for the next one), else from the
+    server-details API."""
     if rt.facts is not None:
         server = rt.facts.lookup(
             batch.project_id, batch.region, row.server_id, observed_after=seen_at
@@ -166,8 +173,12 @@ async def _server_after_job(
         if server is not None:
             return server
         pages = rt.facts.project_pages(batch.project_id, batch.region) or 1
-        worth = batch.n_running >= pages * SERVERS_PER_PAGE_WORTH_IT and not (
-            rt.facts.sweeps_refused(batch.project_id, batch.region)
+        worth = (
+            batch.n_running >= pages * SERVERS_PER_PAGE_WORTH_IT
+            and not check_server_at_once(
+                pending=batch.n_pending, running=batch.n_running, rate=rt.cloud_rate()
+            )
+            and not rt.facts.sweeps_refused(batch.project_id, batch.region)
         )
         if worth and rt.clock().timestamp() - seen_at < MAX_WAIT_FOR_SWEEP_S:
             rt.facts.want(batch.project_id, batch.region)
@@ -265,8 +276,11 @@ def _applied(
 
 def _apply_job(rt: Runtime, row: BatchServer, batch: Batch, job: Job) -> str:
     """A job still running (final ones go through the server check)."""
+    floor = follow_up_floor_s(
+        pending=batch.n_pending, running=batch.n_running, rate=rt.cloud_rate()
+    )
     delay = next_poll_delay_s(
-        row.polls + 1, batch.rollout_policy.poll_interval_s, batch.expected_job_s
+        row.polls + 1, batch.rollout_policy.poll_interval_s, batch.expected_job_s, floor_s=floor
     )
     if job.status != row.job_status:
         now = rt.clock()

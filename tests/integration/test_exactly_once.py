@@ -48,6 +48,8 @@ class HeldGate:
     until `release` is set (then are granted, or refused when `grant` is False); reads and
     later tokens pass at once."""
 
+    rate = 100.0
+
     def __init__(self, hold: int = 1, grant: bool = True) -> None:
         self.hold = hold
         self.grant = grant

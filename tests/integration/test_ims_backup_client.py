@@ -53,6 +53,7 @@ class Recorder:
     tokens: list[tuple[str, str]] = field(default_factory=list)
     answered: list[tuple[str, str]] = field(default_factory=list)
     cuts: list[tuple[str, str]] = field(default_factory=list)
+    rate: float = 100.0
 
     async def acquire(self, project_id: str, region: str) -> float:
         self.tokens.append((project_id, region))

@@ -9,8 +9,10 @@ from hypothesis import strategies as st
 
 from orchestrator.domain.policy import in_flight_limit, resolve_amount
 from orchestrator.domain.timing import (
+    check_server_at_once,
     expected_job_seconds,
     first_poll_delay_s,
+    follow_up_floor_s,
     job_duration_s,
     next_poll_delay_s,
     quantile,
@@ -43,6 +45,26 @@ def test_poll_delays() -> None:
     assert next_poll_delay_s(100, 10) == 60
     assert next_poll_delay_s(1, 10, expected_job_s=50) == 5  # short steps once learned
     assert next_poll_delay_s(1, 10, expected_job_s=3) == 1
+
+
+def test_a_batchs_tail_asks_sooner_within_the_rate() -> None:
+    # Servers still to submit: polls take their tokens, so a second at least.
+    assert follow_up_floor_s(pending=1, running=3, rate=100) == 1.0
+    # None left: as fast as asking each running job once fits in the rate...
+    assert follow_up_floor_s(pending=0, running=60, rate=100) == 0.6
+    # ...never below a quarter of a second, never above the usual second.
+    assert follow_up_floor_s(pending=0, running=5, rate=100) == 0.25
+    assert follow_up_floor_s(pending=0, running=500, rate=50) == 1.0
+    assert follow_up_floor_s(pending=0, running=5, rate=0) == 1.0
+    # The floor shortens the learned step and, in the tail, the unknown one too.
+    assert next_poll_delay_s(1, 10, expected_job_s=4, floor_s=0.25) == 0.4
+    assert next_poll_delay_s(1, 1, floor_s=0.6) == 0.6
+    assert next_poll_delay_s(3, 10, floor_s=0.25) == 1.0
+    assert next_poll_delay_s(3, 10, floor_s=1.0) == 15.0
+    # A finished job's server is asked about at once only in the tail, and only when few run.
+    assert check_server_at_once(pending=0, running=17, rate=100)
+    assert not check_server_at_once(pending=0, running=60, rate=100)
+    assert not check_server_at_once(pending=1, running=2, rate=100)
 
 
 def test_learning_needs_samples_and_takes_the_eightieth_percentile() -> None:
