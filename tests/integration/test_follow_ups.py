@@ -5,10 +5,12 @@ and found again by the tick once that lease is over (the message was lost)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 from sqlalchemy import update
 
+from orchestrator.cloud.facts import FactsCache
 from orchestrator.db.models import BatchServer
 from orchestrator.services.follow_ups import (
     FOLLOW_UP_HORIZON_S,
@@ -23,6 +25,7 @@ from tests.support.service_world import (
     SharedClock,
     WorldMaker,
     new_batch,
+    reasons,
     row,
     tick,
 )
@@ -123,3 +126,42 @@ async def test_a_sweep_hands_on_the_ended_jobs_of_its_project_and_region_only(
     chunks = take_awaiting_sweep(rt.sessions, PROJECT, "cn-north-4", now=clock.utc(), lease_s=5)
     assert chunks == [sorted(ended)]
     assert all(row(rt, i).next_poll_at == clock.utc() + timedelta(seconds=5) for i in ended)
+
+
+async def test_a_batchs_tail_asks_about_its_last_jobs_sooner_and_checks_their_servers_at_once(
+    make_world: WorldMaker,
+) -> None:
+    clock = SharedClock()
+    world = await make_world(clock=clock, job_seconds=5.0)
+    rt = world.make_runtime()
+    # The list-sweep cache on the test's clock, so that finished jobs may wait for a sweep.
+    assert rt.redis is not None
+    rt.facts = FactsCache(
+        rt.redis, prefix=f"test:facts:{uuid.uuid4().hex}", clock=lambda: clock.utc().timestamp()
+    )
+    # All of `tail` is submitted at once; `bulk` still has six servers waiting for a slot.
+    _, tail = new_batch(rt, 8, policy_extra={"poll_interval_s": 1})
+    _, bulk = new_batch(rt, 12, max_in_flight=6, policy_extra={"poll_interval_s": 1})
+    dispatcher = ListDispatcher()
+    tick(rt, dispatcher)
+    sent = dispatcher.submits
+    assert await submit_servers(rt, sent) == {"accepted": 14}
+    running_bulk = [i for i in bulk if i in sent]
+
+    clock.advance(1.0)
+    await poll_servers(rt, sent)  # the jobs last 5 s: all still run
+    now = clock.utc()
+    # Nothing left to submit: asked again as soon as eight jobs fit in the rate (1000/s),
+    # which is the tail's floor of a quarter second, not the configured second.
+    assert {row(rt, i).next_poll_at for i in tail} == {now + timedelta(seconds=0.25)}
+    # Servers still waiting: every poll takes a changeos's token, so the configured second.
+    assert {row(rt, i).next_poll_at for i in running_bulk} == {now + timedelta(seconds=1)}
+
+    clock.advance(5.0)
+    outcomes = await poll_servers(rt, sent)
+    # The tail's servers are asked about at once and end; the bulk's wait for a list sweep,
+    # one call for all of them instead of one each.
+    assert outcomes == {"succeeded": 8, "awaiting_sweep": 6}
+    assert all(row(rt, i).state == "succeeded" for i in tail)
+    assert all(reasons(rt, i)[-1] == "job_succeeded" for i in tail)
+    assert all(row(rt, i).state == "running" for i in running_bulk)
