@@ -8,7 +8,8 @@ first), it does not raise. An illegal transition is a programming error and rais
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypedDict
 
@@ -56,6 +57,21 @@ log = logging.getLogger("reimage.transitions")
 # key each time was most of a transition's cost (about 110 against 25 microseconds).
 _INSERTSERVER_HISTORY_TABLE = insert(SERVER_HISTORY_TABLE)
 _server_updates: dict[tuple[tuple[str, ...], tuple[tuple[str, bool], ...], bool], Update] = {}
+_conditioned_updates: dict[tuple[Any, ...], Update] = {}
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A condition of a compare-and-set that is checked on every send (e.g. that the batch may
+    still send), built once per `key` with bound parameters whose values are `params`: the
+    statement it makes is then built once too, not on each call (where the cache key's walk
+    of a new statement was most of its Python)."""
+
+    key: Hashable
+    clause: ColumnElement[bool]
+    params: Mapping[str, Any]
+
+
 _count_moves: dict[tuple[str, str], Update] = {}
 _wave_upserts: dict[str, Insert] = {}
 
@@ -110,12 +126,14 @@ def record_server_transition(
     values: ServerColumns | None = None,
     guard: ServerGuard | None = None,
     where: Sequence[ColumnElement[bool]] = (),
+    condition: Condition | None = None,
 ) -> bool:
     """Move one server from `expected` to `to` if it is still there; False when it is not.
 
     `values` are written with the state; `guard` adds `column == value` conditions to the
     compare-and-set (e.g. `call_started_at=None` so two tasks cannot both start a call), and
-    `where` any other condition (e.g. that the batch still runs, checked in the same statement).
+    `where` any other condition (e.g. that the batch still runs, checked in the same statement),
+    `condition` one built once with bound parameters (see `Condition`).
     The caller commits: the row, its history and the batch counts land together or not at all.
     """
     moved = record_server_transitions(
@@ -129,6 +147,7 @@ def record_server_transition(
         values=values,
         guard=guard,
         where=where,
+        condition=condition,
     )
     return bool(moved)
 
@@ -145,6 +164,7 @@ def record_server_transitions(
     values: ServerColumns | None = None,
     guard: ServerGuard | None = None,
     where: Sequence[ColumnElement[bool]] = (),
+    condition: Condition | None = None,
 ) -> list[int]:
     """The one writer of a server's state, for one row or many at once: one compare-and-set
     statement, one history insert, one count update per batch and wave; answers the ids that
@@ -158,14 +178,23 @@ def record_server_transitions(
         changes.setdefault("finished_at", now)
     guards = guard or {}
     many = len(batch_server_ids) > 1
-    statement = _server_update(
+    shape = (
         tuple(sorted(changes)),
         tuple(sorted((column, value is None) for column, value in guards.items())),
-        many=many,
+        many,
     )
+    statement = _server_update(*shape[:2], many=many)
+    if condition is not None:
+        conditioned = _conditioned_updates.get((*shape, condition.key))
+        if conditioned is None:
+            conditioned = statement.where(condition.clause)
+            _conditioned_updates[(*shape, condition.key)] = conditioned
+        statement = conditioned
     if where:
         statement = statement.where(*where)
     parameters: dict[str, Any] = {f"v_{k}": v for k, v in changes.items()}
+    if condition is not None:
+        parameters.update(condition.params)
     parameters.update({f"g_{k}": v for k, v in guards.items() if v is not None})
     parameters["expected_state"] = expected.value
     parameters["row_ids" if many else "row_id"] = (

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import select
 
 from orchestrator.cloud.catalog import ImsClient
 from orchestrator.cloud.errors import (
@@ -30,7 +30,12 @@ from orchestrator.cloud.errors import (
 )
 from orchestrator.db.bookkeeping import record_backup, record_backup_deleted
 from orchestrator.db.models import Batch, BatchServer
-from orchestrator.db.transitions import ServerColumns, record_server_note, record_server_transition
+from orchestrator.db.transitions import (
+    Condition,
+    ServerColumns,
+    record_server_note,
+    record_server_transition,
+)
 from orchestrator.domain.backups import (
     BACKUP_FAILED,
     BACKUP_QUOTA,
@@ -73,7 +78,7 @@ async def start_backup(
     batch: Batch,
     before: ServerSnapshot,
     *,
-    may_send: ColumnElement[bool],
+    may_send: Condition,
     token_deadline_s: float,
 ) -> str:
     """Record the backup request, then send CreateImage at once (the changeos waits)."""
@@ -96,7 +101,7 @@ async def start_backup(
             reason="backup_requested",
             now=now,
             guard={"call_started_at": None, "attempt": row.attempt},
-            where=[may_send],
+            condition=may_send,
             values={
                 "backup": backup,
                 "previous_image": before.image_id,

@@ -19,14 +19,19 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, bindparam, select
 
 from orchestrator.cloud.client import EcsClient
 from orchestrator.cloud.errors import ConfigError, EcsError, OutcomeUnknown, Rejected, Retryable
 from orchestrator.cloud.models import OsChange, Server
 from orchestrator.db.bookkeeping import release_dispatch
 from orchestrator.db.models import BATCHES_TABLE, Batch, BatchServer
-from orchestrator.db.transitions import ServerColumns, ServerGuard, record_server_transition
+from orchestrator.db.transitions import (
+    Condition,
+    ServerColumns,
+    ServerGuard,
+    record_server_transition,
+)
 from orchestrator.domain.backups import needs_backup
 from orchestrator.domain.preflight import Judgement, Verdict
 from orchestrator.domain.rollout import allowed_failures, budget_spent
@@ -164,23 +169,35 @@ def _stop_before_sending(rt: Runtime, row: BatchServer, batch: Batch) -> str | N
     return None
 
 
-def _batch_may_send(batch: Batch, row: BatchServer) -> ColumnElement[bool]:
+# The send's batch condition, by (rollback, with an error budget): built once, with bound values.
+_MAY_SEND: dict[tuple[bool, bool], ColumnElement[bool]] = {}
+
+
+def _batch_may_send(batch: Batch, row: BatchServer) -> Condition:
     """The batch, as it is when the send is recorded: running, not cancelled, not aborted and
     within its error budget (DESIGN.md invariant 6: no send can follow a committed pause).
     A rollback needs only the first: it is what a spent budget calls for."""
-    # The table's columns, not the mapped class's: an ORM attribute anywhere in the statement
-    # sends the whole compare-and-set through the ORM's bulk-update path, twice the Python.
-    c = BATCHES_TABLE.c
-    conditions: list[ColumnElement[bool]] = [
-        c.id == batch.id,
-        c.state == BatchState.RUNNING.value,
-    ]
-    if row.phase != "rollback":
-        conditions += [c.cancel_requested.is_(False), c.abort_reason.is_(None)]
-        allowed = allowed_failures(batch.rollout_policy.max_failures, batch.total)
-        if allowed is not None:
-            conditions.append(c.n_failed + c.n_rolling_back <= allowed)
-    return select(c.id).where(*conditions).exists()
+    rollback = row.phase == "rollback"
+    allowed = None if rollback else allowed_failures(batch.rollout_policy.max_failures, batch.total)
+    shape = (rollback, allowed is not None)
+    clause = _MAY_SEND.get(shape)
+    if clause is None:
+        # The table's columns, not the mapped class's: an ORM attribute anywhere in the
+        # statement sends the whole compare-and-set through the ORM's bulk-update path.
+        c = BATCHES_TABLE.c
+        conditions: list[ColumnElement[bool]] = [
+            c.id == bindparam("may_send_batch_id"),
+            c.state == BatchState.RUNNING.value,
+        ]
+        if not rollback:
+            conditions += [c.cancel_requested.is_(False), c.abort_reason.is_(None)]
+            if allowed is not None:
+                conditions.append(c.n_failed + c.n_rolling_back <= bindparam("may_send_allowed"))
+        clause = _MAY_SEND[shape] = select(c.id).where(*conditions).exists()
+    params: dict[str, Any] = {"may_send_batch_id": batch.id}
+    if allowed is not None:
+        params["may_send_allowed"] = allowed
+    return Condition(("batch_may_send", *shape), clause, params)
 
 
 def _os_change(rt: Runtime, row: BatchServer, batch: Batch) -> OsChange:
@@ -260,7 +277,7 @@ async def _send_changeos(
         reason="changeos_sent",
         now=started,
         guard={"call_started_at": None, "attempt": row.attempt},
-        where=[_batch_may_send(batch, row)],
+        condition=_batch_may_send(batch, row),
         values={
             "attempt": row.attempt + 1,
             "call_started_at": started,
@@ -525,6 +542,7 @@ def _settle(
     now: datetime,
     guard: ServerGuard | None = None,
     where: Sequence[ColumnElement[bool]] = (),
+    condition: Condition | None = None,
     values: ServerColumns | None = None,
     details: dict[str, Any] | None = None,
 ) -> bool:
@@ -539,6 +557,7 @@ def _settle(
             now=now,
             guard=guard,
             where=where,
+            condition=condition,
             values=values,
             details=details,
         )
