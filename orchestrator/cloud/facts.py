@@ -23,6 +23,10 @@ from orchestrator.cloud.models import Server
 PAGE = 1000
 # A sweep pays for itself when at least this many servers need facts per page it costs.
 SERVERS_PER_PAGE_WORTH_IT = 5
+# Finished jobs' server checks get a fresh sweep at most this often per page a sweep costs
+# (1 s for a project of up to 1,000 servers, 2 s for 2,000...): a quick check for small
+# projects, and a big one's sweeps no larger a share of its calls.
+SWEEP_INTERVAL_S = 1.0
 _SERVER_FIELDS = tuple(f.name for f in dataclasses.fields(Server))
 
 
@@ -97,13 +101,32 @@ class FactsCache:
             wanted = self._redis.exists(want)
         except redis.RedisError:
             return False
-        latest = max(float(started_at or 0), float(requested_at or 0))
         pages = max(1, math.ceil(int(size or 0) / PAGE))
-        if self._clock() - latest < min_interval_s * (pages if interval_per_page else 1):
+        interval = min_interval_s * (pages if interval_per_page else 1)
+        if self._interval_left(started_at, requested_at, interval) > 0:
             return False
         if self._redis.exists(f"{meta}:failed") or self._redis.exists(f"{meta}:lock"):
             return False
         return bool(wanted) or servers_needing_facts >= pages * SERVERS_PER_PAGE_WORTH_IT
+
+    def _interval_left(
+        self, started_at: bytes | str | None, requested_at: bytes | str | None, interval_s: float
+    ) -> float:
+        latest = max(float(started_at or 0), float(requested_at or 0))
+        return max(0.0, interval_s - (self._clock() - latest))
+
+    def next_sweep_in(self, project_id: str, region: str) -> float:
+        """Seconds before finished jobs may have a sweep by its interval (SWEEP_INTERVAL_S per
+        page): 0 when one may start now; infinite when Redis cannot say."""
+        _, meta, _ = self._keys(project_id, region)
+        try:
+            started_at, requested_at, size = self._redis.hmget(
+                meta, ["started_at", "requested_at", "count"]
+            )
+        except redis.RedisError:
+            return math.inf
+        pages = max(1, math.ceil(int(size or 0) / PAGE))
+        return self._interval_left(started_at, requested_at, SWEEP_INTERVAL_S * pages)
 
     def store(
         self, project_id: str, region: str, sweep: list[Server], *, started_at: float

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 # Ask first when this share of the batch's jobs had ended: few second queries, little delay.
@@ -27,8 +27,11 @@ FOLLOW_UP_FLOOR_S = 1.0
 TAIL_FOLLOW_UP_FLOOR_S = 0.25
 # In the tail, a finished job's server is asked about at once, rather than waiting for a list
 # sweep (up to a second or more), when asking each running server once takes at most this
-# much of the rate: a few calls more for a batch's last servers, none for its bulk.
+# much of the rate: a few calls more for a batch's last servers, none for its bulk...
 TAIL_DIRECT_CHECK_S = 0.5
+# ...or at most a second of it, when no sweep may start for longer than this (one just began,
+# too early for this job's end).
+TAIL_SWEEP_WAIT_S = 0.25
 
 
 def retry_delay_s(
@@ -78,10 +81,17 @@ def follow_up_floor_s(*, pending: int, running: int, rate: float) -> float:
     return min(FOLLOW_UP_FLOOR_S, max(TAIL_FOLLOW_UP_FLOOR_S, running / rate))
 
 
-def check_server_at_once(*, pending: int, running: int, rate: float) -> bool:
+def check_server_at_once(
+    *, pending: int, running: int, rate: float, next_sweep_in_s: Callable[[], float]
+) -> bool:
     """Whether a finished job's server is asked about now rather than from the next list
-    sweep: in the batch's tail, when its running servers are few for the rate."""
-    return pending == 0 and running <= rate * TAIL_DIRECT_CHECK_S
+    sweep: in the batch's tail, when its running servers are few for the rate, or not many and
+    the next sweep is not soon (`next_sweep_in_s`, asked only then: it costs a round trip)."""
+    if pending > 0:
+        return False
+    if running <= rate * TAIL_DIRECT_CHECK_S:
+        return True
+    return running <= rate and next_sweep_in_s() > TAIL_SWEEP_WAIT_S
 
 
 def next_poll_delay_s(

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from orchestrator.cloud.facts import FactsCache
+from orchestrator.cloud.facts import SWEEP_INTERVAL_S, FactsCache
 from orchestrator.db.bookkeeping import (
     erase_sealed_secrets,
     learn_job_seconds,
@@ -52,10 +52,6 @@ SUBMIT_CHUNK = 25
 SWEEP_FRESH_FOR_CLAIMS_S = 15.0
 # How long claims wait for a requested sweep before going ahead without it.
 SWEEP_PATIENCE_S = 10.0
-# Finished jobs' server checks get a fresh sweep at most this often per page a sweep costs
-# (1 s for a project of up to 1,000 servers, 2 s for 2,000...): a quick check for small
-# projects, and a big one's sweeps no larger a share of its calls.
-SWEEP_INTERVAL_S = 1.0
 LEARNING_WINDOW = 200
 CLAIM_CHUNK = 500
 # With failure domains, the pending servers a claim looks through for ones whose domains have

@@ -173,15 +173,19 @@ async def _server_after_job(
         if server is not None:
             return server
         pages = rt.facts.project_pages(batch.project_id, batch.region) or 1
+        facts = rt.facts
         worth = (
             batch.n_running >= pages * SERVERS_PER_PAGE_WORTH_IT
             and not check_server_at_once(
-                pending=batch.n_pending, running=batch.n_running, rate=rt.cloud_rate()
+                pending=batch.n_pending,
+                running=batch.n_running,
+                rate=rt.cloud_rate(),
+                next_sweep_in_s=lambda: facts.next_sweep_in(batch.project_id, batch.region),
             )
-            and not rt.facts.sweeps_refused(batch.project_id, batch.region)
+            and not facts.sweeps_refused(batch.project_id, batch.region)
         )
         if worth and rt.clock().timestamp() - seen_at < MAX_WAIT_FOR_SWEEP_S:
-            rt.facts.want(batch.project_id, batch.region)
+            facts.want(batch.project_id, batch.region)
             return None
     return await client.show_server(row.server_id)
 

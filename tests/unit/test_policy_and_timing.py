@@ -61,10 +61,14 @@ def test_a_batchs_tail_asks_sooner_within_the_rate() -> None:
     assert next_poll_delay_s(1, 1, floor_s=0.6) == 0.6
     assert next_poll_delay_s(3, 10, floor_s=0.25) == 1.0
     assert next_poll_delay_s(3, 10, floor_s=1.0) == 15.0
-    # A finished job's server is asked about at once only in the tail, and only when few run.
-    assert check_server_at_once(pending=0, running=17, rate=100)
-    assert not check_server_at_once(pending=0, running=60, rate=100)
-    assert not check_server_at_once(pending=1, running=2, rate=100)
+    # A finished job's server is asked about at once only in the tail: when few run...
+    soon, late = (lambda: 0.1), (lambda: 0.9)
+    assert check_server_at_once(pending=0, running=17, rate=100, next_sweep_in_s=soon)
+    assert not check_server_at_once(pending=0, running=60, rate=100, next_sweep_in_s=soon)
+    assert not check_server_at_once(pending=1, running=2, rate=100, next_sweep_in_s=late)
+    # ...or not many, when the next sweep may not start soon.
+    assert check_server_at_once(pending=0, running=60, rate=100, next_sweep_in_s=late)
+    assert not check_server_at_once(pending=0, running=160, rate=100, next_sweep_in_s=late)
 
 
 def test_learning_needs_samples_and_takes_the_eightieth_percentile() -> None:
