@@ -36,4 +36,5 @@ class TickKicker:
         def send(countdown_s: float) -> None:
             celery.send_task("reimage.tick", countdown=countdown_s, expires=KICKED_TICK_EXPIRES_S)
 
-        kick_tick(self._redis, send)
+        # An operator's change (a new batch, a resume, a retry...) is acted on at once.
+        kick_tick(self._redis, send, at_once=True)

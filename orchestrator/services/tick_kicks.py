@@ -44,10 +44,12 @@ def kick_tick(
     send: Callable[[float], None],
     *,
     clock: Callable[[], float] = time.time,
+    at_once: bool = False,
 ) -> None:
     """Raise the flag, and queue a tick (through `send`, given the seconds it is to wait for
-    the spacing) unless one is queued. Never raises: a kick is a hint, and the beat's next
-    tick does the same work."""
+    the spacing) unless one is queued. `at_once`: no spacing, for an operator's change (a new
+    batch waits for nothing): the spacing is for the workers' stream of ended servers. Never
+    raises: a kick is a hint, and the beat's next tick does the same work."""
     try:
         client.set(TICK_AGAIN, 1, px=TICK_AGAIN_TTL_MS)
         if not client.set(TICK_QUEUED, 1, nx=True, px=TICK_QUEUED_TTL_MS):
@@ -58,7 +60,7 @@ def kick_tick(
         return
     since = clock() - float(started) if started is not None else MIN_SPACING_S
     try:
-        send(min(MIN_SPACING_S, max(0.0, MIN_SPACING_S - since)))
+        send(0.0 if at_once else min(MIN_SPACING_S, max(0.0, MIN_SPACING_S - since)))
     except Exception:  # the broker away: the next kick may try again, the beat ticks anyway
         log.warning("could not kick the tick", exc_info=True)
         with contextlib.suppress(redis.RedisError):

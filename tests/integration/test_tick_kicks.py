@@ -130,6 +130,11 @@ def test_kicked_ticks_start_a_quarter_second_apart_at_least(client: redis.Redis)
     clock.now += 2.0
     kick_tick(client, countdowns.append, clock=clock)  # long after: at once
     assert countdowns == [0.0, pytest.approx(MIN_SPACING_S - 0.1), 0.0]
+    # The API's kick for an operator's change does not wait out the spacing.
+    assert Ticks(client, clock).run() == 1
+    clock.now += 0.1
+    kick_tick(client, countdowns.append, clock=clock, at_once=True)
+    assert countdowns[-1] == 0.0
 
 
 def test_a_kick_during_a_tick_is_served_by_the_tick_it_queued(client: redis.Redis) -> None:
