@@ -141,6 +141,14 @@ MAX_TOKENS_PER_ASK = 8
 # long after it was due: spent later, it would add to a burst.
 RESERVED_TOKEN_TTL_S = 1.0
 
+# Our bucket is this much smaller than the cloud's (ORCH_ECS_BURST; one token at least when it
+# holds more than two). Calls granted at the cloud's rate reach it a little bunched (a worker
+# records each attempt before it sends, and a busy one sends two due calls at once); with both
+# buckets empty, every bunch was a 429 and a cut of the whole fleet's rate (reimage bench: 15
+# throttles in the first second after the burst, then seconds below the rate). The slack the
+# cloud keeps absorbs them, for a tenth of the burst given up once.
+BURST_SLACK_SHARE = 0.1
+
 # Without ORCH_ECS_RATE: where discovery starts, and the highest rate it may reach.
 DISCOVERY_START = 10.0
 DISCOVERY_CEILING = 1000.0
@@ -182,9 +190,11 @@ class RateBudget:
 
     @classmethod
     def from_settings(cls, rate: float | None, burst: int) -> RateBudget:
+        """`burst`: the cloud's bucket (ORCH_ECS_BURST), of which ours keeps a slack free."""
+        ours = burst - max(1, round(burst * BURST_SLACK_SHARE)) if burst > 2 else burst
         if rate is None:
-            return cls(ceiling=DISCOVERY_CEILING, burst=burst, start=DISCOVERY_START)
-        return cls(ceiling=rate, burst=burst, start=rate)
+            return cls(ceiling=DISCOVERY_CEILING, burst=ours, start=DISCOVERY_START)
+        return cls(ceiling=rate, burst=ours, start=rate)
 
     @property
     def first_rate(self) -> float:
