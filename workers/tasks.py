@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Coroutine
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import redis
@@ -218,10 +219,17 @@ def sweep_facts_task(project_id: str, region: str) -> int:
     rt = runtime()
     seen = run(sweep_facts(rt, project_id, region))
     log.info("sweep %s/%s servers=%d", project_id, region, seen)
-    # Ended jobs whose server checks wait for these facts are polled now, and claims that
-    # wait for them are made by a tick now.
+    # Ended jobs whose server checks wait for these facts are polled now (those polled since
+    # the sweep before began: the others were handed on by it, and their polls are queued),
+    # and claims that wait for them are made by a tick now.
+    previous = rt.facts.previous_sweep_at(project_id, region) if rt.facts is not None else None
     for ids in take_awaiting_sweep(
-        rt.sessions, project_id, region, now=rt.clock(), lease_s=rt.settings.task_lease_s
+        rt.sessions,
+        project_id,
+        region,
+        now=rt.clock(),
+        lease_s=rt.settings.task_lease_s,
+        polled_since=datetime.fromtimestamp(previous, UTC) if previous is not None else None,
     ):
         poll_jobs_task.apply_async(args=(ids,))
     kick()

@@ -71,6 +71,16 @@ class FactsCache:
         fields["tags"] = tuple(fields.get("tags", ()))
         return Server(**fields)
 
+    def previous_sweep_at(self, project_id: str, region: str) -> float | None:
+        """When the sweep before the last stored one began (None: no such sweep, or Redis
+        cannot say)."""
+        _, meta, _ = self._keys(project_id, region)
+        try:
+            value = self._redis.hget(meta, "previous_swept_at")
+        except redis.RedisError:
+            return None
+        return float(value) if value is not None else None
+
     def swept_at(self, project_id: str, region: str) -> float | None:
         _, meta, _ = self._keys(project_id, region)
         value = self._redis.hget(meta, "swept_at")
@@ -132,6 +142,9 @@ class FactsCache:
         self, project_id: str, region: str, sweep: list[Server], *, started_at: float
     ) -> None:
         servers, meta, want = self._keys(project_id, region)
+        # Kept: the servers this sweep hands on are those polled since the one before began
+        # (previous_sweep_at); the others were handed on by that one already.
+        previous = self._redis.hget(meta, "swept_at")
         pipe = self._redis.pipeline(transaction=True)
         pipe.delete(servers)
         for start in range(0, len(sweep), PAGE):
@@ -141,6 +154,8 @@ class FactsCache:
             if mapping:
                 pipe.hset(servers, mapping=mapping)  # type: ignore[arg-type]
         pipe.hset(meta, mapping={"swept_at": started_at, "count": len(sweep)})
+        if previous is not None:
+            pipe.hset(meta, "previous_swept_at", previous)
         pipe.expire(servers, 3600)
         pipe.expire(meta, 3600)
         pipe.delete(want)

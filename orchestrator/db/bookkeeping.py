@@ -80,23 +80,33 @@ def lease_polls_until(
 
 
 def lease_ended_jobs(
-    session: Session, project_id: str, region: str, *, until: datetime
+    session: Session,
+    project_id: str,
+    region: str,
+    *,
+    until: datetime,
+    polled_since: datetime | None = None,
 ) -> list[int]:
     """Take the running servers of (project, region)'s open batches whose job has ended (their
-    server check is what is left), to poll at once: `next_poll_at` pushed to `until`."""
+    server check is what is left), to poll at once: `next_poll_at` pushed to `until`.
+    `polled_since`: only those polled since then (a poll writes `updated_at`); the others
+    were taken by the sweep before, and their polls are on their way."""
+    conditions = [
+        BatchServer.batch_id.in_(
+            select(Batch.id).where(
+                Batch.project_id == project_id,
+                Batch.region == region,
+                Batch.state.not_in([s.value for s in TERMINAL_BATCH_STATES]),
+            )
+        ),
+        BatchServer.state == ServerState.RUNNING.value,
+        BatchServer.job_status.in_(sorted(FINAL_JOB_STATUSES)),
+    ]
+    if polled_since is not None:
+        conditions.append(BatchServer.updated_at >= polled_since)
     rows = session.execute(
         update(_SERVERS)
-        .where(
-            BatchServer.batch_id.in_(
-                select(Batch.id).where(
-                    Batch.project_id == project_id,
-                    Batch.region == region,
-                    Batch.state.not_in([s.value for s in TERMINAL_BATCH_STATES]),
-                )
-            ),
-            BatchServer.state == ServerState.RUNNING.value,
-            BatchServer.job_status.in_(sorted(FINAL_JOB_STATUSES)),
-        )
+        .where(*conditions)
         .values(next_poll_at=until)
         .returning(BatchServer.id)
         .execution_options(synchronize_session=False)

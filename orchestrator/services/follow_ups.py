@@ -132,12 +132,19 @@ def take_awaiting_sweep(
     now: datetime,
     lease_s: float,
     chunk: int = FOLLOW_UP_CHUNK,
+    polled_since: datetime | None = None,
 ) -> list[list[int]]:
     """After a list sweep of (project, region): lease the running servers whose job has ended
     and whose server check waits for such a sweep, and answer them in chunks to poll now,
     not when their next look was due (up to SWEEP_RETRY_S later)."""
     with sessions() as session:
-        ids = lease_ended_jobs(session, project_id, region, until=now + timedelta(seconds=lease_s))
+        ids = lease_ended_jobs(
+            session,
+            project_id,
+            region,
+            until=now + timedelta(seconds=lease_s),
+            polled_since=polled_since,
+        )
         session.commit()
     ids.sort()
     return [ids[start : start + chunk] for start in range(0, len(ids), chunk)]

@@ -45,3 +45,29 @@ def test_lookup_respects_freshness_and_sweep_rules(redis_url: str) -> None:
     cache.end_sweep("p", "r", failed=True)  # the list API was refused: stop sweeping
     assert not cache.worth_sweeping("p", "r", servers_needing_facts=100, min_interval_s=0)
     assert time.time() >= started
+
+
+def test_a_sweep_remembers_when_the_one_before_it_began_and_when_the_next_may(
+    redis_url: str,
+) -> None:
+    now = [1000.0]
+    cache = FactsCache(
+        redis.Redis.from_url(redis_url), prefix=f"test:facts:{time.time_ns()}", clock=lambda: now[0]
+    )
+    assert cache.previous_sweep_at("p", "r") is None
+    assert cache.next_sweep_in("p", "r") == 0.0  # never swept: now
+    first = cache.begin_sweep("p", "r")
+    assert first == 1000.0
+    cache.store("p", "r", [server("s1")], started_at=first)
+    cache.end_sweep("p", "r")
+    assert cache.previous_sweep_at("p", "r") is None  # the first sweep had none before it
+    now[0] = 1000.4
+    # A project of one page: finished jobs get a sweep a second apart at most.
+    assert abs(cache.next_sweep_in("p", "r") - 0.6) < 1e-9
+    now[0] = 1001.5
+    assert cache.next_sweep_in("p", "r") == 0.0
+    second = cache.begin_sweep("p", "r")
+    assert second is not None
+    cache.store("p", "r", [server("s1")], started_at=second)
+    cache.end_sweep("p", "r")
+    assert cache.previous_sweep_at("p", "r") == first

@@ -11,6 +11,7 @@ from datetime import timedelta
 from sqlalchemy import update
 
 from orchestrator.cloud.facts import FactsCache
+from orchestrator.db.bookkeeping import reschedule_poll
 from orchestrator.db.models import BatchServer
 from orchestrator.services.follow_ups import (
     FOLLOW_UP_HORIZON_S,
@@ -126,6 +127,52 @@ async def test_a_sweep_hands_on_the_ended_jobs_of_its_project_and_region_only(
     chunks = take_awaiting_sweep(rt.sessions, PROJECT, "cn-north-4", now=clock.utc(), lease_s=5)
     assert chunks == [sorted(ended)]
     assert all(row(rt, i).next_poll_at == clock.utc() + timedelta(seconds=5) for i in ended)
+
+
+async def test_a_sweep_hands_on_only_the_ended_jobs_polled_since_the_sweep_before_began(
+    make_world: WorldMaker,
+) -> None:
+    clock = SharedClock()
+    world = await make_world(clock=clock, job_seconds=1.0)
+    rt = world.make_runtime()
+    _, ids = new_batch(rt, 3)
+    tick(rt, ListDispatcher())
+    await submit_servers(rt, ids)
+    with rt.sessions() as session:  # all three jobs seen ended; their server checks wait
+        session.execute(
+            update(BatchServer).where(BatchServer.id.in_(ids)).values(job_status="SUCCESS")
+        )
+        session.commit()
+    clock.advance(1.0)
+    first_sweep_began = clock.utc()
+    assert take_awaiting_sweep(
+        rt.sessions, PROJECT, "cn-north-4", now=clock.utc(), lease_s=LEASE_S
+    ) == [sorted(ids)]
+    clock.advance(2.0)
+    # One of the three polls that sweep handed on has run, and found no fresh facts yet: it
+    # waits for the next sweep. The other two are still queued.
+    with rt.sessions() as session:
+        reschedule_poll(
+            session,
+            ids[0],
+            polls=2,
+            next_poll_at=clock.utc() + timedelta(seconds=1.5),
+            now=clock.utc(),
+        )
+        session.commit()
+    # The next sweep hands on that one only: the two queued polls will read its facts.
+    assert take_awaiting_sweep(
+        rt.sessions,
+        PROJECT,
+        "cn-north-4",
+        now=clock.utc(),
+        lease_s=LEASE_S,
+        polled_since=first_sweep_began,
+    ) == [[ids[0]]]
+    # Not knowing of a sweep before it, a sweep hands on every ended job that waits.
+    assert take_awaiting_sweep(
+        rt.sessions, PROJECT, "cn-north-4", now=clock.utc(), lease_s=LEASE_S
+    ) == [sorted(ids)]
 
 
 async def test_a_batchs_tail_asks_about_its_last_jobs_sooner_and_checks_their_servers_at_once(
