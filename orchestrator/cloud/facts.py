@@ -105,38 +105,37 @@ class FactsCache:
         in turn (the project's size comes from the last sweep)."""
         _, meta, want = self._keys(project_id, region)
         try:
-            started_at, requested_at, size = self._redis.hmget(
-                meta, ["started_at", "requested_at", "count"]
-            )
+            left, pages = self._interval_left(meta, min_interval_s, per_page=interval_per_page)
             wanted = self._redis.exists(want)
         except redis.RedisError:
             return False
-        pages = max(1, math.ceil(int(size or 0) / PAGE))
-        interval = min_interval_s * (pages if interval_per_page else 1)
-        if self._interval_left(started_at, requested_at, interval) > 0:
+        if left > 0:
             return False
         if self._redis.exists(f"{meta}:failed") or self._redis.exists(f"{meta}:lock"):
             return False
         return bool(wanted) or servers_needing_facts >= pages * SERVERS_PER_PAGE_WORTH_IT
 
     def _interval_left(
-        self, started_at: bytes | str | None, requested_at: bytes | str | None, interval_s: float
-    ) -> float:
+        self, meta: str, min_interval_s: float, *, per_page: bool
+    ) -> tuple[float, int]:
+        """(seconds before the interval since the last sweep began or was asked for is over,
+        the pages a sweep costs); `per_page`: the interval grows with those pages."""
+        started_at, requested_at, size = self._redis.hmget(
+            meta, ["started_at", "requested_at", "count"]
+        )
+        pages = max(1, math.ceil(int(size or 0) / PAGE))
         latest = max(float(started_at or 0), float(requested_at or 0))
-        return max(0.0, interval_s - (self._clock() - latest))
+        interval = min_interval_s * (pages if per_page else 1)
+        return max(0.0, interval - (self._clock() - latest)), pages
 
     def next_sweep_in(self, project_id: str, region: str) -> float:
         """Seconds before finished jobs may have a sweep by its interval (SWEEP_INTERVAL_S per
         page): 0 when one may start now; infinite when Redis cannot say."""
         _, meta, _ = self._keys(project_id, region)
         try:
-            started_at, requested_at, size = self._redis.hmget(
-                meta, ["started_at", "requested_at", "count"]
-            )
+            return self._interval_left(meta, SWEEP_INTERVAL_S, per_page=True)[0]
         except redis.RedisError:
             return math.inf
-        pages = max(1, math.ceil(int(size or 0) / PAGE))
-        return self._interval_left(started_at, requested_at, SWEEP_INTERVAL_S * pages)
 
     def store(
         self, project_id: str, region: str, sweep: list[Server], *, started_at: float

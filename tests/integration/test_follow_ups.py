@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import update
 
 from orchestrator.cloud.facts import FactsCache
 from orchestrator.db.bookkeeping import reschedule_poll
 from orchestrator.db.models import BatchServer
+from orchestrator.runtime import Runtime
 from orchestrator.services.follow_ups import (
     FOLLOW_UP_HORIZON_S,
     take_awaiting_sweep,
@@ -101,6 +103,18 @@ async def test_only_looks_due_soon_are_handed_on(make_world: WorldMaker) -> None
     )
 
 
+def jobs_seen_ended(rt: Runtime, ids: list[int], **values: Any) -> None:
+    """What a poll leaves when it sees these jobs ended and their server checks must wait for
+    a list sweep: the final job status on rows still running."""
+    with rt.sessions() as session:
+        session.execute(
+            update(BatchServer)
+            .where(BatchServer.id.in_(ids))
+            .values(job_status="SUCCESS", **values)
+        )
+        session.commit()
+
+
 async def test_a_sweep_hands_on_the_ended_jobs_of_its_project_and_region_only(
     make_world: WorldMaker,
 ) -> None:
@@ -112,18 +126,10 @@ async def test_a_sweep_hands_on_the_ended_jobs_of_its_project_and_region_only(
     tick(rt, ListDispatcher())
     await submit_servers(rt, ids)
     ended = ids[:3]
-    with rt.sessions() as session:
-        # Three jobs seen ended (their server check waits), one still running; the other
-        # region's servers too have ended jobs, which a sweep of this region does not serve.
-        session.execute(
-            update(BatchServer).where(BatchServer.id.in_(ended)).values(job_status="SUCCESS")
-        )
-        session.execute(
-            update(BatchServer)
-            .where(BatchServer.id.in_(elsewhere))
-            .values(state="running", job_status="SUCCESS")
-        )
-        session.commit()
+    # Three jobs seen ended (their server check waits), one still running; the other region's
+    # servers too have ended jobs, which a sweep of this region does not serve.
+    jobs_seen_ended(rt, ended)
+    jobs_seen_ended(rt, elsewhere, state="running")
     chunks = take_awaiting_sweep(rt.sessions, PROJECT, "cn-north-4", now=clock.utc(), lease_s=5)
     assert chunks == [sorted(ended)]
     assert all(row(rt, i).next_poll_at == clock.utc() + timedelta(seconds=5) for i in ended)
@@ -138,11 +144,7 @@ async def test_a_sweep_hands_on_only_the_ended_jobs_polled_since_the_sweep_befor
     _, ids = new_batch(rt, 3)
     tick(rt, ListDispatcher())
     await submit_servers(rt, ids)
-    with rt.sessions() as session:  # all three jobs seen ended; their server checks wait
-        session.execute(
-            update(BatchServer).where(BatchServer.id.in_(ids)).values(job_status="SUCCESS")
-        )
-        session.commit()
+    jobs_seen_ended(rt, ids)  # all three; their server checks wait
     clock.advance(1.0)
     first_sweep_began = clock.utc()
     assert take_awaiting_sweep(
