@@ -30,6 +30,7 @@ from orchestrator.runtime import Runtime
 from orchestrator.services.backups import sweep_expired_backups
 from orchestrator.services.dispatch import run_tick
 from orchestrator.services.follow_ups import (
+    ended_a_wave,
     follow_up_horizon_s,
     take_awaiting_sweep,
     take_follow_ups,
@@ -185,7 +186,7 @@ def _after_task(batch_server_ids: list[int], outcomes: dict[str, int]) -> None:
     now = rt.clock()
     if outcomes and _ENDED.issuperset(outcomes):  # all it looked at ended: no next look
         if _TICK_WORTHY.intersection(outcomes):
-            kick()
+            _kick_after(batch_server_ids, outcomes)
         return
     try:
         follow_ups = take_follow_ups(
@@ -202,12 +203,25 @@ def _after_task(batch_server_ids: list[int], outcomes: dict[str, int]) -> None:
     except Exception:  # the task's own work is done and recorded; the tick finds the rest
         log.warning("could not hand on the next looks; the tick will", exc_info=True)
     if _TICK_WORTHY.intersection(outcomes):
-        kick()
+        _kick_after(batch_server_ids, outcomes)
 
 
-def kick() -> None:
+def _kick_after(batch_server_ids: list[int], outcomes: dict[str, int]) -> None:
+    """The tick a task's outcomes call for: at once when its ended servers were the last
+    active ones of their wave (the next wave's gate, or the batch's end, waits for nothing
+    else), else with the kicks' spacing."""
+    at_once = False
+    if _ENDED.intersection(outcomes):
+        try:
+            at_once = ended_a_wave(runtime().sessions, batch_server_ids)
+        except Exception:  # a hint only: the spaced kick still comes
+            log.warning("could not read whether a wave ended", exc_info=True)
+    kick(at_once=at_once)
+
+
+def kick(*, at_once: bool = False) -> None:
     """A tick now (see orchestrator.services.tick_kicks): queued unless one is queued already."""
-    kick_tick(redis_client(runtime()), _send_kicked_tick)
+    kick_tick(redis_client(runtime()), _send_kicked_tick, at_once=at_once)
 
 
 def _send_kicked_tick(countdown_s: float) -> None:

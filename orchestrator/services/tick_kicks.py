@@ -47,12 +47,13 @@ def kick_tick(
     at_once: bool = False,
 ) -> None:
     """Raise the flag, and queue a tick (through `send`, given the seconds it is to wait for
-    the spacing) unless one is queued. `at_once`: no spacing, for an operator's change (a new
-    batch waits for nothing): the spacing is for the workers' stream of ended servers. Never
-    raises: a kick is a hint, and the beat's next tick does the same work."""
+    the spacing) unless one is queued. `at_once`: no spacing, and a tick of its own even when a
+    spaced one is queued, for what waits for nothing else (a new batch, a wave's last server
+    ended): the spacing is for the workers' stream of ended servers. Never raises: a kick is a
+    hint, and the beat's next tick does the same work."""
     try:
         client.set(TICK_AGAIN, 1, px=TICK_AGAIN_TTL_MS)
-        if not client.set(TICK_QUEUED, 1, nx=True, px=TICK_QUEUED_TTL_MS):
+        if not client.set(TICK_QUEUED, 1, nx=True, px=TICK_QUEUED_TTL_MS) and not at_once:
             return
         started = client.get(TICK_STARTED)
     except Exception:  # Redis away: the beat ticks anyway

@@ -17,6 +17,7 @@ from orchestrator.db.models import BatchServer
 from orchestrator.runtime import Runtime
 from orchestrator.services.follow_ups import (
     FOLLOW_UP_HORIZON_S,
+    ended_a_wave,
     take_awaiting_sweep,
     take_follow_ups,
 )
@@ -214,3 +215,38 @@ async def test_a_batchs_tail_asks_about_its_last_jobs_sooner_and_checks_their_se
     assert all(row(rt, i).state == "succeeded" for i in tail)
     assert all(reasons(rt, i)[-1] == "job_succeeded" for i in tail)
     assert all(row(rt, i).state == "running" for i in running_bulk)
+
+
+async def test_a_wave_whose_last_server_ended_is_told_apart_from_one_still_running(
+    make_world: WorldMaker,
+) -> None:
+    clock = SharedClock()
+    world = await make_world(clock=clock, job_seconds=1.0)
+    rt = world.make_runtime()
+    # Wave 1 is one server, wave 2 the other two.
+    _, ids = new_batch(rt, 3, policy_extra={"poll_interval_s": 1, "waves": [1, "100%"]})
+    dispatcher = ListDispatcher()
+    tick(rt, dispatcher)
+    first = dispatcher.submits
+    assert len(first) == 1
+    await submit_servers(rt, first)
+    assert not ended_a_wave(rt.sessions, first)  # its job runs
+
+    clock.advance(2.0)
+    assert await poll_servers(rt, first) == {"succeeded": 1}
+    # Wave 1 has nothing active left: the task that ended it kicks the tick at once.
+    assert ended_a_wave(rt.sessions, first)
+    # The next wave's servers are pending, not ended.
+    second = [i for i in ids if i not in first]
+    tick(rt, dispatcher)
+    assert sorted(dispatcher.submits[1:]) == sorted(second)
+    assert not ended_a_wave(rt.sessions, first)
+    await submit_servers(rt, second)
+    clock.advance(2.0)
+    await poll_servers(rt, second[:1])
+    assert row(rt, second[0]).state == "succeeded"
+    assert not ended_a_wave(rt.sessions, second[:1])  # its wave's other server still runs
+    await poll_servers(rt, second[1:])
+    assert ended_a_wave(rt.sessions, second[1:])  # the batch's end is the tick's work now
+    tick(rt, dispatcher)
+    assert not ended_a_wave(rt.sessions, second)  # the batch has ended

@@ -137,6 +137,19 @@ def test_kicked_ticks_start_a_quarter_second_apart_at_least(client: redis.Redis)
     assert countdowns[-1] == 0.0
 
 
+def test_a_kick_at_once_does_not_wait_behind_a_spaced_tick(client: redis.Redis) -> None:
+    clock = ManualClock(1_000_000.0)
+    countdowns: list[float] = []
+    assert Ticks(client, clock).run() == 1
+    clock.now += 0.05
+    kick_tick(client, countdowns.append, clock=clock)  # a server ended: spaced
+    kick_tick(client, countdowns.append, clock=clock)  # served by that one
+    # A wave's last server ended: a tick of its own now, not the spaced one's 0.2 s later.
+    kick_tick(client, countdowns.append, clock=clock, at_once=True)
+    assert countdowns == [pytest.approx(MIN_SPACING_S - 0.05), 0.0]
+    assert client.exists(TICK_AGAIN) and client.exists(TICK_QUEUED)
+
+
 def test_a_kick_during_a_tick_is_served_by_the_tick_it_queued(client: redis.Redis) -> None:
     clock = ManualClock(1_000_000.0)
     ticks = Ticks(client, clock)
