@@ -9,7 +9,9 @@ import orjson
 from aiohttp import web
 
 # Keys are strings everywhere today; a stray int key (a wave number) must still encode.
-_OPTIONS = orjson.OPT_NON_STR_KEYS
+# Datetimes (aware, UTC: the hot pages' views leave them to us) come out as
+# `2026-12-06T20:44:00Z`, with microseconds when there are any: what views.iso writes.
+_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z
 
 
 def encode(data: Any) -> bytes:

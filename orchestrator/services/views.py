@@ -120,9 +120,11 @@ def server_view(row: Row[Any]) -> dict[str, Any]:
         "error_code": m["error_code"],
         "error_message": m["error_message"],
         "broken": m["broken"],
-        "submitted_at": iso(m["submitted_at"]),
-        "finished_at": iso(m["finished_at"]),
-        "updated_at": iso(m["updated_at"]),
+        # Aware UTC datetimes: the API's encoder writes them as iso() would, in C (iso() was
+        # a fifth of a page's Python).
+        "submitted_at": m["submitted_at"],
+        "finished_at": m["finished_at"],
+        "updated_at": m["updated_at"],
     }
 
 
@@ -134,7 +136,7 @@ def history_view(row: Row[Any]) -> dict[str, Any]:
         "server_id": m["server_id"],
         "from_state": m["from_state"],
         "to_state": m["to_state"],
-        "at": iso(m["at"]),
+        "at": m["at"],  # written by the API's encoder, as in server_view
         "reason": m["reason"],
         "attempt": m["attempt"],
         "job_id": m["job_id"],

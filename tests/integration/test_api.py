@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from orchestrator.config import Settings, load_settings
 from orchestrator.db.models import Batch, BatchServer, ServerHistory
 from orchestrator.runtime import Runtime
 from orchestrator.services import batches as batch_service
+from orchestrator.services.views import iso
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -146,6 +148,19 @@ async def test_create_then_read_batch_servers_and_history(
         (None, "pending", "accepted")
     ]
     assert history["items"][0]["batch_id"] == batch["id"]
+    # Times are RFC 3339 in UTC with a Z, to the microsecond the database keeps, on the pages
+    # (whose datetimes the API's encoder writes) as on the batch (written by views.iso).
+    with runtime.sessions() as session:
+        last = session.scalars(select(BatchServer).where(BatchServer.server_id == servers[-1]))
+        updated_at = last.one().updated_at
+        accepted_at = session.scalars(
+            select(ServerHistory.at).where(ServerHistory.server_id == servers[0])
+        ).one()
+    assert page["items"][-1]["server_id"] == servers[-1]
+    assert page["items"][-1]["updated_at"] == iso(updated_at)
+    assert history["items"][0]["at"] == iso(accepted_at)
+    assert iso(accepted_at).endswith("Z") and iso(accepted_at) == got["created_at"]
+    assert datetime.fromisoformat(history["items"][0]["at"]) == accepted_at
 
 
 async def test_batch_list_is_newest_first_with_cursor(client: TestClient[Any, Any]) -> None:
