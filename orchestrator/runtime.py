@@ -86,8 +86,10 @@ class Runtime:
             catalog=catalog,
             http=HttpSessions(settings.ecs_ca_bundle),
             redis=client,
-            reads=sessionmaker(
-                engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+            # An engine of its own (its pool opens connections only for a process that
+            # reads: an API process, not a worker).
+            reads=make_session_factory(
+                make_engine(settings.database_url, pool_size=db_pool_size, autocommit=True)
             ),
         )
 
@@ -140,3 +142,7 @@ class Runtime:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.reads is not None:
+            bind = self.reads.kw["bind"]
+            if isinstance(bind, Engine) and bind is not self.engine:
+                bind.dispose()

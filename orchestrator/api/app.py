@@ -32,13 +32,15 @@ from orchestrator.web import add_web_routes
 
 # The hot GETs (a batch, a servers page, a history page, the batch list) run on READ_THREADS
 # of their own, everything else (submissions, changes, exports, token lookups, audit rows) on
-# SERVICE_THREADS. Reads are short and CPU-bound here: on the 1M-row load benchmark 3 threads
-# answered 1,870 requests/s, 8 threads 1,310 and 16 threads 940, the extra threads only
-# fighting the event loop for the GIL; the others wait on slower work (a large submission
-# pre-flights its fleet), which must not hold up a read. Each thread has a pooled connection
-# kept open: with fewer kept than threads, every burst opened connections and closed them
-# again on return (a PostgreSQL connect per request, seen in profiles).
-READ_THREADS = 3
+# SERVICE_THREADS. Reads are short and mostly CPU here, and more threads than that only fight
+# the event loop for the GIL: on the 1M-row load benchmark (2026-12-06, reads without a Session
+# on an autocommit engine) 1 thread answered 2,815 requests/s, 2 3,137, 3 3,232-3,311, 4
+# 3,652-3,860, 6 3,591, 8 3,508 (in 2026-12-04, when a read cost twice the Python, 3 was best
+# and 16 gave half as much). The others wait on slower work (a large submission pre-flights its
+# fleet), which must not hold up a read. Each thread has a pooled connection kept open: with
+# fewer kept than threads, every burst opened connections and closed them again on return (a
+# PostgreSQL connect per request, seen in profiles).
+READ_THREADS = 4
 SERVICE_THREADS = 8
 
 

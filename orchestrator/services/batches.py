@@ -10,11 +10,13 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import JSON, String, and_, insert, literal, or_, select
+from sqlalchemy import JSON, String, and_, bindparam, insert, literal, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from orchestrator.db.engine import read_connection
 from orchestrator.db.models import (
+    BATCHES_TABLE,
     Batch,
     BatchCodeCount,
     BatchServer,
@@ -547,6 +549,9 @@ def list_batches(
     return {"items": [batch_view(b) for b in page], "next_cursor": next_cursor}
 
 
+_BATCH_EXISTS = select(BATCHES_TABLE.c.id).where(BATCHES_TABLE.c.id == bindparam("batch_id"))
+
+
 def list_batch_servers(
     sessions: sessionmaker[Session],
     batch_id: str,
@@ -569,12 +574,12 @@ def list_batch_servers(
         limit=limit + 1,
         columns=SERVER_VIEW_COLUMNS,
     )
-    with sessions() as session:
+    with read_connection(sessions) as connection:
         # Plain rows through Core, not ORM objects: a page is read, never changed (ORM
         # loading was a third of its cost).
-        rows = session.connection().execute(query, params).all()
+        rows = connection.execute(query, params).all()
         # Only an empty page can mean that there is no such batch: one round trip fewer.
-        if not rows and session.scalar(select(Batch.id).where(Batch.id == batch_id)) is None:
+        if not rows and connection.scalar(_BATCH_EXISTS, {"batch_id": batch_id}) is None:
             raise NotFound(f"batch {batch_id} does not exist")
     page = rows[:limit]
     next_cursor = encode(str(page[-1].id)) if len(rows) > limit else None
@@ -597,8 +602,8 @@ def server_history(
         after=decode_int(cursor) if cursor else None,
         projects=projects,
     )
-    with sessions() as session:
-        rows = session.connection().execute(query, params).all()  # plain rows: read only
+    with read_connection(sessions) as connection:
+        rows = connection.execute(query, params).all()  # plain rows: read only
     page = rows[:limit]
     next_cursor = encode(str(page[-1].id)) if len(rows) > limit else None
     return {"items": [history_view(r) for r in page], "next_cursor": next_cursor}
