@@ -554,7 +554,17 @@ def run_bare(
         f"{per_process:.0f} per process = {share:.0%} of the bare handler (target >= 40%); "
         f"p99 {ours['p99_ms']:.1f} ms (target < {TARGET_P99_MS:.0f} ms with --processes 2)"
     )
+    print(f"reproduce: {reproduce_command(args)}")
     return {"figures": bare, "per_process_share": round(share, 3)}
+
+
+def reproduce_command(args: argparse.Namespace) -> str:
+    """This run's command line, on the data it seeded (the database's password hidden)."""
+    url = make_url(normalise_url(args.database_url)).render_as_string(hide_password=True)
+    return (
+        f"python benchmarks/api_load.py --database-url {url} --no-seed "
+        f"--clients {args.clients} --seconds {args.seconds:g} --processes {args.processes}"
+    )
 
 
 if __name__ == "__main__":

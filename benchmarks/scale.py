@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             engine.dispose()
             if not args.keep:
                 _drop(args.database_url, name)
-    _print_table(results)
+    _print_table(results, args.database_url)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
@@ -197,7 +197,7 @@ def _drop(admin_url: str, name: str) -> None:
         admin.dispose()
 
 
-def _print_table(results: dict[int, dict[str, Any]]) -> None:
+def _print_table(results: dict[int, dict[str, Any]], database_url: str) -> None:
     sizes = sorted(results)
     first = results[sizes[0]]
     print("\nfigure (median)".ljust(34) + "".join(f"{s:>14,}" for s in sizes) + "   last/first")
@@ -218,6 +218,11 @@ def _print_table(results: dict[int, dict[str, Any]]) -> None:
     print(
         f"\ntarget: tick at {sizes[-1]:,} within 1.5 x its time at {sizes[0]:,}: "
         f"{verdict:.2f} x ({'met' if verdict <= 1.5 else 'missed'})"
+    )
+    url = make_url(normalise_url(database_url)).render_as_string(hide_password=True)
+    print(
+        f"reproduce: python -m benchmarks.scale --database-url {url} "
+        f"--sizes {','.join(str(size) for size in sizes)}"
     )
 
 
