@@ -216,12 +216,13 @@ def _kick_after(batch_server_ids: list[int], outcomes: dict[str, int]) -> None:
             at_once = ended_a_wave(runtime().sessions, batch_server_ids)
         except Exception:  # a hint only: the spaced kick still comes
             log.warning("could not read whether a wave ended", exc_info=True)
-    kick(at_once=at_once)
+    kick(urgent=at_once)
 
 
-def kick(*, at_once: bool = False) -> None:
-    """A tick now (see orchestrator.services.tick_kicks): queued unless one is queued already."""
-    kick_tick(redis_client(runtime()), _send_kicked_tick, at_once=at_once)
+def kick(*, urgent: bool = False) -> None:
+    """A tick now (see orchestrator.services.tick_kicks): queued unless one is queued already;
+    `urgent`: without the spacing, and past a spaced tick queued."""
+    kick_tick(redis_client(runtime()), _send_kicked_tick, at_once=urgent, past_queued=urgent)
 
 
 def _send_kicked_tick(countdown_s: float) -> None:

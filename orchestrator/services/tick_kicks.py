@@ -7,8 +7,10 @@ the flag to it, and the running one, after its lock is released, runs once more 
 is up and no tick is queued to serve it; so a kick is never lost between two ticks, and a
 thousand kicks a second cost one tick at a time. Kicked ticks start MIN_SPACING_S apart at
 least (a tick queued sooner waits out the rest): a busy fleet ends a server every few
-milliseconds, and a tick for each cost more than the work it found. The beat's ticks go on
-regardless: kicks only make the tick sooner.
+milliseconds, and a tick for each cost more than the work it found. A wave's last server ended
+is the exception: it waits for nothing else, so its kick sends a tick at once past a spaced
+one queued (at most one such every 0.1 s). The beat's ticks go on regardless: kicks only make
+the tick sooner.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ MAX_ROUNDS = 5
 # When the last tick started (wall seconds, shared by every process), for the spacing.
 TICK_STARTED = "reimage:tick-started"
 MIN_SPACING_S = 0.25
+# A tick sent past a queued spaced one (`past_queued`): more such kicks this soon are served
+# by it, so a burst of them costs one extra tick, not one each.
+TICK_URGENT = "reimage:tick-urgent"
+TICK_URGENT_TTL_MS = 100
 
 
 def kick_tick(
@@ -45,16 +51,22 @@ def kick_tick(
     *,
     clock: Callable[[], float] = time.time,
     at_once: bool = False,
+    past_queued: bool = False,
 ) -> None:
     """Raise the flag, and queue a tick (through `send`, given the seconds it is to wait for
-    the spacing) unless one is queued. `at_once`: no spacing, and a tick of its own even when a
-    spaced one is queued, for what waits for nothing else (a new batch, a wave's last server
-    ended): the spacing is for the workers' stream of ended servers. Never raises: a kick is a
-    hint, and the beat's next tick does the same work."""
+    the spacing) unless one is queued. `at_once`: no spacing, for an operator's change (a new
+    batch waits for nothing): the spacing is for the workers' stream of ended servers.
+    `past_queued` (with `at_once`): a tick now even when a spaced one is queued, for what waits
+    for nothing else (a wave's last server ended: its gate or the batch's end), at most one per
+    TICK_URGENT_TTL_MS. Never raises: a kick is a hint, and the beat's next tick does the same
+    work."""
     try:
         client.set(TICK_AGAIN, 1, px=TICK_AGAIN_TTL_MS)
-        if not client.set(TICK_QUEUED, 1, nx=True, px=TICK_QUEUED_TTL_MS) and not at_once:
-            return
+        if not client.set(TICK_QUEUED, 1, nx=True, px=TICK_QUEUED_TTL_MS):
+            if not (at_once and past_queued):
+                return
+            if not client.set(TICK_URGENT, 1, nx=True, px=TICK_URGENT_TTL_MS):
+                return  # one sent past the queued tick just now serves this kick too
         started = client.get(TICK_STARTED)
     except Exception:  # Redis away: the beat ticks anyway
         log.warning("could not kick the tick", exc_info=True)

@@ -14,6 +14,7 @@ from orchestrator.services.tick_kicks import (
     MIN_SPACING_S,
     TICK_AGAIN,
     TICK_QUEUED,
+    TICK_URGENT,
     kick_tick,
     run_kicked,
 )
@@ -144,10 +145,18 @@ def test_a_kick_at_once_does_not_wait_behind_a_spaced_tick(client: redis.Redis) 
     clock.now += 0.05
     kick_tick(client, countdowns.append, clock=clock)  # a server ended: spaced
     kick_tick(client, countdowns.append, clock=clock)  # served by that one
-    # A wave's last server ended: a tick of its own now, not the spaced one's 0.2 s later.
+    # An operator's change: no spacing, but the queued tick serves it.
     kick_tick(client, countdowns.append, clock=clock, at_once=True)
+    assert countdowns == [pytest.approx(MIN_SPACING_S - 0.05)]
+    # A wave's last server ended: a tick of its own now, not the spaced one's 0.2 s later;
+    # more such kicks at once are served by that one.
+    for _ in range(10):
+        kick_tick(client, countdowns.append, clock=clock, at_once=True, past_queued=True)
     assert countdowns == [pytest.approx(MIN_SPACING_S - 0.05), 0.0]
     assert client.exists(TICK_AGAIN) and client.exists(TICK_QUEUED)
+    client.delete(TICK_URGENT)  # its 0.1 s are over
+    kick_tick(client, countdowns.append, clock=clock, at_once=True, past_queued=True)
+    assert countdowns[-1] == 0.0 and len(countdowns) == 3
 
 
 def test_a_kick_during_a_tick_is_served_by_the_tick_it_queued(client: redis.Redis) -> None:
