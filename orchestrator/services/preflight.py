@@ -196,18 +196,22 @@ async def read_fleet(
             calls=fleet.calls,
         )
         targets = sorted(set(image_ids))
+        # Two rounds of reads at once, not four in a row: what does not depend on the servers
+        # (their flavors' catalogue, the target images) goes with them, what does (their own
+        # images, their disks) after them. Each round is a network round trip or more (30 ms
+        # over the bench's TLS); the POST waits for all of them. The flavors matter only when
+        # a server was found: otherwise their read is dropped, and so is its failure.
+        flavors = asyncio.ensure_future(_read_flavors(rt, reader, fleet))
         try:
-            # Two rounds of reads at once, not four in a row: what does not depend on the
-            # servers (their flavors' catalogue, the target images) goes with them, what does
-            # (their own images, their disks) after them. Each round is a network round trip
-            # or more (30 ms over the bench's TLS); the POST waits for all of them.
             await _together(
                 _read_servers(rt, reader, fleet, server_ids, known or {}),
-                _read_flavors(rt, reader, fleet),
                 _read_images(rt, reader, fleet, targets),
             )
+            if not fleet.servers:
+                await _drop(flavors)
             own = {s.image_id for s in fleet.servers.values() if s.image_id} - set(targets)
             await _together(
+                *([flavors] if fleet.servers else []),
                 _read_images(rt, reader, fleet, sorted(own)),
                 _read_disks(reader, fleet),
             )
@@ -217,6 +221,8 @@ async def read_fleet(
             raise FactsUnavailable(f"the cloud refused a pre-flight read: {exc}") from None
         except EcsError as exc:  # lost connections
             raise FactsUnavailable(f"pre-flight could not read the cloud: {exc}") from None
+        finally:
+            await _drop(flavors)  # nothing is left running past the judgement
     return fleet
 
 
@@ -299,6 +305,12 @@ async def _together(*reads: Awaitable[None]) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+async def _drop(read: asyncio.Future[None]) -> None:
+    """Cancel `read` unless it is done, and forget how it ended."""
+    read.cancel()
+    await asyncio.gather(read, return_exceptions=True)
 
 
 async def _read_flavors(rt: Runtime, reader: Reader, fleet: FleetFacts) -> None:
