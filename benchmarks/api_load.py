@@ -47,8 +47,10 @@ from orchestrator.db.engine import make_session_factory, normalise_url
 from orchestrator.services import batches as batch_service
 
 try:
+    from benchmarks.commands import shareable_url
     from benchmarks.fleet_data import seed_fleet, shape_for_history_rows
 except ModuleNotFoundError:  # run as `python benchmarks/api_load.py`: this folder is on the path
+    from commands import shareable_url  # type: ignore[no-redef,import-not-found]
     from fleet_data import seed_fleet, shape_for_history_rows  # type: ignore[no-redef,import-not-found]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -560,9 +562,9 @@ def run_bare(
 
 def reproduce_command(args: argparse.Namespace) -> str:
     """This run's command line, on the data it seeded (the database's password hidden)."""
-    url = make_url(normalise_url(args.database_url)).render_as_string(hide_password=True)
     return (
-        f"python benchmarks/api_load.py --database-url {url} --no-seed "
+        f"python benchmarks/api_load.py --database-url {shareable_url(args.database_url)} "
+        "--no-seed "
         f"--clients {args.clients} --seconds {args.seconds:g} --processes {args.processes}"
     )
 

@@ -29,6 +29,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 
+from benchmarks.commands import shareable_url
 from benchmarks.fleet_data import FleetShape, seed_fleet
 from migrations import upgrade
 from orchestrator.db.engine import normalise_url
@@ -219,9 +220,8 @@ def _print_table(results: dict[int, dict[str, Any]], database_url: str) -> None:
         f"\ntarget: tick at {sizes[-1]:,} within 1.5 x its time at {sizes[0]:,}: "
         f"{verdict:.2f} x ({'met' if verdict <= 1.5 else 'missed'})"
     )
-    url = make_url(normalise_url(database_url)).render_as_string(hide_password=True)
     print(
-        f"reproduce: python -m benchmarks.scale --database-url {url} "
+        f"reproduce: python -m benchmarks.scale --database-url {shareable_url(database_url)} "
         f"--sizes {','.join(str(size) for size in sizes)}"
     )
 
