@@ -87,9 +87,12 @@ class Runtime:
             http=HttpSessions(settings.ecs_ca_bundle),
             redis=client,
             # An engine of its own (its pool opens connections only for a process that
-            # reads: an API process, not a worker).
+            # reads: an API process, not a worker), one per thread that may read at most, with
+            # none opened past them: the process's cap on the database grows by that, not twice.
             reads=make_session_factory(
-                make_engine(settings.database_url, pool_size=db_pool_size, autocommit=True)
+                make_engine(
+                    settings.database_url, pool_size=db_pool_size, autocommit=True, max_overflow=0
+                )
             ),
         )
 

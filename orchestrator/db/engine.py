@@ -19,11 +19,14 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, *, pool_size: int = 5, autocommit: bool = False) -> Engine:
+def make_engine(
+    url: str, *, pool_size: int = 5, autocommit: bool = False, max_overflow: int | None = None
+) -> Engine:
     """`autocommit`: for reads that change nothing, every statement seeing what is committed
     when it runs, with no BEGIN or ROLLBACK round trips. Set on the engine, not per connection
     (`execution_options(isolation_level=...)`): that set and reset it at every checkout, a
-    quarter of the Python of an API read of one statement."""
+    quarter of the Python of an API read of one statement. `max_overflow`: connections opened
+    past `pool_size` for a burst (as many again by default)."""
     url = normalise_url(url)
     isolation = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     if url.startswith("sqlite"):
@@ -34,7 +37,7 @@ def make_engine(url: str, *, pool_size: int = 5, autocommit: bool = False) -> En
         url,
         **isolation,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_timeout=10,
         # Sessions in UTC: timestamps come back as UTC already, with nothing to convert per
         # value on pages of thousands of them (every column here is UTC).
