@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    ColumnExpressionArgument,
     DateTime,
     Float,
     ForeignKey,
@@ -22,15 +23,22 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    exists,
     false,
     text,
 )
+from sqlalchemy import Exists as ExistsClause
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from orchestrator.domain.policy import RolloutPolicy
-from orchestrator.domain.states import BatchState, DeliveryState, ServerState
+from orchestrator.domain.states import (
+    ACTIVE_SERVER_STATES,
+    BatchState,
+    DeliveryState,
+    ServerState,
+)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -301,6 +309,19 @@ class BatchWaveCount(Base):
     n: Mapped[int] = mapped_column(Integer)
 
     __table_args__ = (one_of("state", ServerState),)
+
+
+def wave_unsettled(
+    batch_id: str | ColumnExpressionArgument[str], wave: int | ColumnExpressionArgument[int]
+) -> ExistsClause:
+    """Whether a wave still has a server pending or in flight, read from its kept counts (no
+    scan of its servers): for one batch's values, or correlated to a query's columns."""
+    return exists().where(
+        BatchWaveCount.batch_id == batch_id,
+        BatchWaveCount.wave == wave,
+        BatchWaveCount.state.in_([state.value for state in ACTIVE_SERVER_STATES]),
+        BatchWaveCount.n > 0,
+    )
 
 
 class BatchCodeCount(Base):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.cloud.facts import SWEEP_INTERVAL_S, FactsCache
@@ -24,7 +24,7 @@ from orchestrator.db.bookkeeping import (
     lease_polls,
     lease_submits,
 )
-from orchestrator.db.models import Batch, BatchServer, BatchWaveCount
+from orchestrator.db.models import Batch, BatchServer, wave_unsettled
 from orchestrator.db.transitions import (
     BatchColumns,
     record_batch_transition,
@@ -35,7 +35,6 @@ from orchestrator.domain.approvals import BEFORE_START, ApprovalPolicy
 from orchestrator.domain.rollout import WaveStatus, budget_spent, may_open_next_wave, pauses_after
 from orchestrator.domain.spread import Candidate, SpreadRule, pick
 from orchestrator.domain.states import (
-    ACTIVE_SERVER_STATES,
     IN_FLIGHT_SERVER_STATES,
     BatchState,
     ServerState,
@@ -322,13 +321,7 @@ def _wave_open(session: Session, batch: Batch, *, now: datetime) -> bool:
     current one has ended, after its bake time or through a manual gate (a pause)."""
     # Read from the counts kept with every transition: counting the wave's rows cost a scan of
     # the wave (58 ms a tick for a 90,000-server wave), growing with the batch.
-    unsettled = session.scalar(
-        select(func.coalesce(func.sum(BatchWaveCount.n), 0)).where(
-            BatchWaveCount.batch_id == batch.id,
-            BatchWaveCount.wave == batch.current_wave,
-            BatchWaveCount.state.in_([s.value for s in ACTIVE_SERVER_STATES]),
-        )
-    )
+    unsettled = session.scalar(select(wave_unsettled(batch.id, batch.current_wave)))
     if unsettled or batch.current_wave >= batch.waves_total:
         return True
     policy = batch.rollout_policy

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import exists, literal, select
+from sqlalchemy import literal, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestrator.db.bookkeeping import lease_ended_jobs, lease_polls_until
-from orchestrator.db.models import Batch, BatchServer, BatchWaveCount
-from orchestrator.domain.states import ACTIVE_SERVER_STATES, TERMINAL_BATCH_STATES, ServerState
+from orchestrator.db.models import Batch, BatchServer, wave_unsettled
+from orchestrator.domain.states import TERMINAL_BATCH_STATES, ServerState
 
 # Only looks due this soon are handed on (at least; two ticks when ticks are slower): there the
 # tick's lateness (up to a tick) is a large share of the wait. A longer wait is left to the
@@ -156,12 +156,6 @@ def ended_a_wave(sessions: sessionmaker[Session], batch_server_ids: Sequence[int
     (read from the counts kept with every transition, not from the wave's rows)."""
     if not batch_server_ids:
         return False
-    unsettled = exists().where(
-        BatchWaveCount.batch_id == Batch.id,
-        BatchWaveCount.wave == Batch.current_wave,
-        BatchWaveCount.state.in_([state.value for state in ACTIVE_SERVER_STATES]),
-        BatchWaveCount.n > 0,
-    )
     with sessions() as session:
         found = session.execute(
             select(literal(1))
@@ -170,7 +164,7 @@ def ended_a_wave(sessions: sessionmaker[Session], batch_server_ids: Sequence[int
                     select(BatchServer.batch_id).where(BatchServer.id.in_(batch_server_ids))
                 ),
                 Batch.state.not_in([state.value for state in TERMINAL_BATCH_STATES]),
-                ~unsettled,
+                ~wave_unsettled(Batch.id, Batch.current_wave),
             )
             .limit(1)
         ).first()

@@ -44,7 +44,7 @@ TICK_QUERIES = {
     "tick: due submits": ("select", "call_started_at is null", "dispatched_at"),
     "tick: due polls": ("select", "order by batch_servers.next_poll_at"),
     "tick: claims by wave": ("select", "order by batch_servers.position"),
-    "tick: unsettled count of the wave": ("sum(batch_wave_counts.n)", "batch_wave_counts.wave ="),
+    "tick: unsettled servers of the wave": ("exists (select", "batch_wave_counts.wave ="),
     "tick: learning job durations": ("job_seconds is not null", "order by batch_servers.id desc"),
 }
 # What would fix a full read, per query; anything else gets the general advice.
